@@ -655,6 +655,14 @@ impl Wal {
         block_on(self.wait_durable(end))
     }
 
+    /// Asks the flusher to write (and, per the durability setting, sync) what
+    /// is pending now instead of at the end of the interval. The bus calls this
+    /// when its write queue passes its threshold, so group commit shortens
+    /// under load instead of capping throughput at queue size / interval.
+    pub fn flush_soon(&self) {
+        self.shared.kick(|g| g.sync_now = true);
+    }
+
     /// Watches the flusher's progress (written and durable positions).
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.shared.progress.subscribe()

@@ -1,0 +1,44 @@
+//! Errors of the bus.
+
+use std::sync::Arc;
+
+use gateway_model::Batch;
+
+/// An error of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Invalid configuration.
+    #[error("invalid bus configuration: {0}")]
+    Config(#[from] crate::config::CfgError),
+    /// The write-ahead log failed.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] gateway_wal::WalError),
+    /// The bus was closed.
+    #[error("the bus is closed")]
+    Closed,
+    /// A batch with more frames than the ring can ever hold.
+    #[error("a batch of {len} frames is larger than the bus accepts ({max})")]
+    TooLarge {
+        /// Frames in the batch.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A subscriber name that is already in use.
+    #[error("a subscriber named {0:?} already exists")]
+    DuplicateSubscriber(String),
+    /// A durable subscriber name the WAL does not accept.
+    #[error("invalid subscriber name {0:?}: use 1-64 of A-Z a-z 0-9 _ - .")]
+    SubscriberName(String),
+}
+
+/// Why [`crate::Bus::try_publish`] did not publish; the batch is handed back.
+#[derive(Debug, thiserror::Error)]
+pub enum TryPublishError {
+    /// Backpressure: the ring or the WAL queue is above its threshold.
+    #[error("the bus is applying backpressure")]
+    Full(Arc<Batch>),
+    /// Any other error.
+    #[error(transparent)]
+    Other(#[from] BusError),
+}
