@@ -1,0 +1,111 @@
+//! The driver manager: one task per device, started, replaced and stopped
+//! one at a time, so changing a device over the API restarts that device's
+//! driver alone.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_bus::Bus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{DeviceConfig, DeviceStatus, DriverContext, Shutdown, run_device};
+
+struct Running {
+    config: Arc<DeviceConfig>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    status: Arc<DeviceStatus>,
+}
+
+/// Starts and stops device drivers.
+pub struct DriverManager {
+    bus: Bus,
+    devices: Mutex<BTreeMap<String, Running>>,
+}
+
+impl std::fmt::Debug for DriverManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverManager").field("devices", &self.names()).finish()
+    }
+}
+
+/// How long a driver gets to stop before its task is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+impl DriverManager {
+    /// A manager publishing on `bus`.
+    pub fn new(bus: Bus) -> Self {
+        DriverManager { bus, devices: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts `dev` (or, if it runs, stops it and starts the new configuration).
+    /// A disabled device is stopped and not started.
+    pub async fn apply(&self, dev: DeviceConfig) {
+        self.stop(&dev.name).await;
+        if !dev.enabled {
+            return;
+        }
+        let (stop, shutdown) = Shutdown::new();
+        let status = Arc::new(DeviceStatus::default());
+        status.set_running(true);
+        let ctx = DriverContext {
+            bus: self.bus.clone(),
+            shutdown,
+            commands: self.bus.route_commands(&dev.name),
+            status: status.clone(),
+        };
+        let config = Arc::new(dev);
+        let name = config.name.clone();
+        let st = status.clone();
+        let cfg = config.clone();
+        let task = tokio::spawn(async move {
+            run_device(cfg, ctx).await;
+            st.set_running(false);
+        });
+        tracing::info!(device = %name, "Device driver started.");
+        self.lock().insert(name, Running { config, stop, task, status });
+    }
+
+    /// Stops `name`'s driver (waiting up to 5 s for it to finish). Returns whether it ran.
+    pub async fn stop(&self, name: &str) -> bool {
+        let Some(r) = self.lock().remove(name) else { return false };
+        self.bus.unroute_commands(name);
+        let _ = r.stop.send(true);
+        let mut task = r.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            tracing::warn!(device = name, "Device driver did not stop in time; aborting it.");
+            task.abort();
+        }
+        tracing::info!(device = name, "Device driver stopped.");
+        true
+    }
+
+    /// Stops every driver.
+    pub async fn stop_all(&self) {
+        let names = self.names();
+        for n in names {
+            self.stop(&n).await;
+        }
+    }
+
+    /// Names of the running devices.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// The configuration a device runs with.
+    pub fn config(&self, name: &str) -> Option<Arc<DeviceConfig>> {
+        self.lock().get(name).map(|r| r.config.clone())
+    }
+
+    /// The status of a running device.
+    pub fn status(&self, name: &str) -> Option<Arc<DeviceStatus>> {
+        self.lock().get(name).map(|r| r.status.clone())
+    }
+}

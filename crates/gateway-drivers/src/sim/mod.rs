@@ -1,0 +1,408 @@
+//! The simulator driver (`driver = "sim"`): tags that follow a signal
+//! (`sine`, `ramp`, `random_walk`, `square`, `counter`, `constant`), so that
+//! `edge-gateway run` shows live data with no device attached, and so that
+//! benchmarks have a cheap load source (a device can also generate `count`
+//! tags of one signal: millions of points per second cost one `sin` each).
+//!
+//! Writable tags accept commands: a write sets a `counter` to the value, and
+//! sets the level (`offset`) of the other signals. The new value is published
+//! at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_bus::CommandRequest;
+use gateway_model::{Batch, CmdStatus, DataFrame, Frame, Quality, TagId, Value, now_ns};
+use serde::{Deserialize, Serialize};
+use tokio::time::MissedTickBehavior;
+
+use crate::config::{DeviceConfig, FieldError, TagParams};
+use crate::{DriverContext, Stop};
+
+/// The waveform of a simulated tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// `offset + amplitude * sin(2π t / period)`.
+    Sine,
+    /// Sawtooth from `offset` to `offset + amplitude` every period.
+    Ramp,
+    /// Steps of at most `step` per poll, within `min..=max`.
+    RandomWalk,
+    /// `offset + amplitude` for `duty` of each period, `offset` the rest.
+    Square,
+    /// `offset` + 1 per poll; never skips a number.
+    Counter,
+    /// `offset`, until a command changes it.
+    Constant,
+}
+
+/// The data type a simulated tag reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimType {
+    /// Float.
+    F64,
+    /// Signed integer (rounded).
+    I64,
+    /// Unsigned integer (rounded, at least 0).
+    U64,
+    /// Boolean: `true` above `offset + amplitude / 2`.
+    Bool,
+}
+
+/// Tags a device generates in bulk (load generation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generate {
+    /// How many tags.
+    pub count: u32,
+    /// Their signal.
+    pub signal: Signal,
+    /// Name prefix; tags are `{prefix}{index}`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+fn default_prefix() -> String {
+    "g".into()
+}
+
+/// Device fields of the simulator.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimDeviceParams {
+    /// Seed of the random walks (default: derived from the device name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Tags generated in bulk, in addition to the listed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<Generate>,
+}
+
+/// Tag fields of the simulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimTagParams {
+    /// The waveform.
+    pub signal: Signal,
+    /// Height of the waveform (default 1).
+    #[serde(default = "one")]
+    pub amplitude: f64,
+    /// Level the waveform starts from (default 0).
+    #[serde(default)]
+    pub offset: f64,
+    /// Period of sine, ramp and square in milliseconds (default 10000).
+    #[serde(default = "default_period")]
+    pub period_ms: u64,
+    /// Fraction of the period a square wave is high (default 0.5).
+    #[serde(default = "half")]
+    pub duty: f64,
+    /// Largest step of a random walk per poll (default amplitude / 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    /// Lower bound of a random walk (default offset - amplitude).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Upper bound of a random walk (default offset + amplitude).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Reported type (default: `i64` for counters, `bool` for square waves, else `f64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<SimType>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn half() -> f64 {
+    0.5
+}
+fn default_period() -> u64 {
+    10_000
+}
+
+impl SimTagParams {
+    /// A tag with `signal` and every other field at its default.
+    pub fn new(signal: Signal) -> Self {
+        SimTagParams {
+            signal,
+            amplitude: 1.0,
+            offset: 0.0,
+            period_ms: default_period(),
+            duty: 0.5,
+            step: None,
+            min: None,
+            max: None,
+            data_type: None,
+        }
+    }
+
+    fn data_type(&self) -> SimType {
+        self.data_type.unwrap_or(match self.signal {
+            Signal::Counter => SimType::I64,
+            Signal::Square => SimType::Bool,
+            _ => SimType::F64,
+        })
+    }
+}
+
+pub(crate) fn validate(dev: &DeviceConfig, p: &SimDeviceParams) -> Result<(), FieldError> {
+    if let Some(g) = &p.generate {
+        if g.count > 1_000_000 {
+            return Err(FieldError::new("generate.count", format!("must be at most 1000000, got {}", g.count)));
+        }
+        if TagId::from_parts(&dev.name, &format!("{}0", g.prefix)).is_err() {
+            return Err(FieldError::new("generate.prefix", format!("{:?} does not make valid tag names", g.prefix)));
+        }
+    }
+    for (i, t) in dev.tags.iter().enumerate() {
+        let TagParams::Sim(s) = &t.params;
+        let at = |f: &str| format!("tags[{i}].{f}");
+        if !s.amplitude.is_finite() || !s.offset.is_finite() {
+            return Err(FieldError::new(at("amplitude"), "amplitude and offset must be finite numbers"));
+        }
+        if s.period_ms == 0 {
+            return Err(FieldError::new(at("period_ms"), "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&s.duty) {
+            return Err(FieldError::new(at("duty"), format!("must be between 0 and 1, got {}", s.duty)));
+        }
+        if let (Some(lo), Some(hi)) = (s.min, s.max)
+            && lo > hi
+        {
+            return Err(FieldError::new(at("min"), format!("min {lo} is above max {hi}")));
+        }
+    }
+    Ok(())
+}
+
+struct SimTag {
+    id: TagId,
+    p: SimTagParams,
+    kind: SimType,
+    writable: bool,
+    /// Current level: the random walk's position, or the counter.
+    state: f64,
+    counter: i64,
+    /// A boolean written by a command, which overrides the signal.
+    forced: Option<bool>,
+}
+
+/// xorshift64*: plenty for noise, and no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl SimTag {
+    fn new(id: TagId, p: SimTagParams, writable: bool) -> Self {
+        let kind = p.data_type();
+        SimTag { id, kind, writable, state: p.offset, counter: p.offset.round() as i64, forced: None, p }
+    }
+
+    fn sample(&mut self, t_ns: u64, rng: &mut Rng) -> Value {
+        if let Some(b) = self.forced {
+            return Value::Bool(b);
+        }
+        let p = &self.p;
+        let phase = (t_ns / 1_000_000 % p.period_ms) as f64 / p.period_ms as f64;
+        let v = match p.signal {
+            Signal::Sine => p.offset + p.amplitude * (std::f64::consts::TAU * phase).sin(),
+            Signal::Ramp => p.offset + p.amplitude * phase,
+            Signal::Square => p.offset + if phase < p.duty { p.amplitude } else { 0.0 },
+            Signal::Constant => p.offset,
+            Signal::RandomWalk => {
+                let step = p.step.unwrap_or(p.amplitude / 20.0);
+                let lo = p.min.unwrap_or(p.offset - p.amplitude);
+                let hi = p.max.unwrap_or(p.offset + p.amplitude);
+                self.state = (self.state + step * (2.0 * rng.next_f64() - 1.0)).clamp(lo, hi);
+                self.state
+            }
+            Signal::Counter => {
+                let v = self.counter;
+                self.counter = self.counter.wrapping_add(1);
+                return self.convert_int(v);
+            }
+        };
+        self.convert(v)
+    }
+
+    fn convert(&self, v: f64) -> Value {
+        match self.kind {
+            SimType::F64 => Value::F64(v),
+            SimType::I64 => Value::I64(v.round() as i64),
+            SimType::U64 => Value::U64(v.round().max(0.0) as u64),
+            SimType::Bool => Value::Bool(v > self.p.offset + self.p.amplitude / 2.0),
+        }
+    }
+
+    fn convert_int(&self, v: i64) -> Value {
+        match self.kind {
+            SimType::F64 => Value::F64(v as f64),
+            SimType::I64 => Value::I64(v),
+            SimType::U64 => Value::U64(v.max(0) as u64),
+            SimType::Bool => Value::Bool(v & 1 == 1),
+        }
+    }
+
+    /// Applies a written value; the error is the reason for a rejection.
+    fn write(&mut self, v: &Value) -> Result<Value, String> {
+        if self.kind == SimType::Bool {
+            let b = v.as_bool().ok_or_else(|| format!("expected a boolean, got {}", v.type_name()))?;
+            // A written boolean holds until the next write.
+            self.forced = Some(b);
+            return Ok(Value::Bool(b));
+        }
+        let x = match v.as_f64() {
+            Some(x) if x.is_finite() => x,
+            _ => return Err(format!("expected a number, got {}", v.type_name())),
+        };
+        match self.p.signal {
+            Signal::Counter => {
+                self.counter = x.round() as i64;
+                return Ok(self.convert_int(self.counter));
+            }
+            Signal::RandomWalk => self.state = x,
+            _ => self.p.offset = x,
+        }
+        Ok(self.convert(x))
+    }
+}
+
+fn build_tags(dev: &DeviceConfig, p: &SimDeviceParams) -> Vec<SimTag> {
+    let mut tags: Vec<SimTag> = dev
+        .tags
+        .iter()
+        .filter_map(|t| {
+            let TagParams::Sim(s) = &t.params;
+            dev.tag_id(&t.name).map(|id| SimTag::new(id, s.clone(), t.writable))
+        })
+        .collect();
+    if let Some(g) = &p.generate {
+        for i in 0..g.count {
+            if let Ok(id) = TagId::from_parts(&dev.name, &format!("{}{i}", g.prefix)) {
+                let mut sp = SimTagParams::new(g.signal);
+                // Spread the phases so generated tags do not move in lockstep.
+                sp.period_ms = 5_000 + u64::from(i % 97) * 137;
+                sp.offset = f64::from(i % 100);
+                tags.push(SimTag::new(id, sp, false));
+            }
+        }
+    }
+    tags
+}
+
+/// Runs a simulated device until stopped.
+pub(crate) async fn run(dev: Arc<DeviceConfig>, p: SimDeviceParams, mut ctx: DriverContext) {
+    let mut tags = build_tags(&dev, &p);
+    let seed = p.seed.unwrap_or_else(|| dev.name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
+    let mut rng = Rng(seed | 1);
+    let mut tick = tokio::time::interval(Duration::from_millis(dev.poll_interval_ms));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    ctx.status.set_connected(true);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let ts = now_ns();
+                let frames: Vec<Frame> = tags
+                    .iter_mut()
+                    .map(|t| Frame::Data(DataFrame::new(t.id.clone(), t.sample(ts, &mut rng), Quality::GOOD, ts)))
+                    .collect();
+                if frames.is_empty() {
+                    ctx.status.polled(ts);
+                    continue;
+                }
+                match ctx.publish(Batch::from(frames)).await {
+                    Ok(()) => ctx.status.polled(ts),
+                    Err(Stop) => break,
+                }
+            }
+            req = ctx.commands.recv() => {
+                let Some(req) = req else { break };
+                if let Some(frame) = command(&mut tags, req)
+                    && ctx.publish(Batch::from(vec![frame])).await.is_err()
+                {
+                    break;
+                }
+            }
+            _ = ctx.shutdown.wait() => break,
+        }
+    }
+    ctx.status.set_connected(false);
+}
+
+fn command(tags: &mut [SimTag], req: CommandRequest) -> Option<Frame> {
+    let Some(tag) = tags.iter_mut().find(|t| t.id == req.cmd.tag) else {
+        req.reply(CmdStatus::Rejected, "unknown tag");
+        return None;
+    };
+    if !tag.writable {
+        req.reply(CmdStatus::Rejected, "tag is not writable");
+        return None;
+    }
+    match tag.write(&req.cmd.value) {
+        Ok(v) => {
+            let f = Frame::Data(DataFrame::new(tag.id.clone(), v, Quality::GOOD, now_ns()));
+            req.reply(CmdStatus::Ok, "");
+            Some(f)
+        }
+        Err(msg) => {
+            req.reply(CmdStatus::Rejected, msg);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag(signal: Signal) -> SimTag {
+        SimTag::new(TagId::new("d.t").unwrap(), SimTagParams::new(signal), true)
+    }
+
+    #[test]
+    fn signals_have_their_shape() {
+        let mut rng = Rng(1);
+        let ms = 1_000_000u64;
+        let mut sine = tag(Signal::Sine);
+        assert_eq!(sine.sample(0, &mut rng), Value::F64(0.0));
+        assert!(matches!(sine.sample(2_500 * ms, &mut rng), Value::F64(v) if (v - 1.0).abs() < 1e-9));
+        let mut ramp = tag(Signal::Ramp);
+        assert!(matches!(ramp.sample(5_000 * ms, &mut rng), Value::F64(v) if (v - 0.5).abs() < 1e-9));
+        let mut sq = tag(Signal::Square);
+        assert_eq!(sq.sample(1_000 * ms, &mut rng), Value::Bool(true));
+        assert_eq!(sq.sample(6_000 * ms, &mut rng), Value::Bool(false));
+        let mut c = tag(Signal::Counter);
+        let seq: Vec<_> = (0..5).map(|_| c.sample(0, &mut rng)).collect();
+        assert_eq!(seq, (0..5).map(Value::I64).collect::<Vec<_>>());
+        let mut w = tag(Signal::RandomWalk);
+        for _ in 0..10_000 {
+            let Value::F64(v) = w.sample(0, &mut rng) else { panic!() };
+            assert!((-1.0..=1.0).contains(&v));
+        }
+    }
+
+    #[test]
+    fn writes_set_the_level_or_the_counter() {
+        let mut rng = Rng(1);
+        let mut c = tag(Signal::Counter);
+        assert_eq!(c.write(&Value::I64(100)), Ok(Value::I64(100)));
+        assert_eq!(c.sample(0, &mut rng), Value::I64(100));
+        assert_eq!(c.sample(0, &mut rng), Value::I64(101));
+        let mut k = tag(Signal::Constant);
+        k.write(&Value::F64(42.5)).unwrap();
+        assert_eq!(k.sample(0, &mut rng), Value::F64(42.5));
+        assert!(k.write(&Value::from("high")).is_err());
+        let mut b = tag(Signal::Square);
+        assert_eq!(b.write(&Value::Bool(true)), Ok(Value::Bool(true)));
+        assert_eq!(b.sample(6_000_000_000, &mut rng), Value::Bool(true), "a written boolean holds");
+    }
+}
