@@ -96,6 +96,7 @@
 mod block_on;
 mod error;
 mod format;
+pub mod inspect;
 mod reader;
 mod recover;
 mod segs;

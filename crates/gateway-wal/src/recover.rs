@@ -88,7 +88,7 @@ const WINDOW: usize = 4 << 20;
 impl<'a> Window<'a> {
     /// Makes `[pos, pos + need)` (clipped to the file) available; returns the
     /// slice from `pos` to the end of what is loaded.
-    fn at(&mut self, pos: u64, need: usize) -> Result<&[u8]> {
+    pub(crate) fn at(&mut self, pos: u64, need: usize) -> Result<&[u8]> {
         let end = (pos + need as u64).min(self.file_len);
         if pos < self.start || end > self.start + self.buf.len() as u64 {
             let len = (end - pos).max(WINDOW as u64).min(self.file_len - pos) as usize;
@@ -139,14 +139,24 @@ impl<'a> Window<'a> {
     }
 }
 
-fn scan_segment(
+/// What to do with a segment while scanning it.
+pub(crate) struct ScanMode<'a> {
+    /// Truncate a torn tail and rewrite an unfinished header (on open); off for inspection.
+    pub repair: bool,
+    /// Called with every valid record and its stored payload.
+    pub on_record: Option<&'a mut dyn FnMut(&format::RecordHeader, &[u8])>,
+}
+
+pub(crate) fn scan_segment(
     storage: &dyn Storage,
     path: &Path,
     base: u64,
     is_last: bool,
     report: &mut RecoveryReport,
+    mut mode: ScanMode<'_>,
 ) -> Result<Option<SegInfo>> {
-    let file = storage.open(path, OpenMode::ReadWrite).map_err(WalError::io("open", path))?;
+    let open_mode = if mode.repair { OpenMode::ReadWrite } else { OpenMode::Read };
+    let file = storage.open(path, open_mode).map_err(WalError::io("open", path))?;
     let file_len = file.len().map_err(WalError::io("stat", path))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
@@ -158,12 +168,15 @@ fn scan_segment(
     };
     if let Err(what) = header_ok {
         if is_last && file_len <= SEGMENT_HEADER_LEN {
+            report.torn_tail_bytes += file_len;
+            if !mode.repair {
+                return Ok(Some(SegInfo::new(base, path.to_owned(), file_len)));
+            }
             // Interrupted while creating the segment: nothing was in it yet.
             tracing::warn!(segment = %name, error = %what, "Rewriting the header of an unfinished segment.");
             file.set_len(0).map_err(WalError::io("truncate", path))?;
             file.write_at(&format::segment_header(base), 0).map_err(WalError::io("write", path))?;
             file.sync_data().map_err(WalError::io("sync", path))?;
-            report.torn_tail_bytes += file_len;
             return Ok(Some(SegInfo::new(base, path.to_owned(), SEGMENT_HEADER_LEN)));
         }
         tracing::error!(segment = %name, error = %what, "Segment header is damaged; skipping the segment.");
@@ -177,6 +190,10 @@ fn scan_segment(
     let mut expected = base;
     while pos < file_len {
         if let Some(h) = w.check(pos, expected)? {
+            if let Some(f) = mode.on_record.as_mut() {
+                let rec = w.at(pos, h.disk_len() as usize)?;
+                f(&h, &rec[RECORD_HEADER_LEN..h.disk_len() as usize]);
+            }
             seg.maybe_index(h.first_seq, pos);
             report.records += 1;
             report.record_bytes += h.disk_len();
@@ -195,10 +212,12 @@ fn scan_segment(
                 pos = q;
             }
             None if is_last => {
-                tracing::warn!(segment = %name, offset = pos, bytes = file_len - pos, "Truncating a torn write at the end of the log.");
                 report.torn_tail_bytes += file_len - pos;
-                file.set_len(pos).map_err(WalError::io("truncate", path))?;
-                file.sync_data().map_err(WalError::io("sync", path))?;
+                if mode.repair {
+                    tracing::warn!(segment = %name, offset = pos, bytes = file_len - pos, "Truncating a torn write at the end of the log.");
+                    file.set_len(pos).map_err(WalError::io("truncate", path))?;
+                    file.sync_data().map_err(WalError::io("sync", path))?;
+                }
                 break;
             }
             None => {
@@ -246,7 +265,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(format::segment_name(base));
         let is_last = i + 1 == bases.len();
-        match scan_segment(storage, &path, base, is_last, &mut report)? {
+        match scan_segment(storage, &path, base, is_last, &mut report, ScanMode { repair: true, on_record: None })? {
             Some(seg) => segs.push(seg),
             None => {
                 let upto = bases.get(i + 1).copied().unwrap_or(base);
@@ -261,34 +280,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
         }
     }
 
-    let cursor_dir = dir.join(CURSOR_DIR);
-    storage.create_dir_all(&cursor_dir).map_err(WalError::io("create", &cursor_dir))?;
-    let mut cursors = BTreeMap::new();
-    let mut corrupt_cursors = BTreeSet::new();
-    for name in storage.list(&cursor_dir).map_err(WalError::io("list", &cursor_dir))? {
-        let path = cursor_dir.join(&name);
-        if name.ends_with(".tmp") {
-            storage.remove(&path).map_err(WalError::io("remove", &path))?;
-            report.removed_files.push(format!("{CURSOR_DIR}/{name}"));
-            continue;
-        }
-        let Some(cursor) = name.strip_suffix(".cur") else {
-            report.unknown_files.push(format!("{CURSOR_DIR}/{name}"));
-            continue;
-        };
-        let mut buf = [0u8; format::CURSOR_FILE_LEN + 1];
-        let f = storage.open(&path, OpenMode::Read).map_err(WalError::io("open", &path))?;
-        let n = read_prefix(&*f, &mut buf).map_err(WalError::io("read", &path))?;
-        match format::parse_cursor_file(&buf[..n]) {
-            Some(pos) => {
-                cursors.insert(cursor.to_owned(), pos);
-            }
-            None => {
-                tracing::error!(cursor, "Cursor file is damaged; the consumer restarts from the oldest record.");
-                corrupt_cursors.insert(cursor.to_owned());
-            }
-        }
-    }
+    let (cursors, corrupt_cursors) = read_cursors(storage, dir, true, &mut report)?;
 
     let mut next_seq = segs.last().map_or(0, |s| s.end_seq.max(s.base_seq));
     if let Some(&max_base) = bases.last() {
@@ -308,6 +300,53 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
     report.corrupt_cursors = corrupt_cursors.iter().cloned().collect();
     report.duration = started.elapsed();
     Ok(Recovered { segs, next_seq, cursors, corrupt_cursors, report })
+}
+
+/// Loads the cursor files; with `repair`, removes left-over temporary files.
+pub(crate) fn read_cursors(
+    storage: &dyn Storage,
+    dir: &Path,
+    repair: bool,
+    report: &mut RecoveryReport,
+) -> Result<(BTreeMap<String, u64>, BTreeSet<String>)> {
+    let cursor_dir = dir.join(CURSOR_DIR);
+    if repair {
+        storage.create_dir_all(&cursor_dir).map_err(WalError::io("create", &cursor_dir))?;
+    }
+    let mut cursors = BTreeMap::new();
+    let mut corrupt_cursors = BTreeSet::new();
+    let names = match storage.list(&cursor_dir) {
+        Ok(n) => n,
+        Err(e) if !repair && e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(WalError::io("list", &cursor_dir)(e)),
+    };
+    for name in names {
+        let path = cursor_dir.join(&name);
+        if name.ends_with(".tmp") {
+            if repair {
+                storage.remove(&path).map_err(WalError::io("remove", &path))?;
+                report.removed_files.push(format!("{CURSOR_DIR}/{name}"));
+            }
+            continue;
+        }
+        let Some(cursor) = name.strip_suffix(".cur") else {
+            report.unknown_files.push(format!("{CURSOR_DIR}/{name}"));
+            continue;
+        };
+        let mut buf = [0u8; format::CURSOR_FILE_LEN + 1];
+        let f = storage.open(&path, OpenMode::Read).map_err(WalError::io("open", &path))?;
+        let n = read_prefix(&*f, &mut buf).map_err(WalError::io("read", &path))?;
+        match format::parse_cursor_file(&buf[..n]) {
+            Some(pos) => {
+                cursors.insert(cursor.to_owned(), pos);
+            }
+            None => {
+                tracing::error!(cursor, "Cursor file is damaged; the consumer restarts from the oldest record.");
+                corrupt_cursors.insert(cursor.to_owned());
+            }
+        }
+    }
+    Ok((cursors, corrupt_cursors))
 }
 
 /// Path of the cursor file for `name`.

@@ -254,3 +254,41 @@ proptest! {
         prop_assert_eq!(&r.next_record().unwrap().unwrap().payload[..], b"after");
     }
 }
+
+#[test]
+fn inspection_reports_damage_without_repairing_and_works_while_the_log_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 100);
+    let segs = segments(dir.path());
+    let mut bytes = fs::read(&segs[0]).unwrap();
+    bytes[32 + 28 + 3] ^= 1;
+    fs::write(&segs[0], &bytes).unwrap();
+    let last = segs.last().unwrap();
+    let mut tail = fs::read(last).unwrap();
+    let len_before = tail.len() + 10;
+    tail.extend_from_slice(&[7u8; 10]);
+    fs::write(last, &tail).unwrap();
+
+    let i = gateway_wal::inspect::inspect(dir.path()).unwrap();
+    assert!(!i.in_use);
+    assert!(i.is_damaged());
+    assert_eq!(i.report.corrupt_regions, 1);
+    assert_eq!(i.report.torn_tail_bytes, 10);
+    assert_eq!(i.segments[0].corrupt.len(), 1);
+    assert_eq!(i.report.records, 99);
+    assert_eq!(fs::metadata(last).unwrap().len() as usize, len_before, "inspection must not truncate");
+    let mut seen = Vec::new();
+    gateway_wal::inspect::scan_records(dir.path(), 50, &mut |s, _, p| {
+        assert_eq!(p, &payload(s)[..]);
+        seen.push(s);
+        seen.len() < 10
+    })
+    .unwrap();
+    assert_eq!(seen, (50..60).collect::<Vec<_>>());
+
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let i = gateway_wal::inspect::inspect(dir.path()).unwrap();
+    assert!(i.in_use, "the open log holds the lock");
+    assert_eq!(i.report.torn_tail_bytes, 0, "opening truncated the torn tail");
+    drop(wal);
+}
