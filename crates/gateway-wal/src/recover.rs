@@ -139,12 +139,15 @@ impl<'a> Window<'a> {
     }
 }
 
+/// Called with every valid record and its stored payload.
+pub(crate) type OnRecord<'a> = &'a mut dyn FnMut(&format::RecordHeader, &[u8]);
+
 /// What to do with a segment while scanning it.
 pub(crate) struct ScanMode<'a> {
     /// Truncate a torn tail and rewrite an unfinished header (on open); off for inspection.
     pub repair: bool,
     /// Called with every valid record and its stored payload.
-    pub on_record: Option<&'a mut dyn FnMut(&format::RecordHeader, &[u8])>,
+    pub on_record: Option<OnRecord<'a>>,
 }
 
 pub(crate) fn scan_segment(
