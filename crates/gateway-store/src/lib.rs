@@ -1,0 +1,38 @@
+//! The gateway's metadata store: the configured devices and their tags, kept
+//! in a database so that devices created over the API survive restarts.
+//!
+//! The same code runs on SQLite (the default: `gateway.db` in the data
+//! directory) and PostgreSQL, through sqlx's `Any` driver. The schema sticks to
+//! what both dialects and the `Any` driver share: TEXT, BIGINT (0/1 for
+//! booleans), JSON objects as TEXT, `$1` placeholders.
+//!
+//! # Schema
+//!
+//! ```text
+//! devices(name TEXT PRIMARY KEY, driver TEXT, enabled BIGINT, poll_interval_ms BIGINT,
+//!         params TEXT /* JSON object */, source TEXT /* 'config' | 'api' */,
+//!         created_at_ms BIGINT, updated_at_ms BIGINT)
+//! tags(device TEXT REFERENCES devices(name) ON DELETE CASCADE, name TEXT, position BIGINT,
+//!      writable BIGINT, params TEXT /* JSON object */, PRIMARY KEY (device, name))
+//! ```
+//!
+//! The schema is created and upgraded by embedded migrations when the store
+//! opens ([`migrate`]); a database upgraded by a newer gateway is refused.
+//!
+//! # Guarantees
+//!
+//! * Every change is atomic: a device and all its tags are replaced together.
+//! * Reading never panics on stored data: a row that cannot be decoded is
+//!   reported as [`StoreError::Corrupt`].
+//! * Deleting a device deletes its tags, on both databases.
+
+mod config;
+mod error;
+pub mod migrate;
+mod record;
+mod store;
+
+pub use config::{ConfigError, DEFAULT_SQLITE_FILE, DatabaseConfig, MAX_DURATION_S};
+pub use error::StoreError;
+pub use record::{DeviceRecord, Source, TagRecord};
+pub use store::{Dialect, Store, SyncReport};
