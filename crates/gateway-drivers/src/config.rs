@@ -267,8 +267,11 @@ mod tests {
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let e = parse_devices(vec![json!({"name": "a b", "driver": "sim"})], "devices").unwrap_err();
         assert_eq!(e.path, "devices[0].name");
-        let e = parse_devices(vec![json!({"name": "a", "driver": "sim"}), json!({"name": "a", "driver": "sim"})], "devices")
-            .unwrap_err();
+        let e = parse_devices(
+            vec![json!({"name": "a", "driver": "sim"}), json!({"name": "a", "driver": "sim"})],
+            "devices",
+        )
+        .unwrap_err();
         assert_eq!(e.path, "devices[1].name");
         let e = parse_devices(
             vec![json!({"name": "a", "driver": "sim", "tags": [{"name": "x", "signal": "sine"}, {"name": "x", "signal": "ramp"}]})],
@@ -276,7 +279,8 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.path, "devices[0].tags[1].name");
-        let e = parse_devices(vec![json!({"name": "a", "driver": "sim", "poll_interval_ms": 0})], "devices").unwrap_err();
+        let e =
+            parse_devices(vec![json!({"name": "a", "driver": "sim", "poll_interval_ms": 0})], "devices").unwrap_err();
         assert_eq!(e.path, "devices[0].poll_interval_ms");
     }
 

@@ -184,6 +184,21 @@ impl Store {
         loaded.into_iter().map(|(name, l)| l.record.map_err(|reason| StoreError::Corrupt { name, reason })).collect()
     }
 
+    /// Every device that can be read, and the names of those that cannot
+    /// (with the reason), so that one damaged row does not stop a start-up.
+    pub async fn list_readable_devices(&self) -> Result<(Vec<DeviceRecord>, Vec<(String, String)>), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for (name, l) in load(&mut conn, None).await? {
+            match l.record {
+                Ok(r) => ok.push(r),
+                Err(reason) => bad.push((name, reason)),
+            }
+        }
+        Ok((ok, bad))
+    }
+
     /// The device named `name`, if stored.
     pub async fn get_device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;

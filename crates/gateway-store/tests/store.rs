@@ -354,6 +354,10 @@ async fn a_stored_row_with_invalid_json_is_reported_as_corrupt(db: TestDb) {
     }
     assert!(matches!(store.list_devices().await, Err(StoreError::Corrupt { name, .. }) if name == "bad"));
     assert_eq!(get(&store, "ok").await.name, "ok", "other devices still read");
+    let (readable, damaged) = store.list_readable_devices().await.expect("lenient list");
+    assert_eq!(readable.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), vec!["ok"]);
+    assert_eq!(damaged.len(), 1);
+    assert_eq!(damaged[0].0, "bad");
 
     damage("UPDATE devices SET params = '{}' WHERE name = 'bad'").await;
     damage("UPDATE tags SET params = '[1, 2]' WHERE device = 'bad' AND name = 't2'").await;

@@ -302,7 +302,9 @@ fn build_tags(dev: &DeviceConfig, p: &SimDeviceParams) -> Vec<SimTag> {
 /// Runs a simulated device until stopped.
 pub(crate) async fn run(dev: Arc<DeviceConfig>, p: SimDeviceParams, mut ctx: DriverContext) {
     let mut tags = build_tags(&dev, &p);
-    let seed = p.seed.unwrap_or_else(|| dev.name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
+    let seed = p.seed.unwrap_or_else(|| {
+        dev.name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
     let mut rng = Rng(seed | 1);
     let mut tick = tokio::time::interval(Duration::from_millis(dev.poll_interval_ms));
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);

@@ -1,0 +1,227 @@
+//! The configuration file: one TOML document, every section a typed struct
+//! that refuses unknown fields, environment overrides
+//! (`GATEWAY__SECTION__FIELD`), and errors that carry the path of the bad
+//! field, e.g. `devices[1].tags[0].data_type: unknown variant `flaot``.
+
+use std::path::{Path, PathBuf};
+
+use gateway_api::ApiConfig;
+use gateway_bus::{BusCfg, BusConfig};
+use gateway_drivers::DeviceConfig;
+use gateway_store::DatabaseConfig;
+use serde::Deserialize;
+
+/// The built-in default configuration (printed by `edge-gateway config default`).
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// A configuration error: the path of the field (empty for syntax errors) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `section.field` or `devices[1].tags[0].data_type`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn cerr(path: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError { path: path.into(), message: message.to_string() }
+}
+
+/// `[gateway]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Where the WAL and the SQLite database live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Log level (RUST_LOG overrides it).
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection { data_dir: default_data_dir(), log_level: default_log_level() }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    gateway: GatewaySection,
+    #[serde(default)]
+    bus: BusConfig,
+    #[serde(default)]
+    api: ApiConfig,
+    #[serde(default)]
+    database: DatabaseConfig,
+    #[serde(default)]
+    devices: Vec<toml::Value>,
+}
+
+/// A loaded, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `[gateway]`, with `data_dir` as given (or overridden on the command line).
+    pub gateway: GatewaySection,
+    /// The bus, preset and overrides applied, `wal_dir` resolved.
+    pub bus: BusCfg,
+    /// The `[bus]` section as written (for its preset name).
+    pub bus_section: BusConfig,
+    /// `[api]`.
+    pub api: ApiConfig,
+    /// `[database]`.
+    pub database: DatabaseConfig,
+    /// `[[devices]]`.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Sets `GATEWAY__A__B=v` variables into the document as `a.b = v`. Values
+/// that parse as TOML (numbers, booleans, quoted strings, arrays) keep their
+/// type; anything else is a string.
+pub fn apply_env(doc: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+    for (key, raw) in vars {
+        let Some(rest) = key.strip_prefix("GATEWAY__") else { continue };
+        let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(cerr(key.clone(), "malformed override: use GATEWAY__SECTION__FIELD"));
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw.clone()));
+        let mut table = &mut *doc;
+        for (i, p) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                table.insert(p.clone(), value.clone());
+            } else {
+                let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry {
+                    toml::Value::Table(t) => table = t,
+                    _ => {
+                        return Err(cerr(
+                            parts[..=i].join("."),
+                            format!("{key} overrides a value that is not a section"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a configuration from TOML text, applies environment overrides,
+/// `data_dir_override`, and validates everything.
+pub fn load_str(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    data_dir_override: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let mut doc: toml::Table =
+        toml::from_str(text).map_err(|e| cerr("", format!("invalid TOML: {}", e.to_string().trim_end())))?;
+    apply_env(&mut doc, env)?;
+    let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let path = e.path().to_string();
+        cerr(if path == "." { String::new() } else { path }, e.into_inner())
+    })?;
+    let mut gateway = raw.gateway;
+    if let Some(d) = data_dir_override {
+        gateway.data_dir = d.to_owned();
+    }
+    let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| cerr(format!("bus.{}", e.field), e.reason))?;
+    raw.api.validate().map_err(|e| cerr(format!("api.{}", e.field), e.reason))?;
+    raw.database.validate().map_err(|e| cerr(format!("database.{}", e.field), e.message))?;
+    let devices_json: Vec<serde_json::Value> = raw
+        .devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("devices[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let devices = gateway_drivers::parse_devices(devices_json, "devices").map_err(|e| cerr(e.path, e.message))?;
+    Ok(Config { gateway, bus, bus_section: raw.bus, api: raw.api, database: raw.database, devices })
+}
+
+/// Reads and validates a configuration file (or the built-in default).
+pub fn load(path: Option<&Path>, data_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| cerr("", format!("cannot read {}: {e}", p.display())))?,
+        None => DEFAULT_TOML.to_owned(),
+    };
+    load_str(&text, std::env::vars(), data_dir_override)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        load_str(text, Vec::new(), None)
+    }
+
+    #[test]
+    fn the_default_config_is_valid_and_runs_simulated_devices() {
+        let c = load(DEFAULT_TOML).unwrap();
+        assert!(c.devices.len() >= 2);
+        assert_eq!(c.api.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.api.request_timeout_s, 30);
+        assert_eq!(c.database.max_connections, 50);
+        assert_eq!(c.bus.wal_dir, PathBuf::from("./data").join("wal"));
+        assert!(c.devices.iter().flat_map(|d| &d.tags).any(|t| t.writable));
+    }
+
+    #[test]
+    fn errors_carry_the_path_of_the_bad_field() {
+        let e = load("[api]\nbind = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.path, "api.bind", "{e}");
+        let e = load("[bus]\nrign_pow = 3\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `rign_pow`"), "{e}");
+        let e = load("[bus]\nring_pow = 30\n").unwrap_err();
+        assert_eq!(e.path, "bus.ring_pow");
+        let e = load("[database]\nmin_connections = 90\n").unwrap_err();
+        assert_eq!(e.path, "database.min_connections", "{e}");
+        let e = load("[[devices]]\nname = \"a\"\ndriver = \"sim\"\n[[devices]]\nname = \"b\"\ndriver = \"sim\"\n[[devices.tags]]\nname = \"t\"\nsignal = \"sine\"\ndata_type = \"flaot\"\n").unwrap_err();
+        assert_eq!(e.path, "devices[1].tags[0].data_type");
+        assert!(e.message.contains("unknown variant `flaot`"), "{e}");
+        let e = load("[colour]\nx = 1\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = load("[api\n").unwrap_err();
+        assert!(e.message.starts_with("invalid TOML"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_override_fields_with_their_types() {
+        let env = vec![
+            ("GATEWAY__API__BIND".to_string(), "127.0.0.1:9000".to_string()),
+            ("GATEWAY__BUS__PRESET".to_string(), "low_latency".to_string()),
+            ("GATEWAY__BUS__RING_POW".to_string(), "18".to_string()),
+            ("GATEWAY__BUS__BATCH__MAX_BATCH_SIZE".to_string(), "100".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = load_str("", env, Some(Path::new("/tmp/x"))).unwrap();
+        assert_eq!(c.api.bind.port(), 9000);
+        assert_eq!(c.bus.ring_pow, 18);
+        assert_eq!(c.bus.wal_flush_ms, 1, "the low_latency preset applies");
+        assert_eq!(c.bus.batch.max_batch_size, 100);
+        assert_eq!(c.bus.wal_dir, PathBuf::from("/tmp/x/wal"));
+        let e = load_str("", vec![("GATEWAY__API__NOPE".to_string(), "1".to_string())], None).unwrap_err();
+        assert!(e.to_string().contains("unknown field `nope`"), "{e}");
+    }
+}

@@ -1,0 +1,114 @@
+//! `edge-gateway run`: opens the bus (and its WAL), the store, the cache, the
+//! WebSocket hub, the drivers and the API, then waits for SIGINT or SIGTERM
+//! and shuts down in order: stop accepting requests, stop the drivers, close
+//! the bus (flushing and syncing the WAL), close the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gateway_api::{ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
+use gateway_bus::{Bus, BusError, BusMetrics};
+use gateway_drivers::DriverManager;
+use gateway_store::Store;
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+/// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
+pub fn init_logging(level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs the gateway until a signal says stop.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGTERM; only Ctrl-C stops the gateway.");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.gateway.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let mut registry = Registry::default();
+    let bus_metrics = Arc::new(BusMetrics::new(&mut registry));
+    let bus = Bus::open(cfg.bus.clone(), bus_metrics).map_err(|e| match e {
+        BusError::Wal(gateway_wal::WalError::Locked(dir)) => anyhow::anyhow!(
+            "another edge-gateway is using {} (stop it, or give this one another --data-dir)",
+            dir.display()
+        ),
+        e => anyhow::Error::new(e).context("cannot open the bus"),
+    })?;
+    if let Some(w) = bus.wal() {
+        let r = w.recovery_report();
+        tracing::info!(
+            dir = %w.dir().display(),
+            records = r.records,
+            next_seq = r.next_seq,
+            cursors = r.cursors.len(),
+            clean = r.is_clean(),
+            ms = r.duration.as_millis() as u64,
+            "Write-ahead log opened."
+        );
+    }
+    let store = Store::open(&cfg.database, &data_dir).await.context("cannot open the database")?;
+    let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
+    let cache = LatestCache::spawn(&bus)?;
+    let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
+    let manager = Arc::new(DriverManager::new(bus.clone()));
+    let devices = Arc::new(
+        Devices::load(store.clone(), manager, cache.clone(), &cfg.devices).await.context("cannot load the devices")?,
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.api.bind)
+        .await
+        .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(Parts {
+        bus: bus.clone(),
+        cache,
+        devices: devices.clone(),
+        store: store.clone(),
+        registry: Arc::new(registry),
+        metrics: api_metrics,
+        ws,
+        cfg: cfg.api.clone(),
+        preset: cfg.bus_section.preset.to_string(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway_api::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(%addr, devices = devices.len(), "edge-gateway is running: http://{addr}/ (live values), /api/v1, /ws, /metrics.");
+
+    shutdown_signal().await;
+    tracing::info!("Shutting down.");
+    let _ = stop_tx.send(());
+    devices.stop_all().await;
+    bus.close().await.context("closing the bus (flushing the WAL)")?;
+    store.close().await;
+    // Open WebSocket connections would keep a graceful shutdown waiting forever.
+    if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+        tracing::warn!("Connections still open after 5 s; closing them.");
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}

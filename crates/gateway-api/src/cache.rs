@@ -1,0 +1,72 @@
+//! The latest-value cache: the newest reading of every tag, fed by a lossy
+//! bus subscriber and read by the REST API and the WebSocket snapshots. It
+//! takes one write lock per batch, not per frame; readers copy what they need.
+//! If it falls behind the bus it skips frames (newer ones follow), so it never
+//! slows publishers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use gateway_bus::{Bus, BusError, SubscribeOptions};
+use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
+
+/// Newest reading per tag.
+#[derive(Debug, Default)]
+pub struct LatestCache {
+    map: RwLock<HashMap<TagId, DataFrame>>,
+}
+
+impl LatestCache {
+    /// A cache fed from `bus` by a background task (stops when the bus closes).
+    pub fn spawn(bus: &Bus) -> Result<Arc<Self>, BusError> {
+        let cache = Arc::new(LatestCache::default());
+        let filter = gateway_bus::Filter::all().kinds([FrameKind::Data]);
+        let mut sub = bus.subscribe(SubscribeOptions::lossy("latest-cache", 1 << 20).filter(filter))?;
+        let c = cache.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = sub.recv().await {
+                let mut map = c.map.write().unwrap_or_else(|e| e.into_inner());
+                for (_, f) in d.frames() {
+                    if let Frame::Data(df) = f {
+                        map.insert(df.tag.clone(), df.clone());
+                    }
+                }
+            }
+        });
+        Ok(cache)
+    }
+
+    /// The newest reading of `tag`.
+    pub fn get(&self, tag: &str) -> Option<DataFrame> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(tag).cloned()
+    }
+
+    /// Readings of tags matching `pattern`, sorted by tag.
+    pub fn matching(&self, pattern: &TagPattern) -> Vec<DataFrame> {
+        let mut v: Vec<DataFrame> = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|f| pattern.matches(f.tag.as_str()))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.tag.cmp(&b.tag));
+        v
+    }
+
+    /// Forgets the readings of a device (it was deleted or its tags changed).
+    pub fn forget_device(&self, device: &str) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|t, _| t.device() != device);
+    }
+
+    /// Tags with a reading.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no tag has a reading.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

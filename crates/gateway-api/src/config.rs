@@ -1,0 +1,128 @@
+//! The `[api]` section: where the API listens and its limits (the original
+//! gateway's: 30 s request timeout, 10 MiB bodies, 1,000 WebSocket connections,
+//! 60 s heartbeat timeout, 30 s clean-up).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// API settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the REST, WebSocket and metrics endpoints.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// A request that takes longer is answered 503 `request_timeout`.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_s: u64,
+    /// Largest request body, in bytes (larger: 413).
+    #[serde(default = "default_max_request")]
+    pub max_request_size: usize,
+    /// WebSocket connections at most; the next one is refused with 503.
+    #[serde(default = "default_ws_max")]
+    pub ws_max_connections: usize,
+    /// A WebSocket client silent this long (no message, no pong) is closed.
+    #[serde(default = "default_heartbeat")]
+    pub ws_heartbeat_timeout_s: u64,
+    /// How often silent WebSocket clients are looked for (and pinged).
+    #[serde(default = "default_cleanup")]
+    pub ws_cleanup_interval_s: u64,
+    /// Updates are pushed to WebSocket clients at most this often, batched.
+    #[serde(default = "default_push")]
+    pub ws_push_interval_ms: u64,
+    /// Messages a WebSocket client may have queued; beyond, its updates are dropped and counted.
+    #[serde(default = "default_ws_queue")]
+    pub ws_queue: usize,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+const fn default_timeout() -> u64 {
+    30
+}
+const fn default_max_request() -> usize {
+    10 << 20
+}
+const fn default_ws_max() -> usize {
+    1000
+}
+const fn default_heartbeat() -> u64 {
+    60
+}
+const fn default_cleanup() -> u64 {
+    30
+}
+const fn default_push() -> u64 {
+    5
+}
+const fn default_ws_queue() -> usize {
+    64
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: default_bind(),
+            request_timeout_s: default_timeout(),
+            max_request_size: default_max_request(),
+            ws_max_connections: default_ws_max(),
+            ws_heartbeat_timeout_s: default_heartbeat(),
+            ws_cleanup_interval_s: default_cleanup(),
+            ws_push_interval_ms: default_push(),
+            ws_queue: default_ws_queue(),
+        }
+    }
+}
+
+/// An `[api]` value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ApiConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ApiConfig {
+    /// Checks the values; the error names the field.
+    pub fn validate(&self) -> Result<(), ApiConfigError> {
+        let bad = |field, reason: String| Err(ApiConfigError { field, reason });
+        if !(1..=3600).contains(&self.request_timeout_s) {
+            return bad("request_timeout_s", format!("must be between 1 and 3600, got {}", self.request_timeout_s));
+        }
+        if self.max_request_size < 1024 {
+            return bad("max_request_size", format!("must be at least 1024 bytes, got {}", self.max_request_size));
+        }
+        if self.ws_max_connections == 0 || self.ws_max_connections > 1_000_000 {
+            return bad(
+                "ws_max_connections",
+                format!("must be between 1 and 1000000, got {}", self.ws_max_connections),
+            );
+        }
+        if self.ws_heartbeat_timeout_s == 0 {
+            return bad("ws_heartbeat_timeout_s", "must be at least 1".into());
+        }
+        if self.ws_cleanup_interval_s == 0 || self.ws_cleanup_interval_s > self.ws_heartbeat_timeout_s {
+            return bad(
+                "ws_cleanup_interval_s",
+                format!(
+                    "must be between 1 and ws_heartbeat_timeout_s ({}), got {}",
+                    self.ws_heartbeat_timeout_s, self.ws_cleanup_interval_s
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.ws_push_interval_ms) {
+            return bad(
+                "ws_push_interval_ms",
+                format!("must be between 1 and 10000, got {}", self.ws_push_interval_ms),
+            );
+        }
+        if !(1..=100_000).contains(&self.ws_queue) {
+            return bad("ws_queue", format!("must be between 1 and 100000, got {}", self.ws_queue));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! The gateway's HTTP face: REST v1 (devices, tags, values, commands, system),
+//! the WebSocket `/ws` for live values, `/metrics` for Prometheus, the OpenAPI
+//! document at `/api/openapi.json`, and a small live page at `/`.
+//!
+//! [`router`] builds everything from an [`AppState`] without a socket, so
+//! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it.
+//! Every error body is `{"error": {"code", "message"}}`; internal details go to
+//! the log, never into a response.
+
+pub mod cache;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use gateway_bus::Bus;
+use gateway_store::Store;
+use prometheus_client::registry::Registry;
+
+pub use cache::LatestCache;
+pub use config::ApiConfig;
+pub use devices::Devices;
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+pub use ws::WsHub;
+
+/// The OpenAPI 3.1 description of the API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The live page served at `/`.
+pub const INDEX_HTML: &str = include_str!("../index.html");
+
+struct Inner {
+    bus: Bus,
+    cache: Arc<LatestCache>,
+    devices: Arc<Devices>,
+    store: Store,
+    registry: Arc<Registry>,
+    metrics: Arc<ApiMetrics>,
+    ws: WsHub,
+    cfg: ApiConfig,
+    started: Instant,
+    preset: String,
+}
+
+/// What the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The parts an [`AppState`] is made of.
+#[derive(Debug)]
+pub struct Parts {
+    /// The bus.
+    pub bus: Bus,
+    /// The latest-value cache.
+    pub cache: Arc<LatestCache>,
+    /// The devices.
+    pub devices: Arc<Devices>,
+    /// The store.
+    pub store: Store,
+    /// All metrics (rendered at `/metrics`).
+    pub registry: Arc<Registry>,
+    /// The API's own metrics.
+    pub metrics: Arc<ApiMetrics>,
+    /// The WebSocket hub.
+    pub ws: WsHub,
+    /// The API settings.
+    pub cfg: ApiConfig,
+    /// Name of the bus preset, for `/system/info`.
+    pub preset: String,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(p: Parts) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                bus: p.bus,
+                cache: p.cache,
+                devices: p.devices,
+                store: p.store,
+                registry: p.registry,
+                metrics: p.metrics,
+                ws: p.ws,
+                cfg: p.cfg,
+                started: Instant::now(),
+                preset: p.preset,
+            }),
+        }
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+    /// The latest-value cache.
+    pub fn cache(&self) -> &LatestCache {
+        &self.inner.cache
+    }
+    /// The devices.
+    pub fn devices(&self) -> &Devices {
+        &self.inner.devices
+    }
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+    /// The metrics registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+    /// The API's metrics.
+    pub fn metrics(&self) -> &ApiMetrics {
+        &self.inner.metrics
+    }
+    /// The WebSocket hub.
+    pub fn ws(&self) -> &WsHub {
+        &self.inner.ws
+    }
+    /// The API settings.
+    pub fn cfg(&self) -> &ApiConfig {
+        &self.inner.cfg
+    }
+    /// When the API started.
+    pub fn started(&self) -> Instant {
+        self.inner.started
+    }
+    /// The bus preset's name.
+    pub fn preset(&self) -> &str {
+        &self.inner.preset
+    }
+}
+
+/// Every route, as (method, path) — the OpenAPI document must describe each.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/system/health"),
+    ("get", "/api/v1/system/info"),
+    ("get", "/api/v1/devices"),
+    ("post", "/api/v1/devices"),
+    ("get", "/api/v1/devices/{name}"),
+    ("put", "/api/v1/devices/{name}"),
+    ("delete", "/api/v1/devices/{name}"),
+    ("get", "/api/v1/devices/{name}/tags"),
+    ("post", "/api/v1/devices/{name}/tags"),
+    ("get", "/api/v1/devices/{name}/tags/{tag}"),
+    ("put", "/api/v1/devices/{name}/tags/{tag}"),
+    ("delete", "/api/v1/devices/{name}/tags/{tag}"),
+    ("get", "/api/v1/values"),
+    ("get", "/api/v1/values/{tag}"),
+    ("post", "/api/v1/commands"),
+    ("get", "/metrics"),
+    ("get", "/ws"),
+    ("get", "/api/openapi.json"),
+];
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    let limit = state.cfg().max_request_size;
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/system/health", get(health))
+        .route("/api/v1/system/info", get(info))
+        .route("/api/v1/devices", get(list_devices).post(create_device))
+        .route("/api/v1/devices/{name}", get(get_device).put(put_device).delete(delete_device))
+        .route("/api/v1/devices/{name}/tags", get(list_tags).post(create_tag))
+        .route("/api/v1/devices/{name}/tags/{tag}", get(get_tag).put(put_tag).delete(delete_tag))
+        .route("/api/v1/values", get(values))
+        .route("/api/v1/values/{tag}", get(value))
+        .route("/api/v1/commands", post(command))
+        .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .with_state(state)
+}
+
+/// Serves the router on `listener` until `shutdown` resolves, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,156 @@
+//! The API's own metrics (HTTP requests by route and status, their latency,
+//! WebSocket connections and drops) and the process's (resident memory, CPU
+//! time, threads, open files), read from /proc when metrics are scraped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/api/v1/devices/{name}`), or `unmatched`.
+    pub route: String,
+    /// Response status.
+    pub status: u16,
+}
+
+/// Labels of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+}
+
+/// Metrics of the API and the process.
+#[derive(Debug)]
+pub struct ApiMetrics {
+    /// Requests by method, route and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency by method and route.
+    pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Open WebSocket connections.
+    pub ws_connections: Gauge,
+    /// WebSocket connections refused at the limit.
+    pub ws_refused: Counter,
+    /// Value updates not delivered to slow WebSocket clients.
+    pub ws_dropped: Counter,
+    /// Messages sent to WebSocket clients.
+    pub ws_messages: Counter,
+    rss: Gauge,
+    cpu: Counter<f64, AtomicU64>,
+    cpu_seen: AtomicU64,
+    threads: Gauge,
+    open_fds: Gauge,
+}
+
+impl ApiMetrics {
+    /// Registers the metrics.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = ApiMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram),
+            ws_connections: Gauge::default(),
+            ws_refused: Counter::default(),
+            ws_dropped: Counter::default(),
+            ws_messages: Counter::default(),
+            rss: Gauge::default(),
+            cpu: Counter::default(),
+            cpu_seen: AtomicU64::new(0),
+            threads: Gauge::default(),
+            open_fds: Gauge::default(),
+        };
+        let http = registry.sub_registry_with_prefix("gateway_http");
+        http.register("requests", "HTTP requests by method, route and status", m.requests.clone());
+        http.register_with_unit("request_duration", "HTTP request latency", Unit::Seconds, m.duration.clone());
+        let ws = registry.sub_registry_with_prefix("gateway_ws");
+        ws.register("connections", "Open WebSocket connections", m.ws_connections.clone());
+        ws.register("refused", "WebSocket connections refused at ws_max_connections", m.ws_refused.clone());
+        ws.register("dropped_updates", "Value updates not delivered to slow WebSocket clients", m.ws_dropped.clone());
+        ws.register("messages", "Messages sent to WebSocket clients", m.ws_messages.clone());
+        let p = registry.sub_registry_with_prefix("process");
+        p.register_with_unit("resident_memory", "Resident set size", Unit::Bytes, m.rss.clone());
+        p.register_with_unit("cpu", "User and system CPU time", Unit::Seconds, m.cpu.clone());
+        p.register("threads", "Threads", m.threads.clone());
+        p.register("open_fds", "Open file descriptors", m.open_fds.clone());
+        m
+    }
+
+    /// Reads the process figures from /proc.
+    pub fn refresh_process(&self) {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            if let Some(kb) = field("VmRSS:") {
+                self.rss.set(kb * 1024);
+            }
+            if let Some(n) = field("Threads:") {
+                self.threads.set(n);
+            }
+        }
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may contain spaces): utime is
+            // the 14th field overall, stime the 15th, in clock ticks (USER_HZ = 100 on Linux).
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                    + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let prev = self.cpu_seen.swap(ticks, Ordering::Relaxed);
+                if ticks > prev {
+                    self.cpu.inc_by((ticks - prev) as f64 / 100.0);
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(dir.count() as i64);
+        }
+    }
+}
+
+/// Middleware: request timeout, and counts and latency by route and status.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let timeout = std::time::Duration::from_secs(state.cfg().request_timeout_s);
+    let resp = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!("the request took longer than request_timeout_s ({} s)", timeout.as_secs()),
+        )
+        .into_response(),
+    };
+    let m = state.metrics();
+    m.requests
+        .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status: resp.status().as_u16() })
+        .inc();
+    m.duration.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());
+    resp
+}

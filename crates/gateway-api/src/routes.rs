@@ -1,0 +1,343 @@
+//! REST v1 handlers. Each handler validates its input, calls one service,
+//! and maps the outcome to a status and a JSON body.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gateway_drivers::{DeviceConfig, TagConfig};
+use gateway_model::{CmdStatus, TagId, TagPattern, Value};
+use gateway_store::Source;
+use serde::Deserialize;
+use serde_json::{Value as Json_, json};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiJson};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// `GET /api/v1/system/health`: 200 when the bus, the WAL and the store work, else 503.
+pub async fn health(State(s): State<AppState>) -> Response {
+    let bus_ok = !s.bus().is_closed();
+    let wal = s.bus().wal().map(|w| w.stats());
+    let wal_error = wal.as_ref().and_then(|w| w.last_error.clone());
+    let store = s.store().health().await;
+    let ok = bus_ok && wal_error.is_none() && store.is_ok();
+    let body = json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "checks": {
+            "bus": if bus_ok { "ok" } else { "closed" },
+            "wal": match (&wal, &wal_error) {
+                (None, _) => "memory".to_string(),
+                (Some(_), None) => "ok".to_string(),
+                (Some(_), Some(e)) => format!("failing: {e}"),
+            },
+            "store": if store.is_ok() { "ok".to_string() } else { "failing".to_string() },
+        }
+    });
+    if let Err(e) = store {
+        tracing::error!(error = %e, "Store health check failed.");
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// `GET /api/v1/system/info`.
+pub async fn info(State(s): State<AppState>) -> Json<Json_> {
+    let bus = s.bus().stats();
+    let wal = bus.wal.as_ref().map(|w| {
+        json!({
+            "first_seq": w.first_seq, "next_seq": w.next_seq, "durable_seq": w.durable_seq,
+            "segments": w.segments, "disk_bytes": w.disk_bytes, "pending_bytes": w.pending_bytes,
+            "dropped_seqs": w.dropped_seqs, "io_errors": w.io_errors, "last_error": w.last_error,
+        })
+    });
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": s.started().elapsed().as_secs(),
+        "preset": s.preset(),
+        "persistence": s.bus().cfg().persistence,
+        "bus": bus,
+        "wal": wal,
+        "devices": s.devices().len(),
+        "tags_with_values": s.cache().len(),
+        "ws_connections": s.ws().connections(),
+    }))
+}
+
+fn device_json(s: &AppState, dev: &DeviceConfig, source: Source) -> Json_ {
+    let mut v = dev.to_json();
+    if let Json_::Object(m) = &mut v {
+        m.insert("source".into(), json!(source));
+        let status = s.devices().manager().status(&dev.name).map(|st| st.snapshot());
+        m.insert("status".into(), json!(status));
+    }
+    v
+}
+
+fn parse_device(body: Json_) -> ApiResult<DeviceConfig> {
+    DeviceConfig::from_json(body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
+}
+
+/// `GET /api/v1/devices`.
+pub async fn list_devices(State(s): State<AppState>) -> Json<Json_> {
+    let devices: Vec<Json_> = s.devices().list().iter().map(|(d, src)| device_json(&s, d, *src)).collect();
+    Json(json!({ "devices": devices }))
+}
+
+/// `POST /api/v1/devices`: 201 with a `Location`.
+pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<Json_>) -> ApiResult<Response> {
+    let dev = parse_device(body)?;
+    let name = dev.name.clone();
+    s.devices().create(dev.clone()).await?;
+    let mut resp = (StatusCode::CREATED, Json(device_json(&s, &dev, Source::Api))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/devices/{name}")) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// `GET /api/v1/devices/{name}`.
+pub async fn get_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    let (d, src) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
+    Ok(Json(device_json(&s, &d, src)))
+}
+
+/// `PUT /api/v1/devices/{name}`: replaces (or creates) the device.
+pub async fn put_device(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(mut body): ApiJson<Json_>,
+) -> ApiResult<Response> {
+    if let Json_::Object(m) = &mut body {
+        match m.get("name").and_then(Json_::as_str) {
+            None => {
+                m.insert("name".into(), name.clone().into());
+            }
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(
+                    "name_mismatch",
+                    format!("the body names device {n:?}, the path {name:?}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let dev = parse_device(body)?;
+    let created = s.devices().replace(dev.clone()).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(device_json(&s, &dev, Source::Api))).into_response())
+}
+
+/// `DELETE /api/v1/devices/{name}`: 204.
+pub async fn delete_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    s.devices().delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/devices/{name}/tags`.
+pub async fn list_tags(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+    let (d, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
+    Ok(Json(json!({ "tags": d.tags.iter().map(TagConfig::to_json).collect::<Vec<_>>() })))
+}
+
+fn parse_tag(s: &AppState, device: &str, body: Json_) -> ApiResult<TagConfig> {
+    let (d, _) = s.devices().get(device).ok_or_else(|| ApiError::not_found("device", device))?;
+    TagConfig::from_json(d.driver(), body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
+}
+
+/// `POST /api/v1/devices/{name}/tags`: 201; 409 if the tag exists.
+pub async fn create_tag(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<Json_>,
+) -> ApiResult<Response> {
+    let tag = parse_tag(&s, &name, body)?;
+    if s.devices().get(&name).is_some_and(|(d, _)| d.tag(&tag.name).is_some()) {
+        return Err(ApiError::conflict("exists", format!("tag {name}.{} already exists", tag.name)));
+    }
+    let json = tag.to_json();
+    s.devices().upsert_tag(&name, tag).await?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+/// `GET /api/v1/devices/{name}/tags/{tag}`.
+pub async fn get_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+    let (d, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
+    let t = d.tag(&tag).ok_or_else(|| ApiError::not_found("tag", &format!("{name}.{tag}")))?;
+    Ok(Json(t.to_json()))
+}
+
+/// `PUT /api/v1/devices/{name}/tags/{tag}`.
+pub async fn put_tag(
+    State(s): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+    ApiJson(mut body): ApiJson<Json_>,
+) -> ApiResult<Response> {
+    if let Json_::Object(m) = &mut body {
+        match m.get("name").and_then(Json_::as_str) {
+            None => {
+                m.insert("name".into(), tag.clone().into());
+            }
+            Some(n) if n != tag => {
+                return Err(ApiError::bad_request(
+                    "name_mismatch",
+                    format!("the body names tag {n:?}, the path {tag:?}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let t = parse_tag(&s, &name, body)?;
+    let json = t.to_json();
+    let created = s.devices().upsert_tag(&name, t).await?;
+    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(json)).into_response())
+}
+
+/// `DELETE /api/v1/devices/{name}/tags/{tag}`: 204.
+pub async fn delete_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    s.devices().delete_tag(&name, &tag).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /api/v1/values`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValuesQuery {
+    /// Tag pattern (default `*`).
+    pattern: Option<String>,
+}
+
+/// `GET /api/v1/values?pattern=line1.*`.
+pub async fn values(
+    State(s): State<AppState>,
+    q: Result<Query<ValuesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Json_>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let pattern = match q.pattern.as_deref() {
+        None | Some("") => TagPattern::all(),
+        Some(p) => TagPattern::new(p).map_err(|e| ApiError::bad_request("invalid_pattern", e.to_string()))?,
+    };
+    let values = s.cache().matching(&pattern);
+    Ok(Json(json!({ "count": values.len(), "values": values })))
+}
+
+/// `GET /api/v1/values/{tag}`: `{"tag","value","quality","ts"}`.
+pub async fn value(State(s): State<AppState>, Path(tag): Path<String>) -> ApiResult<Json<Json_>> {
+    let id = TagId::new(&tag).map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))?;
+    match s.cache().get(id.as_str()) {
+        Some(f) => Ok(Json(json!(f))),
+        None if s.devices().tag(&id).is_some() => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_value",
+            format!("tag {tag:?} exists but has no value yet (is its device running?)"),
+        )),
+        None => Err(ApiError::not_found("tag", &tag)),
+    }
+}
+
+/// Body of `POST /api/v1/commands`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// The tag to write.
+    tag: String,
+    /// The value.
+    value: Value,
+    /// How long to wait for the device (default 5000 ms, at most the request timeout).
+    timeout_ms: Option<u64>,
+}
+
+/// `POST /api/v1/commands`: waits for the driver's acknowledgement. 200 when
+/// the device took the value; 404 unknown tag; 409 not writable; 504 no answer
+/// in time; 400 the driver refused the value; 502 the device reported an
+/// error; 503 the device's driver is not running.
+pub async fn command(State(s): State<AppState>, ApiJson(body): ApiJson<CommandBody>) -> ApiResult<Response> {
+    let id = TagId::new(&body.tag).map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))?;
+    let tag = s.devices().tag(&id).ok_or_else(|| ApiError::not_found("tag", &body.tag))?;
+    if !tag.writable {
+        return Err(ApiError::conflict("not_writable", format!("tag {:?} is not writable", body.tag)));
+    }
+    let limit = s.cfg().request_timeout_s.saturating_mul(1000).saturating_sub(500).max(1);
+    let timeout = Duration::from_millis(body.timeout_ms.unwrap_or(5000).clamp(1, limit));
+    let ack = s.bus().command(id, body.value, "api", timeout).await;
+    let detail = |status: StatusCode, code: &'static str| {
+        let msg = if ack.message.is_empty() {
+            format!("command {} on {}: {:?}", ack.id, ack.tag, ack.status)
+        } else {
+            ack.message.to_string()
+        };
+        ApiError::new(status, code, msg)
+    };
+    match ack.status {
+        CmdStatus::Ok => Ok((StatusCode::OK, Json(json!(ack))).into_response()),
+        CmdStatus::Timeout => Err(detail(StatusCode::GATEWAY_TIMEOUT, "timeout")),
+        CmdStatus::Rejected => Err(detail(StatusCode::BAD_REQUEST, "rejected")),
+        CmdStatus::Failed => Err(detail(StatusCode::BAD_GATEWAY, "device_error")),
+        CmdStatus::NoRoute => Err(detail(StatusCode::SERVICE_UNAVAILABLE, "device_unavailable")),
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    s.bus().refresh_gauges();
+    s.metrics().refresh_process();
+    let mut text = String::with_capacity(16 << 10);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, s.registry()) {
+        return ApiError::internal(e).into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
+
+/// `GET /api/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
+}
+
+/// `GET /ws`: upgrades, or 503 at `ws_max_connections`.
+pub async fn ws(
+    State(s): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return ApiError::bad_request("not_websocket", e.body_text()).into_response(),
+    };
+    let Some(slot) = s.ws().try_acquire() else {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            format!(
+                "the gateway serves at most {} WebSocket connections (ws_max_connections)",
+                s.cfg().ws_max_connections
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
+    let hub = s.ws().clone();
+    upgrade.on_upgrade(move |socket| hub.serve(socket, slot))
+}
+
+/// Unknown route: 404 JSON.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /api/openapi.json")
+}
+
+/// Known route, wrong method: 405 JSON.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see /api/openapi.json",
+    )
+}
+
+/// `GET /`: a small live page.
+pub async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::INDEX_HTML).into_response()
+}

@@ -1,0 +1,363 @@
+//! The WebSocket hub: one lossy bus subscriber collects the newest value of
+//! every tag; every `ws_push_interval_ms` the hub sends each group of clients
+//! with the same patterns one shared, already serialized update. Each client
+//! has a bounded queue: a slow client loses updates (counted, and told) and
+//! never slows the bus or the other clients.
+//!
+//! Protocol (JSON text messages):
+//!
+//! ```text
+//! → {"type":"subscribe","patterns":["line1.*"]}   ← {"type":"subscribed","patterns":[...]}
+//!                                                 ← {"type":"update","snapshot":true,"values":[...]}
+//! → {"type":"unsubscribe","patterns":[...]}       ← {"type":"unsubscribed","patterns":[remaining]}
+//!   (no patterns: all)
+//! → {"type":"ping","id":7}                        ← {"type":"pong","id":7}
+//!                                                 ← {"type":"update","values":[{"tag","value","quality","ts"}]}
+//!                                                 ← {"type":"dropped","updates":12}  (before the next update)
+//!                                                 ← {"type":"error","code","message"}
+//! ```
+//!
+//! The server pings every `ws_cleanup_interval_s`; a client from which
+//! nothing (not even a pong) arrived for `ws_heartbeat_timeout_s` is closed
+//! with code 4008.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use gateway_bus::{Bus, BusError, Filter, SubscribeOptions};
+use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::cache::LatestCache;
+use crate::config::ApiConfig;
+use crate::metrics::ApiMetrics;
+
+struct Member {
+    tx: mpsc::Sender<Utf8Bytes>,
+    dropped: Arc<AtomicU64>,
+}
+
+struct Group {
+    patterns: Vec<TagPattern>,
+    members: HashMap<u64, Member>,
+}
+
+struct HubInner {
+    cfg: ApiConfig,
+    metrics: Arc<ApiMetrics>,
+    cache: Arc<LatestCache>,
+    connections: AtomicUsize,
+    next_id: AtomicU64,
+    /// Clients grouped by their (sorted) pattern set.
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+/// The WebSocket hub. Cheap to clone.
+#[derive(Clone)]
+pub struct WsHub {
+    inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for WsHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsHub").field("connections", &self.connections()).finish()
+    }
+}
+
+/// A connection slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    hub: WsHub,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.hub.inner.connections.fetch_sub(1, Ordering::AcqRel);
+        self.hub.inner.metrics.ws_connections.dec();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn values_json(frames: &[&DataFrame], snapshot: bool) -> Utf8Bytes {
+    let v = if snapshot {
+        json!({"type": "update", "snapshot": true, "values": frames})
+    } else {
+        json!({"type": "update", "values": frames})
+    };
+    Utf8Bytes::from(v.to_string())
+}
+
+impl WsHub {
+    /// Starts the hub's bus subscriber and push loop.
+    pub fn spawn(
+        bus: &Bus,
+        cfg: ApiConfig,
+        metrics: Arc<ApiMetrics>,
+        cache: Arc<LatestCache>,
+    ) -> Result<WsHub, BusError> {
+        let hub = WsHub {
+            inner: Arc::new(HubInner {
+                cfg,
+                metrics,
+                cache,
+                connections: AtomicUsize::new(0),
+                next_id: AtomicU64::new(1),
+                groups: Mutex::new(HashMap::new()),
+            }),
+        };
+        let filter = Filter::all().kinds([FrameKind::Data]);
+        let mut sub = bus.subscribe(SubscribeOptions::lossy("ws-hub", 1 << 20).filter(filter))?;
+        let h = hub.clone();
+        tokio::spawn(async move {
+            let mut pending: HashMap<TagId, DataFrame> = HashMap::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(h.inner.cfg.ws_push_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    d = sub.recv() => match d {
+                        Ok(d) => {
+                            for (_, f) in d.frames() {
+                                if let Frame::Data(df) = f {
+                                    pending.insert(df.tag.clone(), df.clone());
+                                }
+                            }
+                        }
+                        Err(_) => break,
+                    },
+                    _ = tick.tick() => {
+                        if !pending.is_empty() {
+                            h.push(&pending);
+                            pending.clear();
+                        }
+                    }
+                }
+            }
+        });
+        Ok(hub)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner.connections.load(Ordering::Acquire)
+    }
+
+    /// Takes a connection slot, or `None` at `ws_max_connections`.
+    pub fn try_acquire(&self) -> Option<Slot> {
+        let max = self.inner.cfg.ws_max_connections;
+        let taken = self
+            .inner
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok();
+        if taken {
+            self.inner.metrics.ws_connections.inc();
+            Some(Slot { hub: self.clone() })
+        } else {
+            self.inner.metrics.ws_refused.inc();
+            None
+        }
+    }
+
+    fn push(&self, pending: &HashMap<TagId, DataFrame>) {
+        let mut frames: Vec<&DataFrame> = pending.values().collect();
+        frames.sort_by(|a, b| a.tag.cmp(&b.tag));
+        let groups = lock(&self.inner.groups);
+        let m = &self.inner.metrics;
+        for g in groups.values() {
+            let matching: Vec<&DataFrame> =
+                frames.iter().copied().filter(|f| g.patterns.iter().any(|p| p.matches(f.tag.as_str()))).collect();
+            if matching.is_empty() {
+                continue;
+            }
+            // Serialized once, shared by every member of the group.
+            let msg = values_json(&matching, false);
+            for member in g.members.values() {
+                match member.tx.try_send(msg.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        member.dropped.fetch_add(matching.len() as u64, Ordering::Relaxed);
+                        m.ws_dropped.inc_by(matching.len() as u64);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+    }
+
+    fn set_patterns(&self, id: u64, old: &BTreeSet<String>, new: &BTreeSet<String>, member: Member) {
+        let key = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("\n");
+        let mut groups = lock(&self.inner.groups);
+        if !old.is_empty() {
+            let k = key(old);
+            if let Some(g) = groups.get_mut(&k) {
+                g.members.remove(&id);
+                if g.members.is_empty() {
+                    groups.remove(&k);
+                }
+            }
+        }
+        if !new.is_empty() {
+            let patterns = new.iter().filter_map(|p| TagPattern::new(p).ok()).collect();
+            groups
+                .entry(key(new))
+                .or_insert_with(|| Group { patterns, members: HashMap::new() })
+                .members
+                .insert(id, member);
+        }
+    }
+
+    /// Serves one client over any message sink and stream (the WebSocket in
+    /// production, channels in tests) until it leaves or goes silent.
+    pub async fn serve<S, E>(self, socket: S, _slot: Slot)
+    where
+        S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+    {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let cfg = self.inner.cfg.clone();
+        let (mut sink, mut stream) = socket.split();
+        let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(cfg.ws_queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut reported = 0u64;
+        let mut patterns: BTreeSet<String> = BTreeSet::new();
+        let heartbeat = Duration::from_secs(cfg.ws_heartbeat_timeout_s);
+        let mut last_seen = Instant::now();
+        let mut check = tokio::time::interval(Duration::from_secs(cfg.ws_cleanup_interval_s));
+        check.reset();
+        let metrics = self.inner.metrics.clone();
+        loop {
+            tokio::select! {
+                Some(msg) = rx.recv() => {
+                    let d = dropped.load(Ordering::Relaxed);
+                    if d > reported {
+                        let note = json!({"type": "dropped", "updates": d - reported}).to_string();
+                        reported = d;
+                        if sink.send(Message::Text(note.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    if sink.send(Message::Text(msg)).await.is_err() {
+                        break;
+                    }
+                    metrics.ws_messages.inc();
+                }
+                incoming = stream.next() => {
+                    let text = match incoming {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {
+                            last_seen = Instant::now();
+                            continue;
+                        }
+                    };
+                    last_seen = Instant::now();
+                    let replies = self.handle(id, &text, &mut patterns, &tx, &dropped);
+                    let mut failed = false;
+                    for r in replies {
+                        if sink.send(Message::Text(r)).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
+                        break;
+                    }
+                }
+                _ = check.tick() => {
+                    if last_seen.elapsed() >= heartbeat {
+                        tracing::info!(client = id, "Closing a silent WebSocket client.");
+                        let frame = CloseFrame { code: 4008, reason: Utf8Bytes::from_static("heartbeat timeout") };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.set_patterns(id, &patterns, &BTreeSet::new(), Member { tx, dropped });
+    }
+
+    fn handle(
+        &self,
+        id: u64,
+        text: &str,
+        patterns: &mut BTreeSet<String>,
+        tx: &mpsc::Sender<Utf8Bytes>,
+        dropped: &Arc<AtomicU64>,
+    ) -> Vec<Utf8Bytes> {
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        enum In {
+            Subscribe {
+                patterns: Vec<String>,
+            },
+            Unsubscribe {
+                #[serde(default)]
+                patterns: Option<Vec<String>>,
+            },
+            Ping {
+                #[serde(default)]
+                id: Option<serde_json::Value>,
+            },
+        }
+        let err = |code: &str, message: String| {
+            vec![Utf8Bytes::from(json!({"type": "error", "code": code, "message": message}).to_string())]
+        };
+        let msg: In = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return err("invalid_message", format!("{e}; expected subscribe, unsubscribe or ping")),
+        };
+        let old = patterns.clone();
+        match msg {
+            In::Ping { id } => vec![Utf8Bytes::from(json!({"type": "pong", "id": id}).to_string())],
+            In::Subscribe { patterns: add } => {
+                let mut compiled = Vec::new();
+                for p in &add {
+                    match TagPattern::new(p) {
+                        Ok(c) => compiled.push(c),
+                        Err(e) => return err("invalid_pattern", e.to_string()),
+                    }
+                }
+                patterns.extend(add);
+                self.set_patterns(id, &old, patterns, Member { tx: tx.clone(), dropped: dropped.clone() });
+                let mut snapshot: Vec<DataFrame> = Vec::new();
+                for p in &compiled {
+                    snapshot.extend(self.inner.cache.matching(p));
+                }
+                snapshot.sort_by(|a, b| a.tag.cmp(&b.tag));
+                snapshot.dedup_by(|a, b| a.tag == b.tag);
+                let refs: Vec<&DataFrame> = snapshot.iter().collect();
+                vec![
+                    Utf8Bytes::from(
+                        json!({"type": "subscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string(),
+                    ),
+                    values_json(&refs, true),
+                ]
+            }
+            In::Unsubscribe { patterns: remove } => {
+                match remove {
+                    Some(r) => {
+                        for p in r {
+                            patterns.remove(&p);
+                        }
+                    }
+                    None => patterns.clear(),
+                }
+                self.set_patterns(id, &old, patterns, Member { tx: tx.clone(), dropped: dropped.clone() });
+                vec![Utf8Bytes::from(
+                    json!({"type": "unsubscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string(),
+                )]
+            }
+        }
+    }
+}

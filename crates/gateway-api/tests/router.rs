@@ -1,0 +1,339 @@
+//! Router tests without a socket (`tower::ServiceExt::oneshot`): every
+//! endpoint's success and error shapes, the request limits, commands, and
+//! the metrics and OpenAPI documents.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Env, env_with};
+use gateway_api::{ApiConfig, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn env() -> Env {
+    env_with(ApiConfig { max_request_size: 4096, ..ApiConfig::default() }, common::default_devices()).await
+}
+
+async fn call(env: &Env, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(b) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(b.to_string())
+        }
+        None => Body::empty(),
+    };
+    raw(env, req.body(body).unwrap()).await
+}
+
+async fn raw(env: &Env, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = router(env.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, v)
+}
+
+fn assert_error(v: &Value, code: &str) {
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+async fn wait_for_value(env: &Env, tag: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s, v) = call(env, "GET", &format!("/api/v1/values/{tag}"), None).await;
+        if s == StatusCode::OK {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no value for {tag}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_info_describe_the_running_gateway() {
+    let env = env().await;
+    let (s, v) = call(&env, "GET", "/api/v1/system/health", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["checks"]["store"], "ok");
+    let (s, v) = call(&env, "GET", "/api/v1/system/info", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["preset"], "memory_optimized");
+    assert_eq!(v["devices"], 2);
+    assert!(v["bus"]["capacity"].as_u64().unwrap() > 0);
+    assert!(v["uptime_s"].is_u64());
+}
+
+#[tokio::test]
+async fn devices_can_be_created_read_changed_and_deleted() {
+    let env = env().await;
+    let dev = json!({"name": "press7", "driver": "sim", "poll_interval_ms": 50,
+                     "tags": [{"name": "force", "signal": "random_walk", "offset": 100.0, "amplitude": 10.0}]});
+    let (s, v) = call(&env, "POST", "/api/v1/devices", Some(dev.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["source"], "api");
+    let (s, v) = call(&env, "POST", "/api/v1/devices", Some(dev)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error(&v, "exists");
+    // Its driver runs at once.
+    let value = wait_for_value(&env, "press7.force").await;
+    assert_eq!(value["quality"], "good");
+    let (s, v) = call(&env, "GET", "/api/v1/devices/press7", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"]["running"], true);
+    assert_eq!(v["tags"][0]["signal"], "random_walk");
+    let (s, v) = call(
+        &env,
+        "PUT",
+        "/api/v1/devices/press7",
+        Some(json!({"driver": "sim", "poll_interval_ms": 250, "tags": []})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["poll_interval_ms"], 250);
+    let (_, v) = call(&env, "GET", "/api/v1/devices", None).await;
+    let names: Vec<&str> = v["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["line1", "off", "press7"]);
+    let (s, _) = call(&env, "DELETE", "/api/v1/devices/press7", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = call(&env, "GET", "/api/v1/devices/press7", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, _) = call(&env, "DELETE", "/api/v1/devices/press7", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tags_of_an_api_device_can_be_managed() {
+    let env = env().await;
+    let (s, _) = call(&env, "POST", "/api/v1/devices", Some(json!({"name": "d", "driver": "sim"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = call(&env, "POST", "/api/v1/devices/d/tags", Some(json!({"name": "a", "signal": "ramp"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = call(&env, "POST", "/api/v1/devices/d/tags", Some(json!({"name": "a", "signal": "ramp"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, v) =
+        call(&env, "PUT", "/api/v1/devices/d/tags/b", Some(json!({"signal": "counter", "writable": true}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = call(&env, "GET", "/api/v1/devices/d/tags", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["tags"].as_array().unwrap().len(), 2);
+    let (s, v) = call(&env, "GET", "/api/v1/devices/d/tags/b", None).await;
+    assert_eq!((s, v["writable"].clone()), (StatusCode::OK, json!(true)));
+    let (s, v) =
+        call(&env, "PUT", "/api/v1/devices/d/tags/b", Some(json!({"signal": "sine", "data_type": "flaot"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("data_type"), "{v}");
+    let (s, _) = call(&env, "DELETE", "/api/v1/devices/d/tags/a", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&env, "GET", "/api/v1/devices/d/tags/a", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&env, "GET", "/api/v1/devices/nope/tags", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_devices_are_refused_with_the_field_named() {
+    let env = env().await;
+    let (s, v) = call(
+        &env,
+        "POST",
+        "/api/v1/devices",
+        Some(json!({"name": "x", "driver": "sim", "tags": [{"name": "t", "signal": "sine", "data_type": "flaot"}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "invalid_field");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("tags[0].data_type: unknown variant `flaot`"), "{v}");
+    let (s, v) = call(&env, "POST", "/api/v1/devices", Some(json!({"name": "x", "driver": "opcua9"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("driver:"), "{v}");
+    let (s, v) = call(&env, "PUT", "/api/v1/devices/a", Some(json!({"name": "b", "driver": "sim"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "name_mismatch");
+}
+
+#[tokio::test]
+async fn devices_from_the_config_file_cannot_be_changed_over_the_api() {
+    let env = env().await;
+    for (m, uri, body) in [
+        ("PUT", "/api/v1/devices/line1", Some(json!({"driver": "sim"}))),
+        ("DELETE", "/api/v1/devices/line1", None),
+        ("POST", "/api/v1/devices/line1/tags", Some(json!({"name": "z", "signal": "sine"}))),
+        ("DELETE", "/api/v1/devices/line1/tags/parts", None),
+    ] {
+        let (s, v) = call(&env, m, uri, body).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{m} {uri}");
+        assert_error(&v, "defined_in_config_file");
+    }
+    let (_, v) = call(&env, "GET", "/api/v1/devices/line1", None).await;
+    assert_eq!(v["source"], "config");
+}
+
+#[tokio::test]
+async fn values_can_be_read_by_pattern_and_by_tag() {
+    let env = env().await;
+    let v = wait_for_value(&env, "line1.temperature").await;
+    for k in ["tag", "value", "quality", "ts"] {
+        assert!(v.get(k).is_some(), "missing {k}: {v}");
+    }
+    assert!(v["value"].as_f64().is_some_and(|x| (18.0..=22.0).contains(&x)), "{v}");
+    wait_for_value(&env, "line1.parts").await;
+    let (s, v) = call(&env, "GET", "/api/v1/values?pattern=line1.*", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let tags: Vec<&str> = v["values"].as_array().unwrap().iter().map(|x| x["tag"].as_str().unwrap()).collect();
+    assert_eq!(tags, vec!["line1.parts", "line1.setpoint", "line1.temperature"]);
+    assert_eq!(v["count"], 3);
+    let (s, v) = call(&env, "GET", "/api/v1/values?pattern=*.parts", None).await;
+    assert_eq!((s, v["count"].clone()), (StatusCode::OK, json!(1)));
+    let (s, v) = call(&env, "GET", "/api/v1/values?pattern=bad%20pattern", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "invalid_pattern");
+    let (s, v) = call(&env, "GET", "/api/v1/values/line9.nothing", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, v) = call(&env, "GET", "/api/v1/values/off.x", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "no_value");
+    let (s, v) = call(&env, "GET", "/api/v1/values/nodot", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "invalid_tag");
+}
+
+#[tokio::test]
+async fn commands_wait_for_the_device_and_map_every_outcome() {
+    let env = env().await;
+    wait_for_value(&env, "line1.setpoint").await;
+    let (s, v) = call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "line1.setpoint", "value": 42.5}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "ok");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = wait_for_value(&env, "line1.setpoint").await;
+        if v["value"] == json!(42.5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the written value never showed: {v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, v) = call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "line1.nope", "value": 1}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, v) = call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "line1.temperature", "value": 1}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_error(&v, "not_writable");
+    let (s, v) = call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "line1.setpoint", "value": "high"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "rejected");
+    let (s, v) = call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "off.x", "value": 1}))).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "a disabled device has no driver: {v}");
+    assert_error(&v, "device_unavailable");
+    // A driver that never answers: take over line1's route and keep the commands.
+    let mut inbox = env.bus.route_commands("line1");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(r) = inbox.recv().await {
+            held.push(r);
+        }
+    });
+    let (s, v) =
+        call(&env, "POST", "/api/v1/commands", Some(json!({"tag": "line1.setpoint", "value": 1, "timeout_ms": 100})))
+            .await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT);
+    assert_error(&v, "timeout");
+    holder.abort();
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_json_error() {
+    let env = env().await;
+    let req = |body: &str, ct: Option<&str>| {
+        let mut r = Request::builder().method("POST").uri("/api/v1/commands");
+        if let Some(ct) = ct {
+            r = r.header(header::CONTENT_TYPE, ct);
+        }
+        r.body(Body::from(body.to_owned())).unwrap()
+    };
+    let (s, v) = raw(&env, req("{\"tag\": ", Some("application/json"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "invalid_json");
+    let (s, v) = raw(&env, req("{\"tag\": \"a.b\", \"value\": 1, \"colour\": 2}", Some("application/json"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("colour"), "{v}");
+    let (s, v) = raw(&env, req("{}", Some("text/plain"))).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_error(&v, "unsupported_media_type");
+    let big = format!("{{\"tag\": \"a.b\", \"value\": \"{}\"}}", "x".repeat(10_000));
+    let (s, v) = raw(&env, req(&big, Some("application/json"))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&v, "payload_too_large");
+    let (s, v) = call(&env, "GET", "/api/v1/nothing", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_error(&v, "not_found");
+    let (s, v) = call(&env, "PATCH", "/api/v1/devices", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(&v, "method_not_allowed");
+    let (s, v) = call(&env, "GET", "/ws", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_error(&v, "not_websocket");
+}
+
+#[tokio::test]
+async fn metrics_cover_the_bus_the_http_requests_and_the_process() {
+    let env = env().await;
+    wait_for_value(&env, "line1.temperature").await;
+    call(&env, "GET", "/api/v1/devices", None).await;
+    let resp = router(env.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    for needle in [
+        "gateway_bus_publish_total ",
+        "gateway_bus_ring_used ",
+        "gateway_http_requests_total{method=\"GET\",route=\"/api/v1/devices\",status=\"200\"} 1",
+        "gateway_http_request_duration_seconds_bucket{le=\"0.005\",method=\"GET\",route=\"/api/v1/values/{tag}\"}",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "gateway_ws_connections ",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let env = env().await;
+    let (s, doc) = call(&env, "GET", "/api/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path) in gateway_api::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the OpenAPI document");
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().keys().filter(|k| *k != "parameters").count())
+        .sum();
+    assert_eq!(documented, gateway_api::ROUTES.len(), "the document describes routes that do not exist");
+    // And the router serves each of them (no fallback 404 or 405).
+    for (method, path) in gateway_api::ROUTES {
+        let uri = if *path == "/api/v1/values/{tag}" {
+            "/api/v1/values/line1.parts".to_string()
+        } else {
+            path.replace("{name}", "line1").replace("{tag}", "parts")
+        };
+        let body = matches!(*method, "post" | "put").then(|| json!({}));
+        let (s, v) = call(&env, &method.to_uppercase(), &uri, body).await;
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap_or("").starts_with("no such endpoint"), "{method} {uri}: {v}");
+    }
+    let (s, body) = call(&env, "GET", "/", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.as_str().unwrap().contains("/ws"));
+}

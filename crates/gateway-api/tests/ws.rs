@@ -1,0 +1,199 @@
+//! The WebSocket endpoint over a real socket: subscriptions and pushed
+//! updates, ping/pong, errors, the connection limit, the heartbeat timeout,
+//! and a slow client that loses updates without slowing anyone else.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Env, default_devices, env_with};
+use futures_util::{SinkExt, StreamExt};
+use gateway_api::ApiConfig;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn serve(env: &Env) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = env.state.clone();
+    tokio::spawn(gateway_api::serve(listener, state, std::future::pending()));
+    addr
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap().0
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON text message (skipping pings), within 10 s.
+async fn next_json(ws: &mut Ws) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscribers_get_a_snapshot_then_only_matching_updates() {
+    let env = env_with(ApiConfig::default(), default_devices()).await;
+    let addr = serve(&env).await;
+    // Let the cache see a value first, so the snapshot is not empty.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ws = connect(addr).await;
+    send(&mut ws, json!({"type": "subscribe", "patterns": ["line1.temp*"]})).await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(m, json!({"type": "subscribed", "patterns": ["line1.temp*"]}));
+    let snap = next_json(&mut ws).await;
+    assert_eq!(snap["snapshot"], true);
+    assert_eq!(snap["values"][0]["tag"], "line1.temperature");
+    for _ in 0..5 {
+        let u = next_json(&mut ws).await;
+        assert_eq!(u["type"], "update");
+        for v in u["values"].as_array().unwrap() {
+            assert_eq!(v["tag"], "line1.temperature", "only matching tags: {u}");
+            assert_eq!(v["quality"], "good");
+        }
+    }
+    send(&mut ws, json!({"type": "ping", "id": 7})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "pong" {
+            assert_eq!(m["id"], 7);
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "subscribe", "patterns": ["bad pattern"]})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "invalid_pattern");
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "shout"})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "invalid_message");
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "unsubscribe"})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "unsubscribed" {
+            assert_eq!(m["patterns"], json!([]));
+            break;
+        }
+    }
+    // Nothing more arrives once unsubscribed (updates already queued may drain first).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "update" {
+                        return v;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "an update arrived after unsubscribe: {quiet:?}");
+}
+
+#[tokio::test]
+async fn the_connection_after_the_limit_is_refused_with_503() {
+    let env = env_with(ApiConfig { ws_max_connections: 2, ..ApiConfig::default() }, default_devices()).await;
+    let addr = serve(&env).await;
+    let _a = connect(addr).await;
+    let b = connect(addr).await;
+    match tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections");
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    // A slot frees when a client leaves.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.state.ws().connections() > 1 {
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _c = connect(addr).await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
+    let cfg = ApiConfig { ws_heartbeat_timeout_s: 1, ws_cleanup_interval_s: 1, ..ApiConfig::default() };
+    let env = env_with(cfg, default_devices()).await;
+    let addr = serve(&env).await;
+    let mut ws = connect(addr).await;
+    // Say nothing and read nothing (so no pong goes back) for a while.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 4008);
+                break;
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without the heartbeat code"),
+            Some(Ok(_)) => {}
+        }
+    }
+    assert_eq!(env.state.ws().connections(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_client_loses_updates_and_the_others_do_not_wait_for_it() {
+    let cfg = ApiConfig { ws_queue: 2, ws_push_interval_ms: 5, ..ApiConfig::default() };
+    let devices = vec![json!({"name": "load", "driver": "sim", "poll_interval_ms": 5,
+                              "generate": {"count": 3000, "signal": "sine"}})];
+    let env = env_with(cfg, devices).await;
+    let addr = serve(&env).await;
+    let mut slow = connect(addr).await;
+    let mut fast = connect(addr).await;
+    send(&mut slow, json!({"type": "subscribe", "patterns": ["*"]})).await;
+    send(&mut fast, json!({"type": "subscribe", "patterns": ["*"]})).await;
+    // The fast client keeps reading; the slow one reads nothing for 2 s.
+    let started = Instant::now();
+    let mut fast_updates = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        if next_json(&mut fast).await["type"] == "update" {
+            fast_updates += 1;
+        }
+    }
+    assert!(fast_updates > 50, "the fast client was held back: {fast_updates} updates in 2 s");
+    // Now the slow client reads: it is told how many updates it lost.
+    let mut dropped = None;
+    for _ in 0..10_000 {
+        let m = next_json(&mut slow).await;
+        if m["type"] == "dropped" {
+            dropped = m["updates"].as_u64();
+            break;
+        }
+    }
+    assert!(dropped.is_some_and(|d| d > 0), "the slow client was not told about its losses");
+    assert!(env.state.metrics().ws_dropped.get() > 0);
+}
