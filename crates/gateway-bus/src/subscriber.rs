@@ -297,17 +297,24 @@ impl Subscriber {
             let data = inner.data.notified();
             tokio::pin!(data);
             data.as_mut().enable();
+            // Watch the WAL from before the check, so a flush in between is not missed.
+            let mut progress = match self.st.kind {
+                SubKind::WalBacked => inner.wal.as_ref().map(|w| w.progress()),
+                _ => None,
+            };
             match self.fill()? {
                 Fill::Filled => continue,
                 Fill::Closed => return Err(BusError::Closed),
                 Fill::Empty => data.await,
-                Fill::WaitWal => {
-                    let mut progress = inner.wal.as_ref().expect("WAL mode").progress();
-                    tokio::select! {
-                        _ = progress.changed() => {}
-                        _ = data => {}
+                Fill::WaitWal => match progress.as_mut() {
+                    Some(p) => {
+                        tokio::select! {
+                            _ = p.changed() => {}
+                            _ = data => {}
+                        }
                     }
-                }
+                    None => data.await,
+                },
             }
         }
     }
@@ -363,6 +370,13 @@ impl Subscriber {
 
     fn fill(&mut self) -> Result<Fill, BusError> {
         let inner = self.bus.inner.clone();
+        // A durable subscriber in WAL mode is given only durable frames: what it
+        // forwards is then always what the gateway itself would find after a
+        // crash, and no sequence number it saw can be reused by a restart.
+        let durable = match (self.st.kind, &inner.wal) {
+            (SubKind::WalBacked, Some(w)) => w.progress().borrow().durable,
+            _ => u64::MAX,
+        };
         {
             let r = inner.lock();
             if self.pos < r.front {
@@ -390,16 +404,22 @@ impl Subscriber {
             if self.pos >= r.head {
                 return Ok(if r.closed { Fill::Closed } else { Fill::Empty });
             }
-            self.take_from_ring(&r);
+            if self.pos >= durable {
+                return Ok(Fill::WaitWal);
+            }
+            self.take_from_ring(&r, durable);
         }
         Ok(Fill::Filled)
     }
 
-    fn take_from_ring(&mut self, r: &Ring) {
+    fn take_from_ring(&mut self, r: &Ring, limit: u64) {
         let first = r.slot_of(self.pos);
         for i in first..(first + FILL).min(r.slots.len()) {
             let slot = &r.slots[i];
             let end = r.slots.get(i + 1).map_or(r.head, |s| s.seq);
+            if end > limit {
+                break;
+            }
             let skip = (self.pos - slot.seq) as usize;
             self.local.push_back(Delivery {
                 seq: slot.seq,
@@ -419,12 +439,17 @@ impl Subscriber {
         if reader.position() != self.pos {
             reader.seek(self.pos);
         }
+        let durable = wal.progress().borrow().durable;
         let mut filled = 0;
         let mut dropped = 0;
         while filled < FILL {
             match reader.next_item()? {
                 Some(ReadItem::Record(rec)) => {
                     let end = rec.end_seq();
+                    if end > durable {
+                        // Written but not yet durable: read it again once it is.
+                        break;
+                    }
                     match side.decoder.decode(&rec.payload) {
                         Ok(batch) => {
                             let skip = self.pos.saturating_sub(rec.first_seq) as usize;

@@ -348,3 +348,30 @@ fn metrics_use_the_original_names_and_buckets() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn a_durable_subscriber_sees_only_durable_frames_while_lossy_ones_see_everything() {
+    let sim = SimStorage::new();
+    let cfg = BusCfg {
+        ring_pow: 12,
+        wal_dir: "/wal".into(),
+        wal_flush_ms: 1,
+        async_write_queue_size: 1000,
+        high_performance_mode: false,
+        batch: small_batches(12),
+        ..BusCfg::default()
+    };
+    let bus = Bus::open_with_storage(cfg, Default::default(), Arc::new(sim.clone())).unwrap();
+    let mut durable = bus.subscribe(SubscribeOptions::durable("uplink")).unwrap();
+    let mut live = bus.subscribe(SubscribeOptions::lossy("ui", 1 << 20)).unwrap();
+    sim.fail_after(Some(0)); // nothing can become durable
+    bus.publish(batch("a.b", 0, 5)).await.unwrap();
+    assert_eq!(live.recv().await.unwrap().frames().count(), 5, "live consumers do not wait for the disk");
+    let early = tokio::time::timeout(Duration::from_millis(200), durable.recv()).await;
+    assert!(early.is_err(), "a durable subscriber got a frame that was not durable");
+    sim.fail_after(None);
+    let d =
+        tokio::time::timeout(Duration::from_secs(10), durable.recv()).await.expect("delivered once durable").unwrap();
+    assert_eq!(values(&d).len(), 5);
+    assert!(bus.wal().unwrap().stats().durable_seq >= d.end_seq());
+}
