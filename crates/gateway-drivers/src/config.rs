@@ -14,6 +14,7 @@ use gateway_model::TagId;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::modbus::{ModbusRtuParams, ModbusTagParams, ModbusTcpParams};
 use crate::sim::{SimDeviceParams, SimTagParams};
 
 /// A configuration error and the path of the field it concerns.
@@ -46,13 +47,17 @@ impl FieldError {
 }
 
 /// Drivers this build knows.
-pub const DRIVERS: &[&str] = &["sim"];
+pub const DRIVERS: &[&str] = &["sim", "modbus_tcp", "modbus_rtu"];
 
 /// A driver's device-level fields.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DriverParams {
     /// The simulator.
     Sim(SimDeviceParams),
+    /// A Modbus TCP device.
+    ModbusTcp(ModbusTcpParams),
+    /// A Modbus RTU device on a serial line.
+    ModbusRtu(ModbusRtuParams),
 }
 
 /// A driver's tag-level fields.
@@ -60,6 +65,8 @@ pub enum DriverParams {
 pub enum TagParams {
     /// A simulated signal.
     Sim(SimTagParams),
+    /// A Modbus coil, input or register (both Modbus drivers).
+    Modbus(ModbusTagParams),
 }
 
 /// A configured tag.
@@ -117,6 +124,7 @@ impl TagConfig {
         let writable = take(&mut map, "writable")?.unwrap_or(false);
         let params = match driver {
             "sim" => TagParams::Sim(typed(map)?),
+            "modbus_tcp" | "modbus_rtu" => TagParams::Modbus(typed(map)?),
             other => return Err(FieldError::new("driver", format!("unknown driver `{other}`"))),
         };
         Ok(TagConfig { name, writable, params })
@@ -126,6 +134,7 @@ impl TagConfig {
     pub fn to_json(&self) -> Value {
         let mut map = match &self.params {
             TagParams::Sim(p) => to_map(p),
+            TagParams::Modbus(p) => to_map(p),
         };
         map.insert("name".into(), self.name.clone().into());
         map.insert("writable".into(), self.writable.into());
@@ -154,6 +163,8 @@ impl DeviceConfig {
         let tags_raw: Vec<Value> = take(&mut map, "tags")?.unwrap_or_default();
         let params = match driver.as_str() {
             "sim" => DriverParams::Sim(typed(map)?),
+            "modbus_tcp" => DriverParams::ModbusTcp(typed(map)?),
+            "modbus_rtu" => DriverParams::ModbusRtu(typed(map)?),
             other => {
                 return Err(FieldError::new(
                     "driver",
@@ -175,6 +186,8 @@ impl DeviceConfig {
     pub fn driver(&self) -> &'static str {
         match self.params {
             DriverParams::Sim(_) => "sim",
+            DriverParams::ModbusTcp(_) => "modbus_tcp",
+            DriverParams::ModbusRtu(_) => "modbus_rtu",
         }
     }
 
@@ -182,6 +195,8 @@ impl DeviceConfig {
     pub fn to_json(&self) -> Value {
         let mut map = match &self.params {
             DriverParams::Sim(p) => to_map(p),
+            DriverParams::ModbusTcp(p) => to_map(p),
+            DriverParams::ModbusRtu(p) => to_map(p),
         };
         map.insert("name".into(), self.name.clone().into());
         map.insert("driver".into(), self.driver().into());
@@ -227,11 +242,14 @@ impl DeviceConfig {
         }
         match &self.params {
             DriverParams::Sim(p) => crate::sim::validate(self, p),
+            DriverParams::ModbusTcp(p) => crate::modbus::validate_tcp(self, p),
+            DriverParams::ModbusRtu(p) => crate::modbus::validate_rtu(self, p),
         }
     }
 }
 
-/// Parses a list of devices (`[[devices]]`), checking that names are unique.
+/// Parses a list of devices (`[[devices]]`), checking that names are unique
+/// and that the enabled devices sharing a serial port agree on its settings.
 pub fn parse_devices(values: Vec<Value>, prefix: &str) -> Result<Vec<DeviceConfig>, FieldError> {
     let mut out: Vec<DeviceConfig> = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
@@ -239,6 +257,9 @@ pub fn parse_devices(values: Vec<Value>, prefix: &str) -> Result<Vec<DeviceConfi
         let d = DeviceConfig::from_json(v).map_err(|e| e.under(&at))?;
         if out.iter().any(|o| o.name == d.name) {
             return Err(FieldError::new(format!("{at}.name"), format!("duplicate device name {:?}", d.name)));
+        }
+        if let Some(e) = crate::modbus::line_conflict(&out, &d) {
+            return Err(e.under(&at));
         }
         out.push(d);
     }

@@ -1,6 +1,7 @@
 //! Device drivers: the configuration of devices and tags, the context a
 //! driver runs in, the [`DriverManager`] that starts, restarts and stops one
-//! task per device, and one module per protocol.
+//! task per device, and one module per protocol: [`sim`] (the simulator)
+//! and [`modbus`] (Modbus TCP and RTU).
 //!
 //! The contract every driver keeps: one task per device (or per shared serial
 //! line); timeouts on every I/O; reconnect with exponential backoff and jitter,
@@ -11,6 +12,7 @@
 
 pub mod config;
 mod manager;
+pub mod modbus;
 pub mod sim;
 mod status;
 
@@ -78,5 +80,7 @@ impl DriverContext {
 pub async fn run_device(dev: Arc<DeviceConfig>, ctx: DriverContext) {
     match dev.params.clone() {
         DriverParams::Sim(p) => sim::run(dev, p, ctx).await,
+        DriverParams::ModbusTcp(p) => modbus::run_tcp(dev, p, ctx).await,
+        DriverParams::ModbusRtu(p) => modbus::run_rtu(dev, p, ctx).await,
     }
 }

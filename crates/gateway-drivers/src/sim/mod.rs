@@ -157,7 +157,9 @@ pub(crate) fn validate(dev: &DeviceConfig, p: &SimDeviceParams) -> Result<(), Fi
         }
     }
     for (i, t) in dev.tags.iter().enumerate() {
-        let TagParams::Sim(s) = &t.params;
+        let TagParams::Sim(s) = &t.params else {
+            return Err(FieldError::new(format!("tags[{i}]"), "not a simulator tag"));
+        };
         let at = |f: &str| format!("tags[{i}].{f}");
         if !s.amplitude.is_finite() || !s.offset.is_finite() {
             return Err(FieldError::new(at("amplitude"), "amplitude and offset must be finite numbers"));
@@ -281,7 +283,7 @@ fn build_tags(dev: &DeviceConfig, p: &SimDeviceParams) -> Vec<SimTag> {
         .tags
         .iter()
         .filter_map(|t| {
-            let TagParams::Sim(s) = &t.params;
+            let TagParams::Sim(s) = &t.params else { return None };
             dev.tag_id(&t.name).map(|id| SimTag::new(id, s.clone(), t.writable))
         })
         .collect();

@@ -1,0 +1,840 @@
+//! The fields of Modbus devices (`driver = "modbus_tcp"` and `"modbus_rtu"`)
+//! and of their tags, with their defaults and the checks the types alone
+//! cannot make (register ranges, which fields go with which area and data
+//! type, serial settings shared by the devices of one port). Every error
+//! names the field it concerns, e.g. `tags[3].length: required for data_type string`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DeviceConfig, DriverParams, FieldError, TagParams};
+
+/// Where a tag lives in the device: one of the four Modbus tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Area {
+    /// Read-write bits (FC 1, written with FC 5/15).
+    Coil,
+    /// Read-only bits (FC 2).
+    DiscreteInput,
+    /// Read-write registers (FC 3, written with FC 6/16).
+    HoldingRegister,
+    /// Read-only registers (FC 4).
+    InputRegister,
+}
+
+impl Area {
+    /// Whether the table holds bits (coils, discrete inputs) rather than registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Area::Coil | Area::DiscreteInput)
+    }
+
+    /// Whether Modbus can write the table at all.
+    pub fn is_writable(self) -> bool {
+        matches!(self, Area::Coil | Area::HoldingRegister)
+    }
+
+    /// The configuration name (`holding_register`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Area::Coil => "coil",
+            Area::DiscreteInput => "discrete_input",
+            Area::HoldingRegister => "holding_register",
+            Area::InputRegister => "input_register",
+        }
+    }
+}
+
+/// How the registers of a tag are interpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// A coil or discrete input, a `bit` of a register, or a register that is non-zero.
+    Bool,
+    /// One register, signed.
+    I16,
+    /// One register, unsigned.
+    U16,
+    /// Two registers, signed.
+    I32,
+    /// Two registers, unsigned.
+    U32,
+    /// Four registers, signed.
+    I64,
+    /// Four registers, unsigned.
+    U64,
+    /// Two registers, IEEE 754 single precision.
+    F32,
+    /// Four registers, IEEE 754 double precision.
+    F64,
+    /// `length` registers of text, two bytes per register, UTF-8, ended by
+    /// the first NUL byte or the last register.
+    String,
+}
+
+impl DataType {
+    /// The configuration name (`f32`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::I16 => "i16",
+            DataType::U16 => "u16",
+            DataType::I32 => "i32",
+            DataType::U32 => "u32",
+            DataType::I64 => "i64",
+            DataType::U64 => "u64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
+        }
+    }
+
+    /// Registers one value takes (strings: their `length`).
+    pub fn registers(self, length: Option<u16>) -> u16 {
+        match self {
+            DataType::Bool | DataType::I16 | DataType::U16 => 1,
+            DataType::I32 | DataType::U32 | DataType::F32 => 2,
+            DataType::I64 | DataType::U64 | DataType::F64 => 4,
+            DataType::String => length.unwrap_or(1),
+        }
+    }
+
+    /// Whether values are numbers (so `scale`, `offset` and a numeric `deadband` apply).
+    pub fn is_numeric(self) -> bool {
+        !matches!(self, DataType::Bool | DataType::String)
+    }
+}
+
+/// The order of the bytes of a value over its registers, named after the
+/// bytes of a 32-bit value `A B C D` (A most significant) as they appear in
+/// the registers. `ABCD` is the Modbus standard (big-endian registers, most
+/// significant register first); `CDAB` swaps the registers (least
+/// significant first, for 64-bit values all four in reverse); `BADC` swaps
+/// the two bytes inside each register; `DCBA` does both. One-register
+/// values and strings only feel the byte swap (`BADC`, `DCBA`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ByteOrder {
+    /// Big-endian: the Modbus standard.
+    #[default]
+    #[serde(rename = "ABCD", alias = "abcd")]
+    Abcd,
+    /// Bytes swapped inside each register.
+    #[serde(rename = "BADC", alias = "badc")]
+    Badc,
+    /// Registers in reverse order.
+    #[serde(rename = "CDAB", alias = "cdab")]
+    Cdab,
+    /// Little-endian: registers reversed and bytes swapped.
+    #[serde(rename = "DCBA", alias = "dcba")]
+    Dcba,
+}
+
+impl ByteOrder {
+    /// Whether the two bytes of each register are swapped.
+    pub fn swap_bytes(self) -> bool {
+        matches!(self, ByteOrder::Badc | ByteOrder::Dcba)
+    }
+
+    /// Whether the registers come least significant first.
+    pub fn swap_words(self) -> bool {
+        matches!(self, ByteOrder::Cdab | ByteOrder::Dcba)
+    }
+}
+
+/// Parity of a serial line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// No parity bit (the usual 8N1).
+    #[default]
+    None,
+    /// Even parity (the Modbus specification's default, 8E1).
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+impl Parity {
+    fn letter(self) -> char {
+        match self {
+            Parity::None => 'N',
+            Parity::Even => 'E',
+            Parity::Odd => 'O',
+        }
+    }
+}
+
+fn one_u8() -> u8 {
+    1
+}
+fn default_timeout() -> u64 {
+    1000
+}
+fn default_gap() -> u16 {
+    8
+}
+fn default_registers() -> u16 {
+    125
+}
+fn default_coils() -> u16 {
+    2000
+}
+fn default_reconnect_min() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Device fields of `driver = "modbus_tcp"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTcpParams {
+    /// `host:port` of the device (or of a TCP-to-RTU gateway), e.g. `10.0.0.5:502`.
+    pub address: String,
+    /// Unit identifier sent with every request (default 1; TCP devices often ignore it,
+    /// gateways route by it).
+    #[serde(default = "one_u8")]
+    pub unit_id: u8,
+    /// Time allowed for a connect and for each request, in milliseconds (default 1000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Largest run of unused registers read to join two tags into one request (default 8;
+    /// for coils and discrete inputs 16 times as many bits, the same bytes on the wire).
+    #[serde(default = "default_gap")]
+    pub max_gap: u16,
+    /// Most registers per read request (default and at most 125).
+    #[serde(default = "default_registers")]
+    pub max_registers_per_read: u16,
+    /// Most coils or discrete inputs per read request (default and at most 2000).
+    #[serde(default = "default_coils")]
+    pub max_coils_per_read: u16,
+    /// First delay before reconnecting after a failure, in milliseconds (default 500);
+    /// doubles per failure, with ±20% jitter.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest delay between reconnection attempts, in milliseconds (default 30000).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// Write single coils and registers with FC 15/16 instead of FC 5/6, for
+    /// devices that implement only the "multiple" functions (default false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub write_multiple_only: bool,
+}
+
+/// Device fields of `driver = "modbus_rtu"`. Devices with the same `port`
+/// share one serial line and must agree on its settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusRtuParams {
+    /// The serial port, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
+    pub port: String,
+    /// Bits per second (default 9600).
+    #[serde(default = "default_baud")]
+    pub baud_rate: u32,
+    /// `none` (default), `even` or `odd`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// Data bits (default and only possible value for RTU: 8).
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// Stop bits, 1 (default) or 2.
+    #[serde(default = "one_u8")]
+    pub stop_bits: u8,
+    /// Slave address, 1 to 247 (default 1).
+    #[serde(default = "one_u8")]
+    pub unit_id: u8,
+    /// Time allowed for each request, in milliseconds (default 1000).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// As for TCP.
+    #[serde(default = "default_gap")]
+    pub max_gap: u16,
+    /// As for TCP.
+    #[serde(default = "default_registers")]
+    pub max_registers_per_read: u16,
+    /// As for TCP.
+    #[serde(default = "default_coils")]
+    pub max_coils_per_read: u16,
+    /// First delay before polling a slave again after it failed, in milliseconds
+    /// (default 500); doubles per failure, with ±20% jitter. The serial port is
+    /// reopened on the same schedule when it cannot be opened.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    /// Longest such delay, in milliseconds (default 30000).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+    /// As for TCP.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub write_multiple_only: bool,
+}
+
+/// Tag fields of both Modbus drivers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusTagParams {
+    /// `coil`, `discrete_input`, `holding_register` or `input_register`.
+    pub area: Area,
+    /// 0-based address of the (first) coil or register, as sent on the wire
+    /// (register "40001" is `holding_register` address 0).
+    pub address: u16,
+    /// Default: `bool` for coils, discrete inputs and `bit` tags, else `u16`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<DataType>,
+    /// Registers of a `string` (required for strings, refused otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u16>,
+    /// A bit (0 = least significant) of a holding or input register; the tag is a bool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit: Option<u8>,
+    /// `ABCD` (default), `BADC`, `CDAB` or `DCBA`; see [`ByteOrder`].
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Engineering value = raw × `scale` + `offset` (default 1); numbers only.
+    /// With a scale or offset the value is published as a float.
+    #[serde(default = "one_f64")]
+    pub scale: f64,
+    /// See `scale` (default 0).
+    #[serde(default)]
+    pub offset: f64,
+    /// Publish a good value only when it moved more than this from the last
+    /// published one (or its quality changed, or every
+    /// [`REFRESH_POLLS`](crate::modbus::REFRESH_POLLS) polls). `0` publishes
+    /// every change. Absent (default): every poll is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadband: Option<f64>,
+}
+
+impl ModbusTagParams {
+    /// A tag of `data_type` at `address` of `area`, every other field at its default.
+    pub fn new(area: Area, address: u16, data_type: DataType) -> Self {
+        ModbusTagParams {
+            area,
+            address,
+            data_type: Some(data_type),
+            length: None,
+            bit: None,
+            byte_order: ByteOrder::Abcd,
+            scale: 1.0,
+            offset: 0.0,
+            deadband: None,
+        }
+    }
+
+    /// The data type, with its default applied.
+    pub fn data_type(&self) -> DataType {
+        self.data_type.unwrap_or(if self.area.is_bits() || self.bit.is_some() { DataType::Bool } else { DataType::U16 })
+    }
+
+    /// Coils or registers the tag occupies.
+    pub fn width(&self) -> u16 {
+        if self.area.is_bits() { 1 } else { self.data_type().registers(self.length) }
+    }
+
+    /// Whether `scale` or `offset` change the raw value.
+    pub fn is_scaled(&self) -> bool {
+        self.scale != 1.0 || self.offset != 0.0
+    }
+}
+
+/// What both transports share, resolved from their fields.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Common {
+    pub unit_id: u8,
+    pub timeout: Duration,
+    pub max_gap: u16,
+    pub max_registers: u16,
+    pub max_coils: u16,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub write_multiple_only: bool,
+}
+
+impl ModbusTcpParams {
+    /// A device at `address` with every other field at its default.
+    pub fn new(address: impl Into<String>) -> Self {
+        ModbusTcpParams {
+            address: address.into(),
+            unit_id: 1,
+            timeout_ms: default_timeout(),
+            max_gap: default_gap(),
+            max_registers_per_read: default_registers(),
+            max_coils_per_read: default_coils(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            write_multiple_only: false,
+        }
+    }
+
+    pub(crate) fn common(&self) -> Common {
+        Common {
+            unit_id: self.unit_id,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_gap: self.max_gap,
+            max_registers: self.max_registers_per_read,
+            max_coils: self.max_coils_per_read,
+            reconnect_min: Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            write_multiple_only: self.write_multiple_only,
+        }
+    }
+}
+
+impl ModbusRtuParams {
+    /// A device on `port` with every other field at its default.
+    pub fn new(port: impl Into<String>) -> Self {
+        ModbusRtuParams {
+            port: port.into(),
+            baud_rate: default_baud(),
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+            unit_id: 1,
+            timeout_ms: default_timeout(),
+            max_gap: default_gap(),
+            max_registers_per_read: default_registers(),
+            max_coils_per_read: default_coils(),
+            reconnect_min_ms: default_reconnect_min(),
+            reconnect_max_ms: default_reconnect_max(),
+            write_multiple_only: false,
+        }
+    }
+
+    pub(crate) fn common(&self) -> Common {
+        Common {
+            unit_id: self.unit_id,
+            timeout: Duration::from_millis(self.timeout_ms),
+            max_gap: self.max_gap,
+            max_registers: self.max_registers_per_read,
+            max_coils: self.max_coils_per_read,
+            reconnect_min: Duration::from_millis(self.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(self.reconnect_max_ms),
+            write_multiple_only: self.write_multiple_only,
+        }
+    }
+
+    /// The line settings as a person writes them: `9600 8N1`.
+    pub(crate) fn line_settings(&self) -> String {
+        format!("{} {}{}{}", self.baud_rate, self.data_bits, self.parity.letter(), self.stop_bits)
+    }
+}
+
+/// Whether `address` looks like `host:port` (IPv6 hosts in brackets).
+fn valid_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            let host_ok = !host.is_empty() && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')));
+            host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
+fn check_timing(c: &Common, timeout_ms: u64, rmin: u64, rmax: u64) -> Result<(), FieldError> {
+    if !(1..=600_000).contains(&timeout_ms) {
+        return Err(FieldError::new("timeout_ms", format!("must be between 1 and 600000, got {timeout_ms}")));
+    }
+    if !(1..=125).contains(&c.max_registers) {
+        return Err(FieldError::new(
+            "max_registers_per_read",
+            format!("must be between 1 and 125 (the Modbus limit), got {}", c.max_registers),
+        ));
+    }
+    if !(1..=2000).contains(&c.max_coils) {
+        return Err(FieldError::new(
+            "max_coils_per_read",
+            format!("must be between 1 and 2000 (the Modbus limit), got {}", c.max_coils),
+        ));
+    }
+    if c.max_gap > 125 {
+        return Err(FieldError::new("max_gap", format!("must be at most 125 registers, got {}", c.max_gap)));
+    }
+    if !(1..=3_600_000).contains(&rmin) {
+        return Err(FieldError::new("reconnect_min_ms", format!("must be between 1 and 3600000, got {rmin}")));
+    }
+    if rmax < rmin || rmax > 3_600_000 {
+        return Err(FieldError::new(
+            "reconnect_max_ms",
+            format!("must be between reconnect_min_ms ({rmin}) and 3600000, got {rmax}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `modbus_tcp` device.
+pub(crate) fn validate_tcp(dev: &DeviceConfig, p: &ModbusTcpParams) -> Result<(), FieldError> {
+    if !valid_host_port(&p.address) {
+        return Err(FieldError::new(
+            "address",
+            format!("{:?} is not host:port (e.g. 192.168.1.10:502 or [fe80::1]:502)", p.address),
+        ));
+    }
+    let c = p.common();
+    check_timing(&c, p.timeout_ms, p.reconnect_min_ms, p.reconnect_max_ms)?;
+    validate_tags(dev, &c)
+}
+
+/// Checks a `modbus_rtu` device.
+pub(crate) fn validate_rtu(dev: &DeviceConfig, p: &ModbusRtuParams) -> Result<(), FieldError> {
+    if p.port.trim().is_empty() {
+        return Err(FieldError::new("port", "must name a serial port, e.g. /dev/ttyUSB0"));
+    }
+    if !(50..=4_000_000).contains(&p.baud_rate) {
+        return Err(FieldError::new("baud_rate", format!("must be between 50 and 4000000, got {}", p.baud_rate)));
+    }
+    if p.data_bits != 8 {
+        return Err(FieldError::new(
+            "data_bits",
+            format!("Modbus RTU frames are 8-bit binary, so data_bits must be 8, got {}", p.data_bits),
+        ));
+    }
+    if !(1..=2).contains(&p.stop_bits) {
+        return Err(FieldError::new("stop_bits", format!("must be 1 or 2, got {}", p.stop_bits)));
+    }
+    if !(1..=247).contains(&p.unit_id) {
+        return Err(FieldError::new(
+            "unit_id",
+            format!("a slave address is 1 to 247 (0 is broadcast, which has no answer to poll), got {}", p.unit_id),
+        ));
+    }
+    let c = p.common();
+    check_timing(&c, p.timeout_ms, p.reconnect_min_ms, p.reconnect_max_ms)?;
+    validate_tags(dev, &c)
+}
+
+fn validate_tags(dev: &DeviceConfig, c: &Common) -> Result<(), FieldError> {
+    for (i, t) in dev.tags.iter().enumerate() {
+        let at = |f: &str| format!("tags[{i}].{f}");
+        let TagParams::Modbus(p) = &t.params else {
+            return Err(FieldError::new(format!("tags[{i}]"), "not a Modbus tag"));
+        };
+        let ty = p.data_type();
+        if p.area.is_bits() {
+            if ty != DataType::Bool {
+                return Err(FieldError::new(
+                    at("data_type"),
+                    format!("{} values are bool, not {}", p.area.name(), ty.name()),
+                ));
+            }
+            if p.bit.is_some() {
+                return Err(FieldError::new(at("bit"), "only for holding/input registers"));
+            }
+        }
+        if let Some(b) = p.bit {
+            if b > 15 {
+                return Err(FieldError::new(at("bit"), format!("must be 0 to 15, got {b}")));
+            }
+            if ty != DataType::Bool {
+                return Err(FieldError::new(at("data_type"), format!("a bit is a bool, not {}", ty.name())));
+            }
+        }
+        match (ty, p.length) {
+            (DataType::String, None) => return Err(FieldError::new(at("length"), "required for data_type string")),
+            (DataType::String, Some(0)) => return Err(FieldError::new(at("length"), "must be at least 1 register")),
+            (DataType::String, Some(n)) if n > c.max_registers => {
+                return Err(FieldError::new(
+                    at("length"),
+                    format!("{n} registers do not fit in one read (max_registers_per_read is {})", c.max_registers),
+                ));
+            }
+            (DataType::String, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(FieldError::new(at("length"), "only for data_type string")),
+        }
+        let width = p.width();
+        if !p.area.is_bits() && width > c.max_registers {
+            return Err(FieldError::new(
+                at("data_type"),
+                format!(
+                    "{} takes {width} registers, more than max_registers_per_read ({})",
+                    ty.name(),
+                    c.max_registers
+                ),
+            ));
+        }
+        let last = u32::from(p.address) + u32::from(width) - 1;
+        if last > 65_535 {
+            return Err(FieldError::new(
+                at("address"),
+                format!(
+                    "{} at {} takes {width} {}, up to {last}, past the last address 65535",
+                    ty.name(),
+                    p.address,
+                    if p.area.is_bits() { "bits" } else { "registers" }
+                ),
+            ));
+        }
+        if p.scale != 1.0 || p.offset != 0.0 {
+            if !ty.is_numeric() {
+                let field = if p.scale != 1.0 { "scale" } else { "offset" };
+                return Err(FieldError::new(at(field), format!("only for numbers, not {}", ty.name())));
+            }
+            if !p.scale.is_finite() || p.scale == 0.0 {
+                return Err(FieldError::new(
+                    at("scale"),
+                    format!("must be a finite number other than 0, got {}", p.scale),
+                ));
+            }
+            if !p.offset.is_finite() {
+                return Err(FieldError::new(at("offset"), format!("must be a finite number, got {}", p.offset)));
+            }
+        }
+        if let Some(d) = p.deadband
+            && !(d.is_finite() && d >= 0.0)
+        {
+            return Err(FieldError::new(at("deadband"), format!("must be a finite number, 0 or more, got {d}")));
+        }
+        if t.writable && !p.area.is_writable() {
+            return Err(FieldError::new(
+                at("writable"),
+                format!("{} is read-only in Modbus; only coils and holding registers can be written", p.area.name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// If `dev` is a serial device whose port is used by one of `earlier`
+/// (enabled devices) with other line settings: the error, at `dev`'s field
+/// that differs.
+pub(crate) fn line_conflict(earlier: &[DeviceConfig], dev: &DeviceConfig) -> Option<FieldError> {
+    let DriverParams::ModbusRtu(p) = &dev.params else { return None };
+    if !dev.enabled {
+        return None;
+    }
+    earlier.iter().filter(|d| d.enabled).find_map(|other| {
+        let DriverParams::ModbusRtu(o) = &other.params else { return None };
+        if o.port != p.port {
+            return None;
+        }
+        let field = if o.baud_rate != p.baud_rate {
+            "baud_rate"
+        } else if o.parity != p.parity {
+            "parity"
+        } else if o.data_bits != p.data_bits {
+            "data_bits"
+        } else if o.stop_bits != p.stop_bits {
+            "stop_bits"
+        } else {
+            return None;
+        };
+        Some(FieldError::new(
+            field,
+            format!(
+                "port {} is shared with device {:?} at {}; devices on one serial line must use the same settings, got {}",
+                p.port,
+                other.name,
+                o.line_settings(),
+                p.line_settings()
+            ),
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::config::{DeviceConfig, parse_devices};
+
+    fn tcp(tags: serde_json::Value) -> serde_json::Value {
+        json!({"name": "plc", "driver": "modbus_tcp", "address": "127.0.0.1:502", "tags": tags})
+    }
+
+    fn error_of(dev: serde_json::Value) -> String {
+        DeviceConfig::from_json(dev).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_device_with_every_field_round_trips_through_json() {
+        let d = DeviceConfig::from_json(json!({
+            "name": "plc", "driver": "modbus_tcp", "address": "plc.local:1502", "unit_id": 3,
+            "timeout_ms": 250, "max_gap": 0, "max_registers_per_read": 60, "max_coils_per_read": 800,
+            "reconnect_min_ms": 100, "reconnect_max_ms": 1000, "write_multiple_only": true,
+            "tags": [
+                {"name": "t", "area": "holding_register", "address": 10, "data_type": "f32", "byte_order": "CDAB",
+                 "scale": 0.1, "offset": -5.0, "deadband": 0.5, "writable": true},
+                {"name": "s", "area": "input_register", "address": 20, "data_type": "string", "length": 8},
+                {"name": "b", "area": "holding_register", "address": 30, "bit": 15},
+                {"name": "c", "area": "coil", "address": 65535, "writable": true},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(DeviceConfig::from_json(d.to_json()).unwrap(), d);
+        assert_eq!(d.driver(), "modbus_tcp");
+
+        let r = DeviceConfig::from_json(json!({
+            "name": "meter", "driver": "modbus_rtu", "port": "/dev/ttyUSB0", "baud_rate": 19200, "parity": "even",
+            "stop_bits": 1, "unit_id": 7, "tags": [{"name": "kwh", "area": "input_register", "address": 0, "data_type": "u32"}]
+        }))
+        .unwrap();
+        assert_eq!(DeviceConfig::from_json(r.to_json()).unwrap(), r);
+        assert_eq!(r.driver(), "modbus_rtu");
+    }
+
+    #[test]
+    fn defaults_are_what_the_documentation_says() {
+        let d = DeviceConfig::from_json(tcp(json!([{"name": "x", "area": "holding_register", "address": 0}]))).unwrap();
+        let crate::DriverParams::ModbusTcp(p) = &d.params else { panic!("not tcp") };
+        assert_eq!(*p, super::ModbusTcpParams::new("127.0.0.1:502"));
+        let crate::TagParams::Modbus(t) = &d.tags[0].params else { panic!("not modbus") };
+        assert_eq!(t.data_type(), super::DataType::U16);
+        let r = DeviceConfig::from_json(json!({"name": "m", "driver": "modbus_rtu", "port": "/dev/ttyS0"})).unwrap();
+        let crate::DriverParams::ModbusRtu(p) = &r.params else { panic!("not rtu") };
+        assert_eq!(*p, super::ModbusRtuParams::new("/dev/ttyS0"));
+        assert_eq!(p.line_settings(), "9600 8N1");
+    }
+
+    #[test]
+    fn tag_errors_name_the_field_and_say_what_is_wrong() {
+        let cases = [
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "data_type": "string"}),
+                "tags[0].length: required for data_type string",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "data_type": "u16", "length": 2}),
+                "tags[0].length: only for data_type string",
+            ),
+            (
+                json!({"name": "t", "area": "coil", "address": 0, "bit": 1}),
+                "tags[0].bit: only for holding/input registers",
+            ),
+            (json!({"name": "t", "area": "holding_register", "address": 0, "bit": 16}), "tags[0].bit: must be 0 to 15"),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "bit": 3, "data_type": "u16"}),
+                "tags[0].data_type: a bit is a bool",
+            ),
+            (
+                json!({"name": "t", "area": "coil", "address": 0, "data_type": "f32"}),
+                "tags[0].data_type: coil values are bool, not f32",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 65535, "data_type": "f32"}),
+                "tags[0].address: f32 at 65535 takes 2 registers, up to 65536",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 65533, "data_type": "f64"}),
+                "past the last address 65535",
+            ),
+            (json!({"name": "t", "area": "holding_register", "address": 65536}), "tags[0].address: invalid value"),
+            (
+                json!({"name": "t", "area": "discrete_input", "address": 0, "writable": true}),
+                "tags[0].writable: discrete_input is read-only",
+            ),
+            (
+                json!({"name": "t", "area": "input_register", "address": 0, "writable": true}),
+                "tags[0].writable: input_register is read-only",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "data_type": "string", "length": 126}),
+                "tags[0].length: 126 registers do not fit",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "data_type": "bool", "scale": 2.0}),
+                "tags[0].scale: only for numbers",
+            ),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "scale": 0.0}),
+                "tags[0].scale: must be a finite number other than 0",
+            ),
+            (json!({"name": "t", "area": "holding_register", "address": 0, "deadband": -1.0}), "tags[0].deadband"),
+            (
+                json!({"name": "t", "area": "holding_register", "address": 0, "byte_order": "ACBD"}),
+                "tags[0].byte_order: unknown variant `ACBD`",
+            ),
+            (json!({"name": "t", "area": "holding", "address": 0}), "tags[0].area: unknown variant `holding`"),
+            (json!({"name": "t", "area": "coil"}), "missing field `address`"),
+            (json!({"name": "t", "area": "coil", "address": 1, "signal": "sine"}), "unknown field `signal`"),
+        ];
+        for (tag, want) in cases {
+            let got = error_of(tcp(json!([tag])));
+            assert!(got.contains(want), "{got:?} should contain {want:?}");
+        }
+        let got = error_of(tcp(json!([{"name": "a", "area": "coil", "address": 0},
+                                      {"name": "b", "area": "holding_register", "address": 0, "data_type": "strng"}])));
+        assert!(got.starts_with("tags[1].data_type: unknown variant `strng`"), "{got}");
+    }
+
+    #[test]
+    fn device_errors_name_the_field() {
+        let cases = [
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "localhost"}),
+                "address: \"localhost\" is not host:port",
+            ),
+            (json!({"name": "p", "driver": "modbus_tcp", "address": "h:0"}), "address"),
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "unit_id": 256}),
+                "unit_id: invalid value",
+            ),
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "max_registers_per_read": 126}),
+                "max_registers_per_read: must be between 1 and 125",
+            ),
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "max_coils_per_read": 2001}),
+                "max_coils_per_read",
+            ),
+            (json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "timeout_ms": 0}), "timeout_ms"),
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "reconnect_min_ms": 500, "reconnect_max_ms": 100}),
+                "reconnect_max_ms",
+            ),
+            (
+                json!({"name": "p", "driver": "modbus_tcp", "address": "h:502", "port": "/dev/ttyS0"}),
+                "unknown field `port`",
+            ),
+            (
+                json!({"name": "p", "driver": "modbus_rtu", "port": "/dev/ttyS0", "unit_id": 0}),
+                "unit_id: a slave address is 1 to 247",
+            ),
+            (
+                json!({"name": "p", "driver": "modbus_rtu", "port": "/dev/ttyS0", "data_bits": 7}),
+                "data_bits: Modbus RTU frames are 8-bit",
+            ),
+            (json!({"name": "p", "driver": "modbus_rtu", "port": "/dev/ttyS0", "stop_bits": 3}), "stop_bits"),
+            (
+                json!({"name": "p", "driver": "modbus_rtu", "port": "/dev/ttyS0", "parity": "mark"}),
+                "parity: unknown variant `mark`",
+            ),
+            (json!({"name": "p", "driver": "modbus_rtu", "port": ""}), "port: must name a serial port"),
+            (json!({"name": "p", "driver": "modbus_rtu"}), "missing field `port`"),
+        ];
+        for (dev, want) in cases {
+            let got = error_of(dev);
+            assert!(got.contains(want), "{got:?} should contain {want:?}");
+        }
+        assert!(DeviceConfig::from_json(json!({"name": "p", "driver": "modbus_tcp", "address": "[::1]:502"})).is_ok());
+    }
+
+    #[test]
+    fn devices_sharing_a_serial_port_must_agree_on_its_settings() {
+        let dev = |name: &str, baud: u32, parity: &str| json!({"name": name, "driver": "modbus_rtu", "port": "/dev/ttyUSB0", "baud_rate": baud, "parity": parity});
+        let ok = parse_devices(vec![dev("a", 9600, "even"), dev("b", 9600, "even")], "devices");
+        assert!(ok.is_ok());
+        let e = parse_devices(vec![dev("a", 9600, "even"), dev("b", 19200, "even")], "devices").unwrap_err();
+        assert_eq!(e.path, "devices[1].baud_rate");
+        assert!(e.message.contains("shared with device \"a\" at 9600 8E1"), "{e}");
+        let e = parse_devices(vec![dev("a", 9600, "even"), dev("b", 9600, "none")], "devices").unwrap_err();
+        assert_eq!(e.path, "devices[1].parity");
+        let mut off = dev("b", 19200, "none");
+        off["enabled"] = json!(false);
+        assert!(
+            parse_devices(vec![dev("a", 9600, "even"), off], "devices").is_ok(),
+            "a disabled device does not hold the line"
+        );
+    }
+}
