@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use gateway_api::ApiConfig;
 use gateway_bus::{BusCfg, BusConfig};
+use gateway_connectors::ConnectorConfig;
 use gateway_drivers::DeviceConfig;
 use gateway_store::DatabaseConfig;
 use serde::Deserialize;
@@ -74,6 +75,8 @@ struct RawConfig {
     database: DatabaseConfig,
     #[serde(default)]
     devices: Vec<toml::Value>,
+    #[serde(default)]
+    connectors: Vec<toml::Value>,
 }
 
 /// A loaded, validated configuration.
@@ -91,6 +94,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `[[devices]]`.
     pub devices: Vec<DeviceConfig>,
+    /// `[[connectors]]`.
+    pub connectors: Vec<ConnectorConfig>,
 }
 
 /// Sets `GATEWAY__A__B=v` variables into the document as `a.b = v`. Values
@@ -156,7 +161,15 @@ pub fn load_str(
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("devices[{i}]"), e)))
         .collect::<Result<_, _>>()?;
     let devices = gateway_drivers::parse_devices(devices_json, "devices").map_err(|e| cerr(e.path, e.message))?;
-    Ok(Config { gateway, bus, bus_section: raw.bus, api: raw.api, database: raw.database, devices })
+    let connectors_json: Vec<serde_json::Value> = raw
+        .connectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("connectors[{i}]"), e)))
+        .collect::<Result<_, _>>()?;
+    let connectors =
+        gateway_connectors::parse_connectors(connectors_json, "connectors").map_err(|e| cerr(e.path, e.message))?;
+    Ok(Config { gateway, bus, bus_section: raw.bus, api: raw.api, database: raw.database, devices, connectors })
 }
 
 /// Reads and validates a configuration file (or the built-in default).
@@ -200,6 +213,12 @@ mod tests {
         let e = load("[[devices]]\nname = \"a\"\ndriver = \"sim\"\n[[devices]]\nname = \"b\"\ndriver = \"sim\"\n[[devices.tags]]\nname = \"t\"\nsignal = \"sine\"\ndata_type = \"flaot\"\n").unwrap_err();
         assert_eq!(e.path, "devices[1].tags[0].data_type");
         assert!(e.message.contains("unknown variant `flaot`"), "{e}");
+        let e = load("[[connectors]]\nname = \"up\"\nkind = \"mqtt\"\nurl = \"mqtt://h\"\nqos = 3\n").unwrap_err();
+        assert_eq!(e.path, "connectors[0].qos", "{e}");
+        let e = load("[[connectors]]\nname = \"up\"\nkind = \"mqtt\"\nurl = \"http://h\"\n").unwrap_err();
+        assert_eq!(e.path, "connectors[0].url", "{e}");
+        let e = load("[[connectors]]\nname = \"up\"\nkind = \"kafka\"\n").unwrap_err();
+        assert_eq!(e.path, "connectors[0].kind", "{e}");
         let e = load("[colour]\nx = 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let e = load("[api\n").unwrap_err();

@@ -1,7 +1,8 @@
 //! `edge-gateway run`: opens the bus (and its WAL), the store, the cache, the
-//! WebSocket hub, the drivers and the API, then waits for SIGINT or SIGTERM
-//! and shuts down in order: stop accepting requests, stop the drivers, close
-//! the bus (flushing and syncing the WAL), close the store.
+//! WebSocket hub, the drivers, the connectors and the API, then waits for
+//! SIGINT or SIGTERM and shuts down in order: stop accepting requests, stop the
+//! drivers, stop the connectors (what they have not delivered stays in the
+//! WAL), close the bus (flushing and syncing the WAL), close the store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gateway_api::{ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
 use gateway_bus::{Bus, BusError, BusMetrics};
+use gateway_connectors::{ConnectorMetrics, Connectors};
 use gateway_drivers::DriverManager;
 use gateway_store::Store;
 use prometheus_client::registry::Registry;
@@ -74,6 +76,9 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
     let cache = LatestCache::spawn(&bus)?;
     let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
+    // Connectors subscribe before any driver publishes.
+    let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
+    let connectors = Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone());
     let manager = Arc::new(DriverManager::new(bus.clone()));
     let devices = Arc::new(
         Devices::load(store.clone(), manager, cache.clone(), &cfg.devices).await.context("cannot load the devices")?,
@@ -103,6 +108,7 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("Shutting down.");
     let _ = stop_tx.send(());
     devices.stop_all().await;
+    connectors.stop().await;
     bus.close().await.context("closing the bus (flushing the WAL)")?;
     store.close().await;
     // Open WebSocket connections would keep a graceful shutdown waiting forever.

@@ -525,6 +525,11 @@ impl Bus {
         Ok(())
     }
 
+    /// The next sequence number to be assigned (one past the newest frame).
+    pub fn head_seq(&self) -> u64 {
+        self.inner.lock().head
+    }
+
     /// Whether [`Bus::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed

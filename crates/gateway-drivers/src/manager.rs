@@ -86,12 +86,23 @@ impl DriverManager {
         true
     }
 
-    /// Stops every driver.
+    /// Stops every driver: all are told at once, then each gets what is left
+    /// of one grace period (a slow one does not delay the others' stop).
     pub async fn stop_all(&self) {
-        let names = self.names();
-        for n in names {
-            self.stop(&n).await;
+        let all: Vec<(String, Running)> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        for (name, r) in &all {
+            self.bus.unroute_commands(name);
+            let _ = r.stop.send(true);
         }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for (name, r) in all {
+            let mut task = r.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(device = %name, "Device driver did not stop in time; aborting it.");
+                task.abort();
+            }
+        }
+        tracing::info!("Device drivers stopped.");
     }
 
     /// Names of the running devices.

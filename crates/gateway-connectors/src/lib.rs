@@ -1,0 +1,109 @@
+//! Northbound connectors: they read the bus through a durable cursor and
+//! forward to a target, acknowledging a position only after the target
+//! confirmed delivery, so that every reading arrives at least once and in
+//! order across outages and restarts. One module per target; today `mqtt/`.
+//!
+//! Connectors never import drivers (and drivers never import connectors):
+//! they meet only on the bus.
+
+pub mod config;
+pub mod metrics;
+pub mod mqtt;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_bus::Bus;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{ConnectorConfig, ConnectorKind, FieldError, parse_connectors};
+pub use metrics::ConnectorMetrics;
+
+/// The stop signal of a connector.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once stopping was asked for (or the switch was dropped).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|s| *s).await;
+    }
+}
+
+/// Everything a connector may touch.
+#[derive(Clone, Debug)]
+pub struct ConnectorContext {
+    /// The bus.
+    pub bus: Bus,
+    /// Stop when this fires.
+    pub shutdown: Shutdown,
+    /// Metrics of all connectors.
+    pub metrics: Arc<ConnectorMetrics>,
+    /// The gateway's data directory (for small state files such as Sparkplug's bdSeq).
+    pub data_dir: PathBuf,
+}
+
+/// Runs the configured connectors.
+pub struct Connectors {
+    stop: watch::Sender<bool>,
+    tasks: Vec<(String, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connectors").field("running", &self.tasks.len()).finish()
+    }
+}
+
+impl Connectors {
+    /// Starts every enabled connector. Their bus subscriptions exist when this
+    /// returns: start connectors before the drivers that feed them.
+    pub fn start(configs: &[ConnectorConfig], bus: &Bus, metrics: Arc<ConnectorMetrics>, data_dir: PathBuf) -> Self {
+        let (stop, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for c in configs.iter().filter(|c| c.enabled) {
+            let ctx = ConnectorContext {
+                bus: bus.clone(),
+                shutdown: Shutdown(rx.clone()),
+                metrics: metrics.clone(),
+                data_dir: data_dir.clone(),
+            };
+            let task = match &c.kind {
+                ConnectorKind::Mqtt(m) => match mqtt::subscribe(&c.name, m, bus) {
+                    Ok(sub) => tokio::spawn(mqtt::run(c.name.clone(), (**m).clone(), sub, ctx)),
+                    Err(e) => {
+                        tracing::error!(connector = %c.name, error = %e, "Cannot subscribe to the bus; the connector does not start.");
+                        continue;
+                    }
+                },
+            };
+            tracing::info!(connector = %c.name, "Connector started.");
+            tasks.push((c.name.clone(), task));
+        }
+        Connectors { stop, tasks }
+    }
+
+    /// Stops them at once without a goodbye (no DISCONNECT, no NDEATH): what a
+    /// crash does. For tests of the broker-side last will.
+    pub fn abort(self) {
+        for (_, t) in self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Stops them (waiting up to 5 s each); unconfirmed data stays in the WAL.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for (name, mut t) in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+                tracing::warn!(connector = %name, "Connector did not stop in time; aborting it.");
+                t.abort();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,359 @@
+//! Sparkplug B: the protobuf payload (the subset of Eclipse Tahu's
+//! `sparkplug_b.proto` the gateway uses, field numbers unchanged), value and
+//! quality mapping, and the node state a Sparkplug edge node keeps (bdSeq,
+//! the 0-255 message sequence, which devices were born with which metrics).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gateway_model::{DataFrame, QualityLevel, Value};
+
+/// `Payload` of sparkplug_b.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Payload {
+    /// Milliseconds since the epoch.
+    #[prost(uint64, optional, tag = "1")]
+    pub timestamp: Option<u64>,
+    /// The metrics.
+    #[prost(message, repeated, tag = "2")]
+    pub metrics: Vec<Metric>,
+    /// Message sequence 0..=255.
+    #[prost(uint64, optional, tag = "3")]
+    pub seq: Option<u64>,
+    /// Optional UUID.
+    #[prost(string, optional, tag = "4")]
+    pub uuid: Option<String>,
+    /// Optional body.
+    #[prost(bytes = "vec", optional, tag = "5")]
+    pub body: Option<Vec<u8>>,
+}
+
+/// `Payload.Metric`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metric {
+    /// Name (the tag's point).
+    #[prost(string, optional, tag = "1")]
+    pub name: Option<String>,
+    /// Alias (unused).
+    #[prost(uint64, optional, tag = "2")]
+    pub alias: Option<u64>,
+    /// Milliseconds since the epoch.
+    #[prost(uint64, optional, tag = "3")]
+    pub timestamp: Option<u64>,
+    /// Sparkplug data type.
+    #[prost(uint32, optional, tag = "4")]
+    pub datatype: Option<u32>,
+    /// Replayed from the store-and-forward backlog.
+    #[prost(bool, optional, tag = "5")]
+    pub is_historical: Option<bool>,
+    /// Not to be stored.
+    #[prost(bool, optional, tag = "6")]
+    pub is_transient: Option<bool>,
+    /// No value.
+    #[prost(bool, optional, tag = "7")]
+    pub is_null: Option<bool>,
+    /// Properties (`Quality`, `seq`).
+    #[prost(message, optional, tag = "9")]
+    pub properties: Option<PropertySet>,
+    /// The value.
+    #[prost(oneof = "MetricValue", tags = "10, 11, 12, 13, 14, 15, 16")]
+    pub value: Option<MetricValue>,
+}
+
+/// `Payload.Metric.value`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum MetricValue {
+    /// Int8..Int32, UInt8..UInt32.
+    #[prost(uint32, tag = "10")]
+    IntValue(u32),
+    /// Int64, UInt64, DateTime.
+    #[prost(uint64, tag = "11")]
+    LongValue(u64),
+    /// Float.
+    #[prost(float, tag = "12")]
+    FloatValue(f32),
+    /// Double.
+    #[prost(double, tag = "13")]
+    DoubleValue(f64),
+    /// Boolean.
+    #[prost(bool, tag = "14")]
+    BooleanValue(bool),
+    /// String.
+    #[prost(string, tag = "15")]
+    StringValue(String),
+    /// Bytes.
+    #[prost(bytes = "vec", tag = "16")]
+    BytesValue(Vec<u8>),
+}
+
+/// `Payload.PropertySet`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PropertySet {
+    /// Keys.
+    #[prost(string, repeated, tag = "1")]
+    pub keys: Vec<String>,
+    /// Values, one per key.
+    #[prost(message, repeated, tag = "2")]
+    pub values: Vec<PropertyValue>,
+}
+
+/// `Payload.PropertyValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PropertyValue {
+    /// Data type.
+    #[prost(uint32, optional, tag = "1")]
+    pub r#type: Option<u32>,
+    /// No value.
+    #[prost(bool, optional, tag = "2")]
+    pub is_null: Option<bool>,
+    /// The value.
+    #[prost(oneof = "PropertyKind", tags = "3, 4, 7, 8")]
+    pub value: Option<PropertyKind>,
+}
+
+/// `Payload.PropertyValue.value`.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum PropertyKind {
+    /// 32-bit.
+    #[prost(uint32, tag = "3")]
+    IntValue(u32),
+    /// 64-bit.
+    #[prost(uint64, tag = "4")]
+    LongValue(u64),
+    /// Boolean.
+    #[prost(bool, tag = "7")]
+    BooleanValue(bool),
+    /// String.
+    #[prost(string, tag = "8")]
+    StringValue(String),
+}
+
+/// Sparkplug data types used here.
+pub mod datatype {
+    /// Int32.
+    pub const INT32: u32 = 3;
+    /// Int64.
+    pub const INT64: u32 = 4;
+    /// UInt64.
+    pub const UINT64: u32 = 8;
+    /// Double.
+    pub const DOUBLE: u32 = 10;
+    /// Boolean.
+    pub const BOOLEAN: u32 = 11;
+    /// String.
+    pub const STRING: u32 = 12;
+    /// Bytes.
+    pub const BYTES: u32 = 17;
+}
+
+/// OPC-style quality codes, the Sparkplug convention for the `Quality` property.
+pub fn quality_code(level: QualityLevel) -> u32 {
+    match level {
+        QualityLevel::Good => 192,
+        QualityLevel::Uncertain => 64,
+        QualityLevel::Bad => 0,
+    }
+}
+
+/// A gateway value as a Sparkplug (datatype, value).
+pub fn to_metric_value(v: &Value) -> (u32, MetricValue) {
+    match v {
+        Value::Bool(b) => (datatype::BOOLEAN, MetricValue::BooleanValue(*b)),
+        Value::I64(i) => (datatype::INT64, MetricValue::LongValue(*i as u64)),
+        Value::U64(u) => (datatype::UINT64, MetricValue::LongValue(*u)),
+        Value::F64(f) => (datatype::DOUBLE, MetricValue::DoubleValue(*f)),
+        Value::Str(s) => (datatype::STRING, MetricValue::StringValue(s.to_string())),
+        Value::Bytes(b) => (datatype::BYTES, MetricValue::BytesValue(b.to_vec())),
+    }
+}
+
+/// A Sparkplug metric value as a gateway value (for DCMD).
+pub fn from_metric_value(datatype: Option<u32>, v: &MetricValue) -> Value {
+    match v {
+        MetricValue::BooleanValue(b) => Value::Bool(*b),
+        MetricValue::IntValue(i) => match datatype {
+            // Int8/16/32 are carried as two's complement in a u32.
+            Some(1..=3) => Value::I64(i64::from(*i as i32)),
+            _ => Value::I64(i64::from(*i)),
+        },
+        MetricValue::LongValue(l) => match datatype {
+            Some(datatype::INT64) => Value::I64(*l as i64),
+            _ => Value::U64(*l),
+        },
+        MetricValue::FloatValue(f) => Value::F64(f64::from(*f)),
+        MetricValue::DoubleValue(d) => Value::F64(*d),
+        MetricValue::StringValue(s) => Value::Str(s.as_str().into()),
+        MetricValue::BytesValue(b) => Value::Bytes(b.as_slice().into()),
+    }
+}
+
+/// A metric for a reading, with its quality and bus sequence number as properties.
+pub fn metric(f: &DataFrame, seq: u64, historical: bool) -> Metric {
+    let (datatype, value) = to_metric_value(&f.value);
+    Metric {
+        name: Some(f.tag.point().to_owned()),
+        timestamp: Some(f.source_ts_ns / 1_000_000),
+        datatype: Some(datatype),
+        is_historical: historical.then_some(true),
+        properties: Some(PropertySet {
+            keys: vec!["Quality".into(), "seq".into()],
+            values: vec![
+                PropertyValue {
+                    r#type: Some(datatype::INT32),
+                    is_null: None,
+                    value: Some(PropertyKind::IntValue(quality_code(f.quality.level))),
+                },
+                PropertyValue {
+                    r#type: Some(datatype::UINT64),
+                    is_null: None,
+                    value: Some(PropertyKind::LongValue(seq)),
+                },
+            ],
+        }),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// The state of a Sparkplug edge node across its sessions.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    /// Birth/death sequence of the current session (0..=255).
+    pub bd_seq: u64,
+    seq: u64,
+    /// Metrics each born device announced, with their last reading.
+    pub devices: BTreeMap<String, BTreeMap<String, (DataFrame, u64)>>,
+    /// Devices that have had a DBIRTH this session.
+    pub born: BTreeSet<String>,
+}
+
+impl NodeState {
+    /// The next message sequence number (NBIRTH resets it to 0).
+    pub fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq = (self.seq + 1) % 256;
+        s
+    }
+
+    /// Starts a session: the message sequence restarts and every device must be born again.
+    pub fn new_session(&mut self) {
+        self.seq = 0;
+        self.born.clear();
+    }
+
+    /// The NBIRTH payload: bdSeq and the rebirth control.
+    pub fn nbirth(&mut self, now_ms: u64) -> Payload {
+        let seq = self.next_seq();
+        Payload {
+            timestamp: Some(now_ms),
+            seq: Some(seq),
+            metrics: vec![
+                Metric {
+                    name: Some("bdSeq".into()),
+                    timestamp: Some(now_ms),
+                    datatype: Some(datatype::INT64),
+                    value: Some(MetricValue::LongValue(self.bd_seq)),
+                    ..Default::default()
+                },
+                Metric {
+                    name: Some("Node Control/Rebirth".into()),
+                    timestamp: Some(now_ms),
+                    datatype: Some(datatype::BOOLEAN),
+                    value: Some(MetricValue::BooleanValue(false)),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// The NDEATH payload (the MQTT will): the bdSeq of the session it ends.
+    pub fn ndeath(&self, now_ms: u64) -> Payload {
+        Payload {
+            timestamp: Some(now_ms),
+            metrics: vec![Metric {
+                name: Some("bdSeq".into()),
+                timestamp: Some(now_ms),
+                datatype: Some(datatype::INT64),
+                value: Some(MetricValue::LongValue(self.bd_seq)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// The DBIRTH payload of `device`: every metric it has shown, with its last value.
+    pub fn dbirth(&mut self, device: &str, now_ms: u64) -> Payload {
+        let metrics = self
+            .devices
+            .get(device)
+            .map(|m| m.values().map(|(f, seq)| metric(f, *seq, false)).collect())
+            .unwrap_or_default();
+        self.born.insert(device.to_owned());
+        let seq = self.next_seq();
+        Payload { timestamp: Some(now_ms), seq: Some(seq), metrics, ..Default::default() }
+    }
+
+    /// A DDEATH payload.
+    pub fn ddeath(&mut self, device: &str, now_ms: u64) -> Payload {
+        self.born.remove(device);
+        let seq = self.next_seq();
+        Payload { timestamp: Some(now_ms), seq: Some(seq), ..Default::default() }
+    }
+
+    /// Records readings of a device; returns whether it needs a (re)birth first
+    /// (not born this session, or a metric it did not announce).
+    pub fn observe(&mut self, device: &str, frames: &[(u64, &DataFrame)]) -> bool {
+        let known = self.devices.entry(device.to_owned()).or_default();
+        let mut new_metric = false;
+        for (seq, f) in frames {
+            new_metric |= known.insert(f.tag.point().to_owned(), ((*f).clone(), *seq)).is_none();
+        }
+        new_metric || !self.born.contains(device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_model::{Quality, TagId};
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_through_protobuf() {
+        let f = DataFrame::new(
+            TagId::new("line1.temp").unwrap(),
+            Value::F64(21.5),
+            Quality::GOOD,
+            1_700_000_000_123_000_000,
+        );
+        let p = Payload { timestamp: Some(1), seq: Some(7), metrics: vec![metric(&f, 42, true)], ..Default::default() };
+        let bytes = p.encode_to_vec();
+        let back = Payload::decode(bytes.as_slice()).unwrap();
+        assert_eq!(back, p);
+        let m = &back.metrics[0];
+        assert_eq!(m.name.as_deref(), Some("temp"));
+        assert_eq!(m.timestamp, Some(1_700_000_000_123));
+        assert_eq!(m.is_historical, Some(true));
+        assert_eq!(m.value, Some(MetricValue::DoubleValue(21.5)));
+    }
+
+    #[test]
+    fn values_map_both_ways() {
+        for v in [Value::Bool(true), Value::I64(-5), Value::U64(u64::MAX), Value::F64(2.5), Value::from("x")] {
+            let (dt, mv) = to_metric_value(&v);
+            assert_eq!(from_metric_value(Some(dt), &mv), v);
+        }
+        assert_eq!(from_metric_value(Some(3), &MetricValue::IntValue(u32::MAX)), Value::I64(-1));
+    }
+
+    #[test]
+    fn the_sequence_wraps_at_256_and_restarts_with_a_session() {
+        let mut n = NodeState::default();
+        for i in 0..300u64 {
+            assert_eq!(n.next_seq(), i % 256);
+        }
+        n.new_session();
+        assert_eq!(n.nbirth(0).seq, Some(0));
+    }
+}
