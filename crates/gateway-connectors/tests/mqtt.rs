@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Collector, Rig, first_arrivals, wait_until};
-use gateway_connectors::mqtt::{Format, MqttConfig};
+use gateway_connectors::mqtt::{Format, MqttConfig, Protocol};
 use gateway_connectors::testing::{Mosquitto, TestCerts};
 use gateway_model::CmdStatus;
 use rumqttc::QoS;
@@ -33,9 +33,18 @@ fn assert_contiguous(order: &[u64], from: u64, to: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_reach_the_broker_in_order_with_their_sequence_numbers_and_the_cursor_follows() {
+    ordered_delivery(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_delivers_in_order_too() {
+    ordered_delivery(Protocol::V5).await;
+}
+
+async fn ordered_delivery(protocol: Protocol) {
     let broker = Mosquitto::start();
-    let sink = Collector::start(broker.port, "plant/gw/#", "sink-json").await;
-    let rig = Rig::start(cfg(&broker.url(), Format::Json));
+    let sink = Collector::start(broker.port, "plant/gw/#", &format!("sink-json-{protocol:?}")).await;
+    let rig = Rig::start(MqttConfig { protocol, ..cfg(&broker.url(), Format::Json) });
     rig.publish("line1.count", 0, 1000, 37).await;
     wait_until(30, "1000 values", || sink.values().len() >= 1000).await;
     let values = sink.values();
@@ -54,9 +63,18 @@ async fn values_reach_the_broker_in_order_with_their_sequence_numbers_and_the_cu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_under_steady_load_delivers_every_value_afterwards_in_order() {
+    outage(Protocol::V311).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_with_mqtt_5_and_a_persistent_session_loses_nothing() {
+    outage(Protocol::V5).await;
+}
+
+async fn outage(protocol: Protocol) {
     let mut broker = Mosquitto::start();
-    let sink = Collector::start(broker.port, "plant/gw/#", "sink-outage").await;
-    let rig = Rig::start(cfg(&broker.url(), Format::JsonBatch));
+    let sink = Collector::start(broker.port, "plant/gw/#", &format!("sink-outage-{protocol:?}")).await;
+    let rig = Rig::start(MqttConfig { protocol, ..cfg(&broker.url(), Format::JsonBatch) });
     let bus = rig.bus.clone();
     let producer = tokio::spawn(async move {
         // 2,000 values per second for 5 seconds.

@@ -17,7 +17,10 @@
 //! hours of history. (Live values sent this way come again, flagged as
 //! historical in Sparkplug, when the replay reaches them.)
 
+mod link;
 pub mod sparkplug;
+
+pub use link::Protocol;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -28,7 +31,7 @@ use bytes::Bytes;
 use gateway_bus::{Bus, Delivery, Filter, SubscribeOptions, Subscriber};
 use gateway_model::{CmdAckFrame, CmdStatus, DataFrame, FrameKind, TagId, TagPattern, Value, now_ns};
 use prost::Message as _;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::Transport;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
@@ -36,6 +39,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::ConnectorContext;
 use crate::config::FieldError;
 use crate::metrics::{CommandLabel, ConnectorLabel};
+use link::{Link, LinkEvent, LinkOptions};
 
 /// Payload formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +72,13 @@ pub struct MqttConfig {
     /// Topic prefix for data, commands and acknowledgements.
     #[serde(default = "default_prefix")]
     pub topic_prefix: String,
+    /// `3.1.1` (default) or `5`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// MQTT 5: how long the broker keeps a persistent session after a
+    /// disconnect, in seconds (default one day).
+    #[serde(default = "default_session_expiry")]
+    pub session_expiry_s: u32,
     /// 0, 1 or 2 (default 1).
     #[serde(default = "default_qos")]
     pub qos: u8,
@@ -136,6 +147,9 @@ pub enum StartFrom {
 
 fn default_prefix() -> String {
     "edge-gateway".into()
+}
+const fn default_session_expiry() -> u32 {
+    86_400
 }
 const fn default_qos() -> u8 {
     1
@@ -294,7 +308,7 @@ enum Kind {
 struct Msg {
     topic: String,
     payload: Bytes,
-    qos: QoS,
+    qos: u8,
     kind: Kind,
     /// Index of the cursor slot this message belongs to.
     slot: Option<u64>,
@@ -307,14 +321,6 @@ struct Msg {
 struct Slot {
     end: u64,
     remaining: u32,
-}
-
-fn qos_of(q: u8) -> QoS {
-    match q {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
 }
 
 fn tls_config(cfg: &MqttConfig) -> Result<Transport, String> {
@@ -364,7 +370,7 @@ impl Sparkplug {
 
     /// The will for the next session, after moving bdSeq on (persisted, so a
     /// restarted gateway continues the sequence).
-    fn next_session_will(&mut self) -> LastWill {
+    fn next_session_will(&mut self) -> (String, Vec<u8>) {
         self.state.bd_seq = (self.state.bd_seq + 1) % 256;
         if let Some(dir) = self.bd_seq_file.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -373,7 +379,7 @@ impl Sparkplug {
             tracing::warn!(file = %self.bd_seq_file.display(), error = %e, "Cannot persist the Sparkplug bdSeq.");
         }
         let payload = self.state.ndeath(now_ns() / 1_000_000).encode_to_vec();
-        LastWill::new(self.topic("NDEATH", None), payload, QoS::AtLeastOnce, false)
+        (self.topic("NDEATH", None), payload)
     }
 }
 
@@ -425,7 +431,7 @@ impl Conn {
         {
             sl.remaining += 1;
         }
-        let qos = if kind == Kind::CmdAck || kind == Kind::Control { QoS::AtLeastOnce } else { qos_of(self.cfg.qos) };
+        let qos = if kind == Kind::CmdAck || kind == Kind::Control { 1 } else { self.cfg.qos };
         let msg = Msg { topic, payload: Bytes::from(payload), qos, kind, slot, values, sent: None };
         if kind == Kind::CmdAck {
             self.outbox.push_front(msg);
@@ -491,22 +497,19 @@ impl Conn {
     }
 
     /// Hands messages to the client while the window allows.
-    fn flush_outbox(&mut self, client: &AsyncClient) {
+    fn flush_outbox(&mut self, link: &Link) {
         let m = &self.ctx.metrics;
         while self.connected && self.window() < usize::from(self.cfg.max_inflight) {
             let Some(mut msg) = self.outbox.pop_front() else { break };
-            match client.try_publish(msg.topic.clone(), msg.qos, false, msg.payload.clone()) {
-                Ok(()) => {
-                    msg.sent = Some(Instant::now());
-                    m.messages_sent.get_or_create(&self.label).inc();
-                    m.values_sent.get_or_create(&self.label).inc_by(msg.values);
-                    self.handed.push_back(msg);
-                }
-                Err(_) => {
-                    // The client's queue is full: try again after the next event.
-                    self.outbox.push_front(msg);
-                    break;
-                }
+            if link.try_publish(&msg.topic, msg.qos, msg.payload.clone()) {
+                msg.sent = Some(Instant::now());
+                m.messages_sent.get_or_create(&self.label).inc();
+                m.values_sent.get_or_create(&self.label).inc_by(msg.values);
+                self.handed.push_back(msg);
+            } else {
+                // The client's queue is full: try again after the next event.
+                self.outbox.push_front(msg);
+                break;
             }
         }
     }
@@ -602,27 +605,18 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
         }
     };
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("edge-gateway-{name}"));
-    let mut opts = MqttOptions::new(client_id, ep.host.clone(), ep.port);
-    opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     let sparkplug = cfg.format == Format::SparkplugB;
-    opts.set_clean_session(cfg.clean_session || sparkplug);
-    opts.set_inflight(cfg.max_inflight);
-    opts.set_request_channel_capacity(usize::from(cfg.max_inflight) + 64);
-    opts.set_max_packet_size(16 << 20, 16 << 20);
-    if let (Some(u), p) = (&cfg.username, &cfg.password) {
-        opts.set_credentials(u.clone(), p.clone().unwrap_or_default());
-    }
-    if ep.tls {
+    let transport = if ep.tls {
         match tls_config(&cfg) {
-            Ok(t) => {
-                opts.set_transport(t);
-            }
+            Ok(t) => Some(t),
             Err(e) => {
                 tracing::error!(connector = %name, error = %e, "Cannot set up TLS; the connector does not start.");
                 return;
             }
         }
-    }
+    } else {
+        None
+    };
     let mut sp = sparkplug.then(|| {
         let file = bd_seq_file(&ctx.data_dir, &name);
         let last: u64 = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(255);
@@ -635,11 +629,24 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
         s.state.bd_seq = last;
         s
     });
-    if let Some(s) = sp.as_mut() {
-        opts.set_last_will(s.next_session_will());
-    }
+    let will = sp.as_mut().map(|s| s.next_session_will());
     let filter = cfg.filter();
-    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(cfg.max_inflight) + 64);
+    let mut link = Link::new(
+        cfg.protocol,
+        LinkOptions {
+            client_id,
+            host: ep.host.clone(),
+            port: ep.port,
+            keep_alive: Duration::from_secs(cfg.keep_alive_s),
+            // Sparkplug asks for a clean session on every connect.
+            clean: cfg.clean_session || sparkplug,
+            session_expiry_s: cfg.session_expiry_s,
+            inflight: cfg.max_inflight,
+            credentials: cfg.username.clone().map(|u| (u, cfg.password.clone().unwrap_or_default())),
+            transport,
+            will,
+        },
+    );
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<CmdResult>(256);
     let commands = Arc::new(Semaphore::new(16));
     let mut conn = Conn {
@@ -667,46 +674,56 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
     m.connected.get_or_create(&label).set(0);
 
     loop {
-        conn.flush_outbox(&client);
+        conn.flush_outbox(&link);
         let room = conn.connected && conn.window() < usize::from(conn.cfg.max_inflight) && conn.outbox.len() < 4096;
         let replaying = live.is_some();
         let replay_ok = room && (!replaying || tokens > 0.0);
         tokio::select! {
             biased;
             _ = ctx.shutdown.wait() => break,
-            ev = eventloop.poll(), if retry_at.is_none() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(connector = %conn.name, session_present = ack.session_present, "Connected to the MQTT broker.");
+            ev = link.poll(), if retry_at.is_none() => match ev {
+                Ok(LinkEvent::ConnAck { session_present }) => {
+                    tracing::info!(connector = %conn.name, session_present, "Connected to the MQTT broker.");
                     conn.connected = true;
                     backoff = Duration::from_millis(conn.cfg.reconnect_min_ms);
                     m.connected.get_or_create(&label).set(1);
-                    if !ack.session_present || sparkplug {
+                    if !session_present || sparkplug {
                         // Whatever was unconfirmed is gone with the old session: read it again.
-                        eventloop.pending.clear();
+                        link.clear_pending();
                         conn.reset();
                         sub.rewind();
                         live = None;
                     }
-                    subscribe_commands(&client, &conn);
+                    subscribe_commands(&link, &conn);
                     check_replay(&conn, &sub, &mut live, &filter);
                     if let Some(s) = conn.sp.as_mut() {
                         s.state.new_session();
                         let p = s.state.nbirth(now_ns() / 1_000_000);
                         let topic = s.topic("NBIRTH", None);
-                        conn.outbox.push_front(Msg { topic, payload: p.encode_to_vec().into(), qos: QoS::AtLeastOnce, kind: Kind::Control, slot: None, values: 0, sent: None });
+                        conn.outbox.push_front(Msg { topic, payload: p.encode_to_vec().into(), qos: 1, kind: Kind::Control, slot: None, values: 0, sent: None });
                     }
                 }
-                Ok(Event::Incoming(Packet::PubAck(rumqttc::PubAck { pkid })))
-                | Ok(Event::Incoming(Packet::PubComp(rumqttc::PubComp { pkid }))) => {
+                Ok(LinkEvent::Confirmed(pkid)) => {
                     if let Some(msg) = conn.inflight.remove(&pkid) {
                         conn.confirmed(msg);
                         conn.settle(&mut sub);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    handle_command(&conn, &p.topic, &p.payload, &cmd_tx, &commands);
+                Ok(LinkEvent::Refused { pkid, reason }) => {
+                    // MQTT 5: the broker answered but did not take the message. Keep
+                    // it, say so loudly, and try again after a pause.
+                    if let Some(mut msg) = conn.inflight.remove(&pkid) {
+                        tracing::error!(connector = %conn.name, topic = %msg.topic, %reason, "The broker refused a message; retrying it.");
+                        msg.sent = None;
+                        conn.outbox.push_front(msg);
+                        retry_at = Some(tokio::time::Instant::now() + backoff);
+                        backoff = (backoff * 2).min(Duration::from_millis(conn.cfg.reconnect_max_ms));
+                    }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                Ok(LinkEvent::Message { topic, payload }) => {
+                    handle_command(&conn, &topic, &payload, &cmd_tx, &commands);
+                }
+                Ok(LinkEvent::Written(pkid)) => {
                     if pkid == 0 {
                         // QoS 0: at most once, done when written.
                         if let Some(msg) = conn.handed.pop_front() {
@@ -731,7 +748,8 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
                     m.connected.get_or_create(&label).set(0);
                     m.reconnects.get_or_create(&label).inc();
                     if let Some(s) = conn.sp.as_mut() {
-                        eventloop.mqtt_options.set_last_will(s.next_session_will());
+                        let (topic, payload) = s.next_session_will();
+                        link.set_will(topic, payload);
                     }
                     jitter ^= jitter << 13;
                     jitter ^= jitter >> 7;
@@ -791,12 +809,12 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
     if conn.connected {
         if let Some(s) = conn.sp.as_mut() {
             let p = s.state.ndeath(now_ns() / 1_000_000);
-            let _ = client.try_publish(s.topic("NDEATH", None), QoS::AtLeastOnce, false, p.encode_to_vec());
+            link.try_publish(&s.topic("NDEATH", None), 1, p.encode_to_vec().into());
         }
-        let _ = client.try_disconnect();
+        link.try_disconnect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, link.poll()).await {
+            if matches!(ev, LinkEvent::Disconnected) {
                 break;
             }
         }
@@ -834,12 +852,12 @@ async fn recv_live(live: &mut Option<(Subscriber, u64)>) -> Option<Delivery> {
     }
 }
 
-fn subscribe_commands(client: &AsyncClient, conn: &Conn) {
+fn subscribe_commands(link: &Link, conn: &Conn) {
     let r = match &conn.sp {
-        Some(s) => client
-            .try_subscribe(format!("spBv1.0/{}/DCMD/{}/+", s.group, s.node), QoS::AtLeastOnce)
-            .and_then(|_| client.try_subscribe(format!("spBv1.0/{}/NCMD/{}", s.group, s.node), QoS::AtLeastOnce)),
-        None => client.try_subscribe(format!("{}/cmd/#", conn.cfg.topic_prefix), QoS::AtLeastOnce),
+        Some(s) => link
+            .try_subscribe(&format!("spBv1.0/{}/DCMD/{}/+", s.group, s.node))
+            .and_then(|_| link.try_subscribe(&format!("spBv1.0/{}/NCMD/{}", s.group, s.node))),
+        None => link.try_subscribe(&format!("{}/cmd/#", conn.cfg.topic_prefix)),
     };
     if let Err(e) = r {
         tracing::warn!(connector = %conn.name, error = %e, "Cannot subscribe to the command topics.");
