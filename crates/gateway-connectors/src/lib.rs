@@ -106,4 +106,6 @@ impl Connectors {
 }
 
 #[cfg(feature = "testing")]
+pub mod bench;
+#[cfg(feature = "testing")]
 pub mod testing;
