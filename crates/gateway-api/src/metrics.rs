@@ -98,33 +98,12 @@ impl ApiMetrics {
 
     /// Reads the process figures from /proc.
     pub fn refresh_process(&self) {
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<i64>().ok())
-            };
-            if let Some(kb) = field("VmRSS:") {
-                self.rss.set(kb * 1024);
-            }
-            if let Some(n) = field("Threads:") {
-                self.threads.set(n);
-            }
-        }
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the command name (which may contain spaces): utime is
-            // the 14th field overall, stime the 15th, in clock ticks (USER_HZ = 100 on Linux).
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                    + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let prev = self.cpu_seen.swap(ticks, Ordering::Relaxed);
-                if ticks > prev {
-                    self.cpu.inc_by((ticks - prev) as f64 / 100.0);
-                }
-            }
+        let p = gateway_bus::procstat::read(None);
+        self.rss.set(p.rss as i64);
+        self.threads.set(p.threads as i64);
+        let prev = self.cpu_seen.swap(p.cpu_ticks, Ordering::Relaxed);
+        if p.cpu_ticks > prev {
+            self.cpu.inc_by((p.cpu_ticks - prev) as f64 / gateway_bus::procstat::TICKS_PER_S);
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             self.open_fds.set(dir.count() as i64);

@@ -7,6 +7,60 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// A configuration error in a list section (`[[devices]]`, `[[connectors]]`),
+/// with the full path of its field: `devices[1].tags[0].data_type`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FieldError {
+    /// `devices[1].tags[0].data_type`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        FieldError { path: path.into(), message: message.to_string() }
+    }
+
+    /// The same error under a longer path.
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.path = if self.path.is_empty() {
+            prefix.to_owned()
+        } else if self.path.starts_with('[') {
+            format!("{prefix}{}", self.path)
+        } else {
+            format!("{prefix}.{}", self.path)
+        };
+        self
+    }
+}
+
+/// Removes `key` from a JSON object and reads it as `T` (`None` if absent).
+/// Used to take a section's common fields out before its kind's own fields
+/// are read with [`parse_fields`].
+pub fn take_field<T: serde::de::DeserializeOwned>(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, FieldError> {
+    match map.remove(key) {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| FieldError::new(key, e)),
+    }
+}
+
+/// Reads what is left of a JSON object as exactly `T`'s fields, with the path
+/// of the first bad one.
+pub fn parse_fields<T: serde::de::DeserializeOwned>(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
+        let path = e.path().to_string();
+        FieldError::new(if path == "." { String::new() } else { path }, e.into_inner())
+    })
+}
+
 /// A configuration value that is out of range; `field` is its path below `[bus]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]

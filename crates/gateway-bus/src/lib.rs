@@ -30,12 +30,13 @@ pub mod config;
 mod error;
 pub mod loadtest;
 pub mod metrics;
+pub mod procstat;
 mod subscriber;
 
 pub use batcher::Batcher;
 pub use bus::{Bus, BusStats, SubscriberStats};
 pub use command::{CommandInbox, CommandRequest};
-pub use config::{BatchConfig, BusCfg, BusConfig, CfgError, Persistence, Preset};
+pub use config::{BatchConfig, BusCfg, BusConfig, CfgError, FieldError, Persistence, Preset};
 pub use error::{BusError, TryPublishError};
 pub use gateway_wal::{CursorStart, SeqRange};
 pub use metrics::BusMetrics;

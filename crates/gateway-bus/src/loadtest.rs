@@ -72,6 +72,10 @@ pub struct Histogram {
 
 const SUB: u64 = 128;
 
+/// Quantiles of [`Histogram::curve`]: dense towards the tail, where stalls show.
+pub const CURVE_QUANTILES: [f64; 16] =
+    [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999, 0.999999, 1.0];
+
 impl Default for Histogram {
     fn default() -> Self {
         Histogram { counts: vec![0; (64 * SUB) as usize] }
@@ -134,6 +138,15 @@ impl Histogram {
         0
     }
 
+    /// The percentile curve for charts: `[quantile, microseconds]` pairs at
+    /// [`CURVE_QUANTILES`] (empty when nothing was recorded).
+    pub fn curve(&self) -> Vec<[f64; 2]> {
+        if self.count() == 0 {
+            return Vec::new();
+        }
+        CURVE_QUANTILES.iter().map(|&q| [q, self.quantile(q) as f64 / 1e3]).collect()
+    }
+
     /// Percentiles in microseconds.
     pub fn latency(&self) -> Latency {
         let us = |q| self.quantile(q) as f64 / 1e3;
@@ -162,6 +175,9 @@ pub struct Report {
     /// pacer's own lateness and any stall of the publisher); equals `latency`
     /// when no rate is set.
     pub latency_from_due: Latency,
+    /// The percentile curve of `latency_from_due` (see [`Histogram::curve`]).
+    #[serde(default)]
+    pub latency_curve: Vec<[f64; 2]>,
     /// Peak resident memory of the process during the run, bytes (`VmHWM`,
     /// reset before the run where the kernel allows).
     pub peak_rss: u64,
@@ -169,23 +185,13 @@ pub struct Report {
     pub ring_slot_bytes: u64,
 }
 
-/// Resident set size now, and its peak (`VmRSS`, `VmHWM` from /proc), bytes.
+/// Resident set size now, and its peak, bytes.
 pub fn rss() -> (u64, u64) {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let s = crate::procstat::read(None);
+    (s.rss, s.peak_rss)
 }
 
-/// Resets the peak RSS counter (`echo 5 > /proc/self/clear_refs`); false if not allowed.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
+pub use crate::procstat::reset_peak_rss;
 
 fn make_batches(publisher: usize, batch_size: usize) -> Vec<Vec<Frame>> {
     let tags: Vec<TagId> = (0..100).map(|i| TagId::new(&format!("load{publisher}.tag{i}")).unwrap()).collect();
@@ -394,6 +400,7 @@ pub fn run(s: &Scenario) -> Report {
         frames_per_s: total as f64 / seconds,
         latency: from_publish.latency(),
         latency_from_due: from_due.latency(),
+        latency_curve: from_due.curve(),
         peak_rss: if reset { peak } else { 0 },
         ring_slot_bytes,
     }

@@ -66,26 +66,8 @@ pub fn available() -> Result<(), String> {
         .ok_or_else(|| "mosquitto is not installed (scripts/setup-test-peers installs it)".to_owned())
 }
 
-fn ticks(stat: &str) -> u64 {
-    // utime and stime: fields 14 and 15, after the parenthesised command name.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
 fn cpu_ticks(pid: Option<u32>) -> u64 {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
-    std::fs::read_to_string(path).map(|s| ticks(&s)).unwrap_or(0)
-}
-
-fn peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    gateway_bus::procstat::read(pid).cpu_ticks
 }
 
 /// Counts values in received payloads without a full parse where it can.
@@ -226,8 +208,8 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
         messages_per_s: (m1 - m0) as f64 / secs,
         bytes_per_value: if values > 0 { (b1 - b0) as f64 / values as f64 } else { 0.0 },
         values_received: values,
-        cpu_cores: (c1 - c0) as f64 / 100.0 / secs,
-        broker_cpu_cores: (k1 - k0) as f64 / 100.0 / secs,
+        cpu_cores: (c1 - c0) as f64 / gateway_bus::procstat::TICKS_PER_S / secs,
+        broker_cpu_cores: (k1 - k0) as f64 / gateway_bus::procstat::TICKS_PER_S / secs,
         ..MqttReport::default()
     };
 
@@ -261,6 +243,6 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     }
     connectors.stop().await;
     sink.abort();
-    report.peak_rss = peak_rss();
+    report.peak_rss = gateway_bus::procstat::read(None).peak_rss;
     Ok(report)
 }

@@ -2,32 +2,12 @@
 //! `kind`, `enabled`) and exactly the kind's own fields, with errors that
 //! name the field (`connectors[0].qos: must be 0, 1 or 2, got 3`).
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::mqtt::MqttConfig;
 
-/// A configuration error and the path of its field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct FieldError {
-    /// `connectors[0].url`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    /// An error at `path`.
-    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        FieldError { path: path.into(), message: message.to_string() }
-    }
-
-    fn under(mut self, prefix: &str) -> Self {
-        self.path = if self.path.is_empty() { prefix.to_owned() } else { format!("{prefix}.{}", self.path) };
-        self
-    }
-}
+pub use gateway_bus::config::FieldError;
+use gateway_bus::config::{parse_fields as typed, take_field as take};
 
 /// Connector kinds this build knows.
 pub const KINDS: &[&str] = &["mqtt"];
@@ -48,20 +28,6 @@ pub struct ConnectorConfig {
     pub enabled: bool,
     /// The kind and its fields.
     pub kind: ConnectorKind,
-}
-
-fn take<T: serde::de::DeserializeOwned>(m: &mut Map<String, Value>, key: &str) -> Result<Option<T>, FieldError> {
-    match m.remove(key) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| FieldError::new(key, e)),
-    }
-}
-
-fn typed<T: for<'de> Deserialize<'de>>(m: Map<String, Value>) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(Value::Object(m)).map_err(|e| {
-        let p = e.path().to_string();
-        FieldError::new(if p == "." { String::new() } else { p }, e.into_inner())
-    })
 }
 
 impl ConnectorConfig {

@@ -8,43 +8,15 @@
 //! be exactly the driver's own fields (unknown fields are errors). Tags the same.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use gateway_model::TagId;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::modbus::{ModbusRtuParams, ModbusTagParams, ModbusTcpParams};
 use crate::sim::{SimDeviceParams, SimTagParams};
 
-/// A configuration error and the path of the field it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct FieldError {
-    /// `devices[1].tags[0].data_type`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    /// An error at `path`.
-    pub fn new(path: impl Into<String>, message: impl fmt::Display) -> Self {
-        FieldError { path: path.into(), message: message.to_string() }
-    }
-
-    /// The same error under a longer path.
-    pub fn under(mut self, prefix: &str) -> Self {
-        self.path = if self.path.is_empty() {
-            prefix.to_owned()
-        } else if self.path.starts_with('[') {
-            format!("{prefix}{}", self.path)
-        } else {
-            format!("{prefix}.{}", self.path)
-        };
-        self
-    }
-}
+pub use gateway_bus::config::FieldError;
+use gateway_bus::config::{parse_fields as typed, take_field as take};
 
 /// Drivers this build knows.
 pub const DRIVERS: &[&str] = &["sim", "modbus_tcp", "modbus_rtu"];
@@ -93,20 +65,6 @@ pub struct DeviceConfig {
     pub params: DriverParams,
     /// The tags.
     pub tags: Vec<TagConfig>,
-}
-
-fn take<T: DeserializeOwned>(map: &mut Map<String, Value>, key: &str) -> Result<Option<T>, FieldError> {
-    match map.remove(key) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| FieldError::new(key, e)),
-    }
-}
-
-fn typed<T: DeserializeOwned>(map: Map<String, Value>) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        FieldError::new(if path == "." { String::new() } else { path }, e.into_inner())
-    })
 }
 
 /// Whether `name` can be the device part of a tag id.
