@@ -23,7 +23,7 @@ fn print_inspection(dir: &Path, i: &Inspection) {
     for s in &i.segments {
         let mut damage = Vec::new();
         if s.header_damaged {
-            damage.push("header damaged, skipped".to_string());
+            damage.push("header damaged (records recovered by their checksums)".to_string());
         }
         for (a, b) in &s.corrupt {
             damage.push(format!("corrupt {a}..{b}"));

@@ -27,7 +27,7 @@ pub struct SegmentInfo {
     pub corrupt: Vec<(u64, u64)>,
     /// Bytes after the last valid record of the newest segment (a torn write, truncated at the next open).
     pub torn_tail: u64,
-    /// The header is damaged; the segment is skipped.
+    /// The header is damaged (its records are recovered by their own checksums where possible).
     pub header_damaged: bool,
 }
 
@@ -85,8 +85,19 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
         let path = dir.join(format::segment_name(base));
         let mut r = RecoveryReport::default();
         let is_last = i + 1 == bases.len();
-        let seg =
-            recover::scan_segment(storage, &path, base, is_last, &mut r, ScanMode { repair: false, on_record: None })?;
+        let seg = match recover::scan_segment(
+            storage,
+            &path,
+            base,
+            is_last,
+            &mut r,
+            ScanMode { repair: false, on_record: None },
+        ) {
+            Ok(s) => s,
+            // Deleted by a running gateway's retention since the listing.
+            Err(WalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let bytes = storage.open(&path, crate::OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
         out.segments.push(SegmentInfo {
             file: format::segment_name(base),
@@ -96,7 +107,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
             end_seq: seg.as_ref().map_or(base, |s| s.end_seq),
             corrupt: seg.as_ref().map(|s| s.bad.clone()).unwrap_or_default(),
             torn_tail: r.torn_tail_bytes,
-            header_damaged: seg.is_none(),
+            header_damaged: !r.bad_segments.is_empty(),
         });
         let t = &mut out.report;
         t.records += r.records;
@@ -110,7 +121,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
     let (cursors, corrupt) = recover::read_cursors(storage, dir, false, &mut out.report)?;
     out.report.cursors = cursors.into_iter().collect();
     out.report.corrupt_cursors = corrupt.into_iter().collect();
-    out.report.segments = out.segments.iter().filter(|s| !s.header_damaged).count();
+    out.report.segments = out.segments.len();
     out.report.first_seq = out.segments.first().map_or(0, |s| s.base_seq);
     out.report.next_seq = out.segments.last().map_or(0, |s| s.end_seq.max(s.base_seq));
     out.report.duration = started.elapsed();

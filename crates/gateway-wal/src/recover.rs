@@ -33,7 +33,9 @@ pub struct RecoveryReport {
     pub corrupt_bytes: u64,
     /// Sequence numbers lost to damage (an estimate where a whole segment tail is lost).
     pub lost_seqs: u64,
-    /// Segments whose header is damaged; their records are skipped.
+    /// Segments whose header was damaged. Their records are recovered by their
+    /// own checksums (and the header rewritten on open); a segment with none
+    /// left is skipped.
     pub bad_segments: Vec<String>,
     /// Left-over temporary files removed.
     pub removed_files: Vec<String>,
@@ -164,6 +166,7 @@ pub(crate) fn scan_segment(
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     let n = read_prefix(&*file, &mut header).map_err(WalError::io("read", path))?;
+    let mut header_damaged = false;
     let header_ok = match format::parse_segment_header(&header[..n]) {
         Ok(b) if b == base => Ok(()),
         Ok(b) => Err(Corruption::BaseMismatch { header: b, name: base }),
@@ -182,9 +185,11 @@ pub(crate) fn scan_segment(
             file.sync_data().map_err(WalError::io("sync", path))?;
             return Ok(Some(SegInfo::new(base, path.to_owned(), SEGMENT_HEADER_LEN)));
         }
-        tracing::error!(segment = %name, error = %what, "Segment header is damaged; skipping the segment.");
-        report.bad_segments.push(name);
-        return Ok(None);
+        // Records carry their own checksums: recover them rather than skip the
+        // segment (skipping the newest would hand its sequence numbers out again).
+        tracing::error!(segment = %name, error = %what, "Segment header is damaged; recovering its records by their own checksums.");
+        report.bad_segments.push(name.clone());
+        header_damaged = true;
     }
 
     let mut seg = SegInfo::new(base, path.to_owned(), SEGMENT_HEADER_LEN);
@@ -236,6 +241,17 @@ pub(crate) fn scan_segment(
     }
     seg.len = pos;
     seg.end_seq = expected;
+    if header_damaged {
+        if seg.end_seq == base && !is_last {
+            // Nothing recoverable: the segment is skipped.
+            return Ok(None);
+        }
+        if mode.repair {
+            file.write_at(&format::segment_header(base), 0).map_err(WalError::io("write", path))?;
+            file.sync_data().map_err(WalError::io("sync", path))?;
+            tracing::warn!(segment = %name, records = seg.end_seq - base, "Segment header rewritten.");
+        }
+    }
     Ok(Some(seg))
 }
 

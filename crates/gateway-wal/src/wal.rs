@@ -886,6 +886,8 @@ struct Flusher {
     files: BTreeMap<u64, Box<dyn StorageFile>>,
     unsynced: BTreeSet<u64>,
     dir_dirty: bool,
+    /// A flush or close asked for a sync while nothing new was pending.
+    sync_owed: bool,
     spare: Vec<u8>,
     spare_chunks: Vec<Chunk>,
 }
@@ -901,7 +903,15 @@ impl Flusher {
     fn new(sh: Arc<Shared>, active_base: u64, active: Box<dyn StorageFile>) -> Self {
         let mut files = BTreeMap::new();
         files.insert(active_base, active);
-        Flusher { sh, files, unsynced: BTreeSet::new(), dir_dirty: false, spare: Vec::new(), spare_chunks: Vec::new() }
+        Flusher {
+            sh,
+            files,
+            unsynced: BTreeSet::new(),
+            dir_dirty: false,
+            sync_owed: false,
+            spare: Vec::new(),
+            spare_chunks: Vec::new(),
+        }
     }
 
     fn run(mut self) {
@@ -936,6 +946,14 @@ impl Flusher {
                 }
             }
             let mut ok = true;
+            if carry.is_none()
+                && std::mem::take(&mut self.sync_owed)
+                && let Err(e) = self.sync_unsynced()
+            {
+                ok = false;
+                self.sync_owed = true;
+                self.fail(&e);
+            }
             if let Some(t) = &carry {
                 match self.write(t) {
                     Ok(info) => {
@@ -1031,6 +1049,9 @@ impl Flusher {
         let served = g.flush_req;
         g.sync_now = false;
         if g.buf.is_empty() {
+            // Nothing new to write, but what was written without a sync
+            // (durability `none`) must still be synced by a flush or at close.
+            self.sync_owed |= force || closing;
             return Some((None, closing, maintenance || force, served));
         }
         self.spare.clear();
@@ -1076,17 +1097,7 @@ impl Flusher {
         }
         sh.counters.flushes.fetch_add(1, Ordering::Relaxed);
         if t.sync {
-            for base in &self.unsynced {
-                if let Some(f) = self.files.get(base) {
-                    f.sync_data().map_err(WalError::io("sync", sh.dir.join(format::segment_name(*base))))?;
-                    sh.counters.syncs.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            self.unsynced.clear();
-            if self.dir_dirty {
-                sh.storage.sync_dir(&sh.dir).map_err(WalError::io("sync", &sh.dir))?;
-                self.dir_dirty = false;
-            }
+            self.sync_unsynced()?;
         }
         // Sealed segments that are synced need no handle any more.
         while self.files.len() > 1 {
@@ -1097,6 +1108,24 @@ impl Flusher {
             self.files.remove(&first);
         }
         Ok(FlushInfo { bytes: t.buf.len() as u64, synced: t.sync, duration: started.elapsed() })
+    }
+
+    /// Syncs every segment written since its last sync, and the directory if
+    /// a segment was created.
+    fn sync_unsynced(&mut self) -> Result<()> {
+        let sh = &*self.sh;
+        for base in &self.unsynced {
+            if let Some(f) = self.files.get(base) {
+                f.sync_data().map_err(WalError::io("sync", sh.dir.join(format::segment_name(*base))))?;
+                sh.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.unsynced.clear();
+        if self.dir_dirty {
+            sh.storage.sync_dir(&sh.dir).map_err(WalError::io("sync", &sh.dir))?;
+            self.dir_dirty = false;
+        }
+        Ok(())
     }
 
     fn publish_written(&self, t: &Taken, synced: bool) {

@@ -274,3 +274,26 @@ fn durability_none_still_makes_records_readable_and_survives_close() {
     let wal = Wal::open(dir.path(), opts()).unwrap();
     assert_eq!(read_all(&wal, 0).len(), 1);
 }
+
+#[test]
+fn with_durability_none_a_flush_and_a_close_still_make_everything_durable() {
+    use gateway_wal::sim::SimStorage;
+    for close in [false, true] {
+        let sim = SimStorage::new();
+        let o = || WalOptions { durability: Durability::None, storage: std::sync::Arc::new(sim.clone()), ..opts() };
+        let wal = Wal::open("/wal", o()).unwrap();
+        for i in 0..10 {
+            let r = wal.append_blocking(&payload(i, 20), 1).unwrap();
+            wal.wait_durable_blocking(r.end).unwrap();
+        }
+        if close {
+            wal.close().unwrap();
+        } else {
+            wal.flush_blocking().unwrap();
+            wal.close_without_flush();
+        }
+        sim.crash();
+        let wal = Wal::open("/wal", o()).unwrap();
+        assert_eq!(read_all(&wal, 0).len(), 10, "records lost after a power loss (close: {close})");
+    }
+}

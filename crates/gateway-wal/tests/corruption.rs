@@ -292,3 +292,42 @@ fn inspection_reports_damage_without_repairing_and_works_while_the_log_is_open()
     assert_eq!(i.report.torn_tail_bytes, 0, "opening truncated the torn tail");
     drop(wal);
 }
+
+#[test]
+fn a_damaged_header_on_the_newest_segment_keeps_its_records_and_their_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let last = segments(dir.path()).pop().unwrap();
+    let base: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes[0] ^= 0x01; // the magic
+    fs::write(&last, &bytes).unwrap();
+    {
+        let wal = Wal::open(dir.path(), opts()).unwrap();
+        let rep = wal.recovery_report();
+        assert_eq!(rep.bad_segments.len(), 1, "{rep:?}");
+        assert_eq!(rep.lost_seqs, 0);
+        assert_eq!(wal.next_seq(), 200, "sequence numbers of the damaged segment must not be handed out again");
+        assert_eq!(record_seqs(&items(&wal, 0)), (0..200).collect::<Vec<_>>());
+        assert_eq!(wal.append_blocking(b"next", 1).unwrap().start, 200);
+        wal.close().unwrap();
+    }
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    assert!(wal.recovery_report().is_clean(), "the header was repaired: {:?}", wal.recovery_report());
+    assert_eq!(record_seqs(&items(&wal, base)).first(), Some(&base));
+    assert_eq!(record_seqs(&items(&wal, 0)).len(), 201);
+}
+
+#[test]
+fn a_damaged_header_on_an_old_segment_keeps_its_records_too() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let segs = segments(dir.path());
+    let mut bytes = fs::read(&segs[1]).unwrap();
+    bytes[20] ^= 0xff; // inside the base sequence number: the header checksum fails
+    fs::write(&segs[1], &bytes).unwrap();
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    assert_eq!(wal.recovery_report().bad_segments.len(), 1);
+    assert_eq!(wal.recovery_report().lost_seqs, 0);
+    assert_eq!(record_seqs(&items(&wal, 0)), (0..200).collect::<Vec<_>>());
+}
