@@ -398,6 +398,8 @@ impl Bus {
                         return Err(Refused::Ring);
                     }
                     inner.set_paused(&mut r, false);
+                    // Others may be waiting for exactly this.
+                    inner.space.notify_waiters();
                 }
                 if held + n > inner.capacity {
                     inner.set_paused(&mut r, true);

@@ -98,6 +98,7 @@ impl Filter {
 pub struct SubscribeOptions {
     name: String,
     durable: bool,
+    only_durable: bool,
     max_lag: u64,
     start: CursorStart,
     filter: Filter,
@@ -110,6 +111,7 @@ impl SubscribeOptions {
         SubscribeOptions {
             name: name.into(),
             durable: false,
+            only_durable: false,
             max_lag,
             start: CursorStart::Latest,
             filter: Filter::all(),
@@ -123,10 +125,20 @@ impl SubscribeOptions {
         SubscribeOptions {
             name: name.into(),
             durable: true,
+            only_durable: true,
             max_lag: 0,
             start: CursorStart::Latest,
             filter: Filter::all(),
         }
+    }
+
+    /// A lossy subscriber that, in WAL mode, is given frames only once they are
+    /// durable: for anything that forwards sequence numbers outside the process
+    /// (a number a crash could lose would be given to another frame after the
+    /// restart). Durable subscribers always behave so.
+    pub fn only_durable(mut self) -> Self {
+        self.only_durable = true;
+        self
     }
 
     /// A new durable cursor starts at the oldest frame still in the log.
@@ -189,6 +201,7 @@ struct WalSide {
 pub struct Subscriber {
     bus: Bus,
     st: Arc<SubState>,
+    only_durable: bool,
     filter: Option<Arc<Filter>>,
     local: VecDeque<Delivery>,
     pos: u64,
@@ -250,7 +263,8 @@ impl Bus {
         r.subs.push(st.clone());
         drop(r);
         let filter = (!opts.filter.is_all()).then(|| Arc::new(opts.filter));
-        Ok(Subscriber { bus: self.clone(), st, filter, local: VecDeque::new(), pos, acked: pos, wal })
+        let only_durable = opts.only_durable && inner.wal.is_some();
+        Ok(Subscriber { bus: self.clone(), st, only_durable, filter, local: VecDeque::new(), pos, acked: pos, wal })
     }
 }
 
@@ -298,10 +312,7 @@ impl Subscriber {
             tokio::pin!(data);
             data.as_mut().enable();
             // Watch the WAL from before the check, so a flush in between is not missed.
-            let mut progress = match self.st.kind {
-                SubKind::WalBacked => inner.wal.as_ref().map(|w| w.progress()),
-                _ => None,
-            };
+            let mut progress = if self.only_durable { inner.wal.as_ref().map(|w| w.progress()) } else { None };
             match self.fill()? {
                 Fill::Filled => continue,
                 Fill::Closed => return Err(BusError::Closed),
@@ -357,8 +368,9 @@ impl Subscriber {
     }
 
     /// Goes back to the last acknowledgement: everything after it is delivered
-    /// again (from the WAL if the ring no longer has it). For a connector that
-    /// lost its link with messages in flight.
+    /// again (in WAL mode from the WAL if the ring no longer has it). For a
+    /// connector that lost its link with messages in flight. In memory mode
+    /// there is no WAL: what the ring no longer holds is counted as dropped.
     pub fn rewind(&mut self) {
         self.local.clear();
         self.pos = self.acked;
@@ -373,8 +385,8 @@ impl Subscriber {
         // A durable subscriber in WAL mode is given only durable frames: what it
         // forwards is then always what the gateway itself would find after a
         // crash, and no sequence number it saw can be reused by a restart.
-        let durable = match (self.st.kind, &inner.wal) {
-            (SubKind::WalBacked, Some(w)) => w.progress().borrow().durable,
+        let durable = match (self.only_durable, &inner.wal) {
+            (true, Some(w)) => w.progress().borrow().durable,
             _ => u64::MAX,
         };
         {

@@ -375,3 +375,26 @@ async fn a_durable_subscriber_sees_only_durable_frames_while_lossy_ones_see_ever
     assert_eq!(values(&d).len(), 5);
     assert!(bus.wal().unwrap().stats().durable_seq >= d.end_seq());
 }
+
+#[tokio::test]
+async fn a_lossy_subscriber_can_ask_for_durable_frames_only() {
+    let sim = SimStorage::new();
+    let cfg = BusCfg {
+        ring_pow: 12,
+        wal_dir: "/wal".into(),
+        wal_flush_ms: 1,
+        async_write_queue_size: 1000,
+        high_performance_mode: false,
+        batch: small_batches(12),
+        ..BusCfg::default()
+    };
+    let bus = Bus::open_with_storage(cfg, Default::default(), Arc::new(sim.clone())).unwrap();
+    let mut careful = bus.subscribe(SubscribeOptions::lossy("live-uplink", 1 << 20).only_durable()).unwrap();
+    sim.fail_after(Some(0));
+    bus.publish(batch("a.b", 0, 3)).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(200), careful.recv()).await.is_err());
+    sim.fail_after(None);
+    let d =
+        tokio::time::timeout(Duration::from_secs(10), careful.recv()).await.expect("delivered once durable").unwrap();
+    assert_eq!(values(&d).len(), 3);
+}

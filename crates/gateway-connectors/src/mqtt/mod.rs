@@ -830,7 +830,10 @@ fn check_replay(conn: &Conn, sub: &Subscriber, live: &mut Option<(Subscriber, u6
     match live {
         None if conn.connected && backlog > conn.cfg.replay_max_rate.max(1000) => {
             let name = format!("mqtt-{}-live", conn.name);
-            if let Ok(s) = conn.ctx.bus.subscribe(SubscribeOptions::lossy(name, 1 << 16).filter(filter.clone())) {
+            // Only durable frames: live values carry their seq too, and a seq a
+            // crash could lose would be given to another reading after a restart.
+            let opts = SubscribeOptions::lossy(name, 1 << 16).only_durable().filter(filter.clone());
+            if let Ok(s) = conn.ctx.bus.subscribe(opts) {
                 tracing::info!(connector = %conn.name, backlog, "Replaying a backlog at up to replay_max_rate; sending live values alongside.");
                 let start = s.position();
                 *live = Some((s, start));
