@@ -118,6 +118,10 @@ impl AppState {
     pub fn devices(&self) -> &Devices {
         &self.inner.devices
     }
+    /// The devices, shared (for work that must outlive a request).
+    pub fn devices_arc(&self) -> Arc<Devices> {
+        self.inner.devices.clone()
+    }
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store

@@ -19,6 +19,15 @@ use crate::error::{ApiError, ApiJson};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Runs a device change to completion even if the request is cancelled (the
+/// client went away, or the request timeout fired): stopping half-way would
+/// leave the store, the device list and the running drivers out of step.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(f).await.map_err(ApiError::internal)?
+}
+
 /// `GET /api/v1/system/health`: 200 when the bus, the WAL and the store work, else 503.
 pub async fn health(State(s): State<AppState>) -> Response {
     let bus_ok = !s.bus().is_closed();
@@ -33,13 +42,17 @@ pub async fn health(State(s): State<AppState>) -> Response {
             "wal": match (&wal, &wal_error) {
                 (None, _) => "memory".to_string(),
                 (Some(_), None) => "ok".to_string(),
-                (Some(_), Some(e)) => format!("failing: {e}"),
+                // The error itself (paths, OS messages) goes to the log, not to clients.
+                (Some(_), Some(_)) => "failing (see the gateway log)".to_string(),
             },
             "store": if store.is_ok() { "ok".to_string() } else { "failing".to_string() },
         }
     });
     if let Err(e) = store {
         tracing::error!(error = %e, "Store health check failed.");
+    }
+    if let Some(e) = wal_error {
+        tracing::error!(error = %e, "The WAL is failing.");
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -52,7 +65,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Json_> {
         json!({
             "first_seq": w.first_seq, "next_seq": w.next_seq, "durable_seq": w.durable_seq,
             "segments": w.segments, "disk_bytes": w.disk_bytes, "pending_bytes": w.pending_bytes,
-            "dropped_seqs": w.dropped_seqs, "io_errors": w.io_errors, "last_error": w.last_error,
+            "dropped_seqs": w.dropped_seqs, "io_errors": w.io_errors, "failing": w.last_error.is_some(),
         })
     });
     Json(json!({
@@ -92,7 +105,8 @@ pub async fn list_devices(State(s): State<AppState>) -> Json<Json_> {
 pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<Json_>) -> ApiResult<Response> {
     let dev = parse_device(body)?;
     let name = dev.name.clone();
-    s.devices().create(dev.clone()).await?;
+    let (devices, d) = (s.devices_arc(), dev.clone());
+    detached(async move { devices.create(d).await }).await?;
     let mut resp = (StatusCode::CREATED, Json(device_json(&s, &dev, Source::Api))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/devices/{name}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -127,14 +141,16 @@ pub async fn put_device(
         }
     }
     let dev = parse_device(body)?;
-    let created = s.devices().replace(dev.clone()).await?;
+    let (devices, d) = (s.devices_arc(), dev.clone());
+    let created = detached(async move { devices.replace(d).await }).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(device_json(&s, &dev, Source::Api))).into_response())
 }
 
 /// `DELETE /api/v1/devices/{name}`: 204.
 pub async fn delete_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    s.devices().delete(&name).await?;
+    let devices = s.devices_arc();
+    detached(async move { devices.delete(&name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,7 +176,8 @@ pub async fn create_tag(
         return Err(ApiError::conflict("exists", format!("tag {name}.{} already exists", tag.name)));
     }
     let json = tag.to_json();
-    s.devices().upsert_tag(&name, tag).await?;
+    let devices = s.devices_arc();
+    detached(async move { devices.upsert_tag(&name, tag).await }).await?;
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
@@ -193,13 +210,15 @@ pub async fn put_tag(
     }
     let t = parse_tag(&s, &name, body)?;
     let json = t.to_json();
-    let created = s.devices().upsert_tag(&name, t).await?;
+    let devices = s.devices_arc();
+    let created = detached(async move { devices.upsert_tag(&name, t).await }).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(json)).into_response())
 }
 
 /// `DELETE /api/v1/devices/{name}/tags/{tag}`: 204.
 pub async fn delete_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
-    s.devices().delete_tag(&name, &tag).await?;
+    let devices = s.devices_arc();
+    detached(async move { devices.delete_tag(&name, &tag).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -437,3 +437,37 @@ async fn sparkplug_births_data_commands_and_deaths_follow_the_specification() {
     let nb = sink.snapshot()[before..].iter().find(|(t, _)| t.ends_with("/NBIRTH/gw1")).cloned().unwrap();
     assert_eq!(bd_seq(&sp_payload(&nb.1)), (bd + 1) % 256);
 }
+
+/// A TCP proxy to the broker that holds the broker's first answer (the
+/// CONNACK) back for `delay`, like a distant broker behind TLS.
+async fn slow_proxy(broker: u16, delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", broker)).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                tokio::time::sleep(delay).await;
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_answers_slowly_is_still_reached() {
+    let broker = Mosquitto::start();
+    let sink = Collector::start(broker.port, "plant/gw/#", "sink-slow").await;
+    let port = slow_proxy(broker.port, Duration::from_millis(600)).await;
+    let rig = Rig::start(cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch));
+    rig.publish("far.away", 0, 200, 20).await;
+    wait_until(30, "values through a slow connection", || sink.values().len() >= 200).await;
+    let reconnects = rig.metrics.reconnects.get_or_create(&gateway_connectors::metrics::ConnectorLabel { connector: "up".into() }).get();
+    assert_eq!(reconnects, 0, "a slow CONNACK is not a failure");
+}

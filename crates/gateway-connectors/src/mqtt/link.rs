@@ -3,6 +3,8 @@
 //! (publish, subscribe, the events that confirm or refuse a message, the will).
 //! The connector speaks to [`Link`] and never to either client directly.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use rumqttc::v5 as m5;
 
@@ -46,6 +48,8 @@ pub enum LinkEvent {
     },
     /// The disconnect was written.
     Disconnected,
+    /// The connection failed or broke (it is retried after a backoff).
+    Down(String),
     /// Anything else.
     Other,
 }
@@ -88,25 +92,53 @@ pub struct LinkOptions {
     pub credentials: Option<(String, String)>,
     /// TLS transport, if any.
     pub transport: Option<rumqttc::Transport>,
-    /// Will topic and payload (QoS 1, not retained).
-    pub will: Option<(String, Vec<u8>)>,
 }
 
-/// A client and its event loop, for either protocol.
-pub enum Link {
-    /// MQTT 3.1.1.
-    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
-    /// MQTT 5.
-    V5(m5::AsyncClient, Box<m5::EventLoop>),
+/// Makes the will for the next connection attempt (Sparkplug's NDEATH carries
+/// the bdSeq of the session it ends, which moves on with every attempt).
+pub type WillFn = Box<dyn FnMut() -> (String, Vec<u8>) + Send>;
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(m5::AsyncClient),
+}
+
+enum Loop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<m5::EventLoop>),
+}
+
+/// The connection: a client to queue requests, and a task that owns the event
+/// loop. The event loop must never be polled from a `select!` that drops its
+/// future: a connect (DNS, TCP, TLS, CONNECT, CONNACK) happens inside one poll,
+/// and abandoning it means never connecting to a broker slower than the
+/// shortest other branch. So it runs alone and reports through a channel.
+pub struct Link {
+    client: Client,
+    events: tokio::sync::mpsc::Receiver<LinkEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 const PACKET_MAX: usize = 16 << 20;
 
 impl Link {
-    /// A link (not yet connected: the first poll connects).
-    pub fn new(protocol: Protocol, o: LinkOptions) -> Link {
+    /// Starts the connection (it connects, and reconnects after a failure
+    /// with exponential backoff and jitter between `reconnect.0` and `reconnect.1`).
+    pub fn start(
+        protocol: Protocol,
+        o: LinkOptions,
+        reconnect: (Duration, Duration),
+        mut will_fn: Option<WillFn>,
+    ) -> Link {
         let cap = usize::from(o.inflight) + 64;
-        match protocol {
+        let will = will_fn.as_mut().map(|f| f());
+        let (client, ev) = match protocol {
             Protocol::V311 => {
                 let mut m = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
                 m.set_keep_alive(o.keep_alive);
@@ -120,11 +152,11 @@ impl Link {
                 if let Some(t) = o.transport {
                     m.set_transport(t);
                 }
-                if let Some((topic, payload)) = o.will {
+                if let Some((topic, payload)) = will {
                     m.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
                 }
                 let (c, e) = rumqttc::AsyncClient::new(m, cap);
-                Link::V4(c, Box::new(e))
+                (Client::V4(c), Loop::V4(Box::new(e)))
             }
             Protocol::V5 => {
                 let mut m = m5::MqttOptions::new(o.client_id, o.host, o.port);
@@ -142,96 +174,161 @@ impl Link {
                 if let Some(t) = o.transport {
                     m.set_transport(t);
                 }
-                if let Some((topic, payload)) = o.will {
+                if let Some((topic, payload)) = will {
                     m.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos5(1), false, None));
                 }
                 let (c, e) = m5::AsyncClient::new(m, cap);
-                Link::V5(c, Box::new(e))
+                (Client::V5(c), Loop::V5(Box::new(e)))
             }
-        }
+        };
+        let (tx, events) = tokio::sync::mpsc::channel(1024);
+        let task = tokio::spawn(drive(ev, tx, reconnect, will_fn));
+        Link { client, events, task }
     }
 
-    /// Drives the connection; an error means it is down (the next poll reconnects).
-    pub async fn poll(&mut self) -> Result<LinkEvent, String> {
-        match self {
-            Link::V4(_, ev) => {
-                use rumqttc::{Event, Outgoing, Packet};
-                Ok(match ev.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck { session_present: a.session_present },
-                    Event::Incoming(Packet::PubAck(a)) => LinkEvent::Confirmed(a.pkid),
-                    Event::Incoming(Packet::PubComp(c)) => LinkEvent::Confirmed(c.pkid),
-                    Event::Incoming(Packet::Publish(p)) => LinkEvent::Message { topic: p.topic, payload: p.payload },
-                    Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written(pkid),
-                    Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
-                    _ => LinkEvent::Other,
-                })
-            }
-            Link::V5(_, ev) => {
-                use m5::Event;
-                use m5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason};
-                use rumqttc::Outgoing;
-                Ok(match ev.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck { session_present: a.session_present },
-                    Event::Incoming(Packet::PubAck(a)) => match a.reason {
-                        // No matching subscribers is delivery as far as the broker goes.
-                        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => LinkEvent::Confirmed(a.pkid),
-                        r => LinkEvent::Refused { pkid: a.pkid, reason: format!("{r:?}") },
-                    },
-                    Event::Incoming(Packet::PubComp(c)) => match c.reason {
-                        PubCompReason::Success => LinkEvent::Confirmed(c.pkid),
-                        r => LinkEvent::Refused { pkid: c.pkid, reason: format!("{r:?}") },
-                    },
-                    Event::Incoming(Packet::Publish(p)) => {
-                        LinkEvent::Message { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload }
-                    }
-                    Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written(pkid),
-                    Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
-                    _ => LinkEvent::Other,
-                })
-            }
-        }
+    /// The next event; `None` once the connection task ended.
+    pub async fn next(&mut self) -> Option<LinkEvent> {
+        self.events.recv().await
     }
 
     /// Queues a publish without waiting; `false` if the client's queue is full.
     pub fn try_publish(&self, topic: &str, qos: u8, payload: Bytes) -> bool {
-        match self {
-            Link::V4(c, _) => c.try_publish(topic, qos4(qos), false, payload).is_ok(),
-            Link::V5(c, _) => c.try_publish(topic, qos5(qos), false, payload).is_ok(),
+        match &self.client {
+            Client::V4(c) => c.try_publish(topic, qos4(qos), false, payload).is_ok(),
+            Client::V5(c) => c.try_publish(topic, qos5(qos), false, payload).is_ok(),
         }
     }
 
     /// Queues a subscription (QoS 1).
     pub fn try_subscribe(&self, topic: &str) -> Result<(), String> {
-        match self {
-            Link::V4(c, _) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
-            Link::V5(c, _) => c.try_subscribe(topic, qos5(1)).map_err(|e| e.to_string()),
+        match &self.client {
+            Client::V4(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_subscribe(topic, qos5(1)).map_err(|e| e.to_string()),
         }
     }
 
     /// Queues a disconnect.
     pub fn try_disconnect(&self) {
-        let _ = match self {
-            Link::V4(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
-            Link::V5(c, _) => c.try_disconnect().map_err(|e| e.to_string()),
+        let _ = match &self.client {
+            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
+}
 
-    /// Forgets what the client would resend from the previous session.
-    pub fn clear_pending(&mut self) {
-        match self {
-            Link::V4(_, ev) => ev.pending.clear(),
-            Link::V5(_, ev) => ev.pending.clear(),
+async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
+    match ev {
+        Loop::V4(ev) => {
+            use rumqttc::{Event, Outgoing, Packet};
+            let e = ev.poll().await.map_err(|e| e.to_string())?;
+            if let Event::Incoming(Packet::ConnAck(a)) = &e {
+                // Events buffered before this connection (a publish written just
+                // before the old one broke) would be matched to new messages.
+                ev.state.events.clear();
+                if !a.session_present {
+                    ev.state.collision = None;
+                }
+            }
+            Ok(match e {
+                Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck { session_present: a.session_present },
+                Event::Incoming(Packet::PubAck(a)) => LinkEvent::Confirmed(a.pkid),
+                Event::Incoming(Packet::PubComp(c)) => LinkEvent::Confirmed(c.pkid),
+                Event::Incoming(Packet::Publish(p)) => LinkEvent::Message { topic: p.topic, payload: p.payload },
+                Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written(pkid),
+                Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
+                _ => LinkEvent::Other,
+            })
+        }
+        Loop::V5(ev) => {
+            use m5::Event;
+            use m5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PubRecReason};
+            use rumqttc::Outgoing;
+            let e = ev.poll().await.map_err(|e| e.to_string())?;
+            if let Event::Incoming(Packet::ConnAck(a)) = &e {
+                ev.state.events.clear();
+                if !a.session_present {
+                    ev.state.collision = None;
+                }
+            }
+            Ok(match e {
+                Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck { session_present: a.session_present },
+                Event::Incoming(Packet::PubAck(a)) => match a.reason {
+                    // No matching subscribers is delivery as far as the broker goes.
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => LinkEvent::Confirmed(a.pkid),
+                    r => LinkEvent::Refused { pkid: a.pkid, reason: format!("{r:?}") },
+                },
+                // QoS 2: a failed PUBREC ends the exchange (rumqttc frees the id silently).
+                Event::Incoming(Packet::PubRec(r)) => match r.reason {
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers => LinkEvent::Other,
+                    reason => LinkEvent::Refused { pkid: r.pkid, reason: format!("{reason:?}") },
+                },
+                Event::Incoming(Packet::PubComp(c)) => match c.reason {
+                    PubCompReason::Success => LinkEvent::Confirmed(c.pkid),
+                    r => LinkEvent::Refused { pkid: c.pkid, reason: format!("{r:?}") },
+                },
+                Event::Incoming(Packet::Publish(p)) => {
+                    LinkEvent::Message { topic: String::from_utf8_lossy(&p.topic).into_owned(), payload: p.payload }
+                }
+                Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written(pkid),
+                Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
+                _ => LinkEvent::Other,
+            })
         }
     }
+}
 
-    /// Sets the will for the next connection.
-    pub fn set_will(&mut self, topic: String, payload: Vec<u8>) {
-        match self {
-            Link::V4(_, ev) => {
-                ev.mqtt_options.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
+/// Owns the event loop: polls it, reports what happens, and after a failure
+/// waits (backoff with ±25 % jitter) and sets the next will before the next attempt.
+async fn drive(
+    mut ev: Loop,
+    tx: tokio::sync::mpsc::Sender<LinkEvent>,
+    (min, max): (Duration, Duration),
+    mut will_fn: Option<WillFn>,
+) {
+    let mut backoff = min;
+    let mut jitter = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    loop {
+        match poll(&mut ev).await {
+            Ok(e) => {
+                if matches!(e, LinkEvent::ConnAck { .. }) {
+                    backoff = min;
+                }
+                if tx.send(e).await.is_err() {
+                    return;
+                }
             }
-            Link::V5(_, ev) => {
-                ev.options.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos5(1), false, None));
+            Err(e) => {
+                if tx.send(LinkEvent::Down(e)).await.is_err() {
+                    return;
+                }
+                jitter ^= jitter << 13;
+                jitter ^= jitter >> 7;
+                jitter ^= jitter << 17;
+                let spread = 0.75 + (jitter % 1000) as f64 / 2000.0;
+                tokio::time::sleep(backoff.mul_f64(spread)).await;
+                backoff = (backoff * 2).min(max);
+                if let Some(f) = will_fn.as_mut() {
+                    let (topic, payload) = f();
+                    match &mut ev {
+                        Loop::V4(e) => {
+                            e.mqtt_options.set_last_will(rumqttc::LastWill::new(
+                                topic,
+                                payload,
+                                rumqttc::QoS::AtLeastOnce,
+                                false,
+                            ));
+                        }
+                        Loop::V5(e) => {
+                            e.options.set_last_will(m5::mqttbytes::v5::LastWill::new(
+                                topic,
+                                payload,
+                                qos5(1),
+                                false,
+                                None,
+                            ));
+                        }
+                    }
+                }
             }
         }
     }

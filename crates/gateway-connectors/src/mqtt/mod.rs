@@ -25,6 +25,7 @@ pub use link::Protocol;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -357,30 +358,46 @@ struct Sparkplug {
     group: String,
     node: String,
     state: sparkplug::NodeState,
-    bd_seq_file: PathBuf,
+    /// bdSeq of the current (or next) session, moved on by the connection task
+    /// before every connection attempt.
+    bd_seq: Arc<AtomicU64>,
 }
 
 impl Sparkplug {
     fn topic(&self, kind: &str, device: Option<&str>) -> String {
-        match device {
-            Some(d) => format!("spBv1.0/{}/{kind}/{}/{d}", self.group, self.node),
-            None => format!("spBv1.0/{}/{kind}/{}", self.group, self.node),
-        }
+        topic(&self.group, &self.node, kind, device)
     }
+}
 
-    /// The will for the next session, after moving bdSeq on (persisted, so a
-    /// restarted gateway continues the sequence).
-    fn next_session_will(&mut self) -> (String, Vec<u8>) {
-        self.state.bd_seq = (self.state.bd_seq + 1) % 256;
-        if let Some(dir) = self.bd_seq_file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = std::fs::write(&self.bd_seq_file, self.state.bd_seq.to_string()) {
-            tracing::warn!(file = %self.bd_seq_file.display(), error = %e, "Cannot persist the Sparkplug bdSeq.");
-        }
-        let payload = self.state.ndeath(now_ns() / 1_000_000).encode_to_vec();
-        (self.topic("NDEATH", None), payload)
+fn topic(group: &str, node: &str, kind: &str, device: Option<&str>) -> String {
+    match device {
+        Some(d) => format!("spBv1.0/{group}/{kind}/{node}/{d}"),
+        None => format!("spBv1.0/{group}/{kind}/{node}"),
     }
+}
+
+/// The will maker for Sparkplug: before each connection attempt, move bdSeq on
+/// (persisted atomically, so a restarted gateway continues the sequence) and
+/// make the NDEATH that ends that session.
+fn sparkplug_will(group: String, node: String, bd_seq: Arc<AtomicU64>, file: PathBuf) -> link::WillFn {
+    Box::new(move || {
+        let n = (bd_seq.load(Ordering::Relaxed) + 1) % 256;
+        bd_seq.store(n, Ordering::Relaxed);
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = file.with_extension("bdseq.tmp");
+            std::fs::write(&tmp, n.to_string())?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &file)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %file.display(), error = %e, "Cannot persist the Sparkplug bdSeq.");
+        }
+        let payload = sparkplug::ndeath(n, now_ns() / 1_000_000).encode_to_vec();
+        (topic(&group, &node, "NDEATH", None), payload)
+    })
 }
 
 fn bd_seq_file(data_dir: &Path, name: &str) -> PathBuf {
@@ -617,21 +634,21 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
     } else {
         None
     };
-    let mut sp = sparkplug.then(|| {
+    let mut will_fn = None;
+    let sp = sparkplug.then(|| {
         let file = bd_seq_file(&ctx.data_dir, &name);
         let last: u64 = std::fs::read_to_string(&file).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(255);
-        let mut s = Sparkplug {
+        let s = Sparkplug {
             group: cfg.sparkplug_group_id.clone(),
             node: cfg.sparkplug_edge_node_id.clone().unwrap_or_else(|| name.clone()),
             state: sparkplug::NodeState::default(),
-            bd_seq_file: file,
+            bd_seq: Arc::new(AtomicU64::new(last)),
         };
-        s.state.bd_seq = last;
+        will_fn = Some(sparkplug_will(s.group.clone(), s.node.clone(), s.bd_seq.clone(), file));
         s
     });
-    let will = sp.as_mut().map(|s| s.next_session_will());
     let filter = cfg.filter();
-    let mut link = Link::new(
+    let mut link = Link::start(
         cfg.protocol,
         LinkOptions {
             client_id,
@@ -644,8 +661,9 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
             inflight: cfg.max_inflight,
             credentials: cfg.username.clone().map(|u| (u, cfg.password.clone().unwrap_or_default())),
             transport,
-            will,
         },
+        (Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms)),
+        will_fn,
     );
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<CmdResult>(256);
     let commands = Arc::new(Semaphore::new(16));
@@ -665,31 +683,49 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
     let mut live: Option<(Subscriber, u64)> = None;
     let mut tokens = conn.cfg.replay_max_rate as f64;
     let mut last_refill = Instant::now();
-    let mut backoff = Duration::from_millis(conn.cfg.reconnect_min_ms);
-    let mut retry_at: Option<tokio::time::Instant> = None;
+    // Refused messages (MQTT 5 reason codes) and bus read errors pause their
+    // side of the loop for a growing while, instead of spinning.
+    let mut refusal_backoff = Duration::from_millis(conn.cfg.reconnect_min_ms);
+    let mut send_paused_until: Option<tokio::time::Instant> = None;
+    let mut bus_paused_until: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut jitter = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
     let mut drops_seen = 0u64;
     let m = ctx.metrics.clone();
     m.connected.get_or_create(&label).set(0);
 
     loop {
-        conn.flush_outbox(&link);
-        let room = conn.connected && conn.window() < usize::from(conn.cfg.max_inflight) && conn.outbox.len() < 4096;
+        let now = tokio::time::Instant::now();
+        if send_paused_until.is_some_and(|t| t <= now) {
+            send_paused_until = None;
+        }
+        if bus_paused_until.is_some_and(|t| t <= now) {
+            bus_paused_until = None;
+        }
+        if send_paused_until.is_none() {
+            conn.flush_outbox(&link);
+        }
+        let room = conn.connected
+            && bus_paused_until.is_none()
+            && conn.window() < usize::from(conn.cfg.max_inflight)
+            && conn.outbox.len() < 4096;
         let replaying = live.is_some();
         let replay_ok = room && (!replaying || tokens > 0.0);
         tokio::select! {
             biased;
             _ = ctx.shutdown.wait() => break,
-            ev = link.poll(), if retry_at.is_none() => match ev {
-                Ok(LinkEvent::ConnAck { session_present }) => {
+            ev = link.next() => match ev {
+                None => {
+                    tracing::error!(connector = %conn.name, "The MQTT connection task ended; the connector stops.");
+                    break;
+                }
+                Some(LinkEvent::ConnAck { session_present }) => {
                     tracing::info!(connector = %conn.name, session_present, "Connected to the MQTT broker.");
                     conn.connected = true;
-                    backoff = Duration::from_millis(conn.cfg.reconnect_min_ms);
+                    refusal_backoff = Duration::from_millis(conn.cfg.reconnect_min_ms);
                     m.connected.get_or_create(&label).set(1);
                     if !session_present || sparkplug {
-                        // Whatever was unconfirmed is gone with the old session: read it again.
-                        link.clear_pending();
+                        // Whatever was unconfirmed is gone with the old session
+                        // (rumqttc dropped what it would have resent): read it again.
                         conn.reset();
                         sub.rewind();
                         live = None;
@@ -698,32 +734,33 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
                     check_replay(&conn, &sub, &mut live, &filter);
                     if let Some(s) = conn.sp.as_mut() {
                         s.state.new_session();
+                        s.state.bd_seq = s.bd_seq.load(Ordering::Relaxed);
                         let p = s.state.nbirth(now_ns() / 1_000_000);
                         let topic = s.topic("NBIRTH", None);
                         conn.outbox.push_front(Msg { topic, payload: p.encode_to_vec().into(), qos: 1, kind: Kind::Control, slot: None, values: 0, sent: None });
                     }
                 }
-                Ok(LinkEvent::Confirmed(pkid)) => {
+                Some(LinkEvent::Confirmed(pkid)) => {
                     if let Some(msg) = conn.inflight.remove(&pkid) {
                         conn.confirmed(msg);
                         conn.settle(&mut sub);
                     }
                 }
-                Ok(LinkEvent::Refused { pkid, reason }) => {
+                Some(LinkEvent::Refused { pkid, reason }) => {
                     // MQTT 5: the broker answered but did not take the message. Keep
                     // it, say so loudly, and try again after a pause.
                     if let Some(mut msg) = conn.inflight.remove(&pkid) {
                         tracing::error!(connector = %conn.name, topic = %msg.topic, %reason, "The broker refused a message; retrying it.");
                         msg.sent = None;
                         conn.outbox.push_front(msg);
-                        retry_at = Some(tokio::time::Instant::now() + backoff);
-                        backoff = (backoff * 2).min(Duration::from_millis(conn.cfg.reconnect_max_ms));
+                        send_paused_until = Some(tokio::time::Instant::now() + refusal_backoff);
+                        refusal_backoff = (refusal_backoff * 2).min(Duration::from_millis(conn.cfg.reconnect_max_ms));
                     }
                 }
-                Ok(LinkEvent::Message { topic, payload }) => {
+                Some(LinkEvent::Message { topic, payload }) => {
                     handle_command(&conn, &topic, &payload, &cmd_tx, &commands);
                 }
-                Ok(LinkEvent::Written(pkid)) => {
+                Some(LinkEvent::Written(pkid)) => {
                     if pkid == 0 {
                         // QoS 0: at most once, done when written.
                         if let Some(msg) = conn.handed.pop_front() {
@@ -736,8 +773,7 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
                         conn.inflight.insert(pkid, msg);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Some(LinkEvent::Down(e)) => {
                     if conn.connected {
                         tracing::warn!(connector = %conn.name, error = %e, "Lost the MQTT broker; data waits in the WAL and is sent after reconnecting.");
                     } else {
@@ -747,21 +783,9 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
                     live = None;
                     m.connected.get_or_create(&label).set(0);
                     m.reconnects.get_or_create(&label).inc();
-                    if let Some(s) = conn.sp.as_mut() {
-                        let (topic, payload) = s.next_session_will();
-                        link.set_will(topic, payload);
-                    }
-                    jitter ^= jitter << 13;
-                    jitter ^= jitter >> 7;
-                    jitter ^= jitter << 17;
-                    let spread = 0.75 + (jitter % 1000) as f64 / 2000.0;
-                    retry_at = Some(tokio::time::Instant::now() + backoff.mul_f64(spread));
-                    backoff = (backoff * 2).min(Duration::from_millis(conn.cfg.reconnect_max_ms));
                 }
+                Some(_) => {}
             },
-            _ = async { if let Some(t) = retry_at { tokio::time::sleep_until(t).await } }, if retry_at.is_some() => {
-                retry_at = None;
-            }
             r = cmd_rx.recv() => {
                 if let Some(r) = r {
                     publish_ack(&mut conn, r);
@@ -775,7 +799,12 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
                     conn.enqueue(&d, Kind::Data, replaying);
                     conn.settle(&mut sub);
                 }
-                Err(_) => break,
+                Err(gateway_bus::BusError::Closed) => break,
+                Err(e) => {
+                    // A WAL read error (EIO, too many open files): keep going, later.
+                    tracing::error!(connector = %conn.name, error = %e, "Cannot read the bus; retrying in a second.");
+                    bus_paused_until = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
             },
             d = recv_live(&mut live), if room && replaying => {
                 if let Some(d) = d {
@@ -813,8 +842,8 @@ pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: Co
         }
         link.try_disconnect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, link.poll()).await {
-            if matches!(ev, LinkEvent::Disconnected) {
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, link.next()).await {
+            if matches!(ev, LinkEvent::Disconnected | LinkEvent::Down(_)) {
                 break;
             }
         }
@@ -939,11 +968,20 @@ fn publish_ack(conn: &mut Conn, r: CmdResult) {
     let m = conn.ctx.metrics.clone();
     let (id, status, body) = match r {
         CmdResult::Rebirth => {
+            // NBIRTH, then a DBIRTH for every device known so far (quiet ones too).
+            let mut births = Vec::new();
             if let Some(s) = conn.sp.as_mut() {
+                let now_ms = now_ns() / 1_000_000;
                 s.state.new_session();
-                let p = s.state.nbirth(now_ns() / 1_000_000);
-                let topic = s.topic("NBIRTH", None);
-                conn.push(topic, p.encode_to_vec(), Kind::Control, None, 0);
+                births.push((s.topic("NBIRTH", None), s.state.nbirth(now_ms).encode_to_vec()));
+                let devices: Vec<String> = s.state.devices.keys().cloned().collect();
+                for d in devices {
+                    let p = s.state.dbirth(&d, now_ms);
+                    births.push((s.topic("DBIRTH", Some(&d)), p.encode_to_vec()));
+                }
+            }
+            for (topic, payload) in births {
+                conn.push(topic, payload, Kind::Control, None, 0);
             }
             return;
         }

@@ -214,6 +214,21 @@ pub fn metric(f: &DataFrame, seq: u64, historical: bool) -> Metric {
     }
 }
 
+/// The NDEATH payload for session `bd_seq`.
+pub fn ndeath(bd_seq: u64, now_ms: u64) -> Payload {
+    Payload {
+        timestamp: Some(now_ms),
+        metrics: vec![Metric {
+            name: Some("bdSeq".into()),
+            timestamp: Some(now_ms),
+            datatype: Some(datatype::INT64),
+            value: Some(MetricValue::LongValue(bd_seq)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 /// The state of a Sparkplug edge node across its sessions.
 #[derive(Debug, Default)]
 pub struct NodeState {
@@ -268,17 +283,7 @@ impl NodeState {
 
     /// The NDEATH payload (the MQTT will): the bdSeq of the session it ends.
     pub fn ndeath(&self, now_ms: u64) -> Payload {
-        Payload {
-            timestamp: Some(now_ms),
-            metrics: vec![Metric {
-                name: Some("bdSeq".into()),
-                timestamp: Some(now_ms),
-                datatype: Some(datatype::INT64),
-                value: Some(MetricValue::LongValue(self.bd_seq)),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
+        ndeath(self.bd_seq, now_ms)
     }
 
     /// The DBIRTH payload of `device`: every metric it has shown, with its last value.
