@@ -2,6 +2,7 @@
 //! to one function per subcommand; configuration errors exit with status 2
 //! and name the field, runtime failures exit with status 1.
 
+mod bench;
 mod config;
 mod run;
 mod waltool;
@@ -40,6 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Measure the performance budget on this machine and print it with pass / fail.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,10 @@ enum WalCommand {
 }
 
 fn main() -> ExitCode {
+    // A benchmark scenario running in a child process of `bench`.
+    if let Some(code) = bench::child_entry() {
+        return code;
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, data_dir } => {
@@ -117,5 +124,6 @@ fn main() -> ExitCode {
         },
         Command::Wal { command: WalCommand::Inspect { dir, from, limit } } => waltool::inspect(&dir, from, limit),
         Command::Wal { command: WalCommand::Verify { dir } } => waltool::verify(&dir),
+        Command::Bench(args) => bench::main(args),
     }
 }

@@ -1,0 +1,672 @@
+//! `edge-gateway bench`: the performance budget, measured on this machine.
+//!
+//! The parent process plans the scenarios (bus presets in memory and
+//! durable, whole-gateway memory and CPU per preset, REST, store queries,
+//! WebSocket fan-out, the WAL's size limit, Modbus and MQTT end to end),
+//! runs each in a fresh child process of this executable (`--bench-child
+//! <json>`, so every memory figure belongs to its scenario alone), collects
+//! their figures, judges every line of the budget (`budget.toml`) and prints
+//! the table; then writes the JSON and HTML reports and saves or compares a
+//! baseline. All load is generated here: no outside tool is needed (MQTT
+//! needs a local mosquitto and is skipped, with the reason, without one).
+
+mod budget;
+mod bus;
+mod gateway;
+mod html;
+mod http;
+mod probe;
+mod report;
+mod ws;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gateway_bus::{Persistence, Preset};
+use gateway_connectors::bench::MqttScenario;
+use gateway_connectors::mqtt::Format;
+use gateway_drivers::modbus::loadtest::Level;
+use serde::{Deserialize, Serialize};
+
+pub use report::Report;
+
+/// Arguments of `edge-gateway bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Short runs (well under a minute in all): proves the suite works; the figures are rough.
+    #[arg(long)]
+    pub quick: bool,
+    /// Seconds measured per scenario level (default 5; with --quick 0.5).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Run only the scenarios whose id begins with one of these comma-separated
+    /// words or has it as a dot-separated part (e.g. `bus.low_latency,api,latency`);
+    /// the others are reported as skipped.
+    #[arg(long, value_name = "PATTERN")]
+    pub only: Option<String>,
+    /// WebSocket clients of the fan-out scenario.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub ws_connections: usize,
+    /// Write every raw figure, the verdicts and the machine's description as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report with charts.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Save this run as baseline NAME (`<baseline-dir>/NAME.json`).
+    #[arg(long, value_name = "NAME")]
+    pub save_baseline: Option<String>,
+    /// Compare with baseline NAME and flag every figure that moved beyond the tolerance.
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// Where baselines are kept.
+    #[arg(long, value_name = "DIR", default_value = "bench-baselines")]
+    pub baseline_dir: PathBuf,
+    /// Change (percent) beyond which a figure is flagged against the baseline.
+    #[arg(long, value_name = "PCT", default_value_t = 20.0)]
+    pub tolerance: f64,
+    /// Budget file to judge against (default: the budget built into the binary).
+    #[arg(long, value_name = "FILE")]
+    pub budget: Option<PathBuf>,
+    /// Exit with status 3 when a budget line fails or a figure regressed against the baseline.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// A latency distribution: `[quantile, microseconds]` points.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Curve {
+    /// What it is.
+    pub name: String,
+    /// The points.
+    pub points: Vec<[f64; 2]>,
+}
+
+fn seconds_unit() -> String {
+    "s".into()
+}
+
+/// A figure over time (or over another x, named by `x_unit`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Series {
+    /// What it is.
+    pub name: String,
+    /// Unit of the values.
+    pub unit: String,
+    /// Unit of x (seconds unless said).
+    #[serde(default = "seconds_unit")]
+    pub x_unit: String,
+    /// `[x, value]` points.
+    pub points: Vec<[f64; 2]>,
+}
+
+/// What one scenario measured.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Figures by key, e.g. `bus.low_latency.memory.p99_us`.
+    pub figures: BTreeMap<String, f64>,
+    /// Latency distributions.
+    pub curves: Vec<Curve>,
+    /// Figures over time.
+    pub series: Vec<Series>,
+    /// Remarks worth a reader's attention.
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    /// Sets a figure.
+    pub fn put(&mut self, key: &str, value: f64) {
+        self.figures.insert(key.to_owned(), value);
+    }
+}
+
+/// A scenario, as sent to a child process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "spec", rename_all = "snake_case")]
+pub enum Spec {
+    /// A bus run.
+    Bus(bus::BusSpec),
+    /// Whole-gateway memory and CPU.
+    Resources(gateway::ResourcesSpec),
+    /// REST.
+    Api(http::ApiSpec),
+    /// Store queries.
+    Db(gateway::DbSpec),
+    /// WebSocket fan-out, server side.
+    Ws(ws::WsSpec),
+    /// WebSocket fan-out, client side (started by the server side).
+    WsClients(ws::WsClientsSpec),
+    /// WAL size limit.
+    Storage(gateway::StorageSpec),
+    /// Modbus end to end.
+    Modbus(Level),
+    /// MQTT delivery.
+    Mqtt(MqttScenario),
+}
+
+const CHILD_FLAG: &str = "--bench-child";
+
+/// The command that runs `spec` in a child process of this executable.
+pub fn child_command(spec: &Spec) -> Result<std::process::Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg(CHILD_FLAG).arg(json);
+    Ok(cmd)
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Json => "json",
+        Format::JsonBatch => "json_batch",
+        Format::SparkplugB => "sparkplug_b",
+    }
+}
+
+/// Values per second at which the network lines state the uplink's need.
+pub const NETWORK_RATE: f64 = 100_000.0;
+
+fn run_spec(spec: &Spec) -> Result<Outcome, String> {
+    match spec {
+        Spec::Bus(s) => bus::run(s),
+        Spec::Resources(s) => gateway::resources(s),
+        Spec::Api(s) => http::api(s),
+        Spec::Db(s) => gateway::database(s),
+        Spec::Ws(s) => ws::server(s),
+        Spec::WsClients(s) => ws::clients(s),
+        Spec::Storage(s) => gateway::storage(s),
+        Spec::Modbus(level) => {
+            let r = gateway_drivers::modbus::loadtest::run(level).map_err(|e| e.to_string())?;
+            let mut o = Outcome::default();
+            o.put("modbus.offered_points_per_s", level.offered() as f64);
+            o.put("modbus.points_per_s", r.points_per_s);
+            o.put("modbus.delivered_share", r.points_per_s / level.offered().max(1) as f64);
+            o.put("modbus.good_share", r.good_share);
+            o.put("modbus.polls_per_s", r.polls_per_s);
+            o.put("modbus.cpu_process_cores", r.cpu_total);
+            o.put("modbus.cpu_gateway_cores", r.cpu_gateway);
+            o.put("modbus.peak_rss_mb", r.peak_rss_mib * 1.048_576);
+            o.put("modbus.connected", r.connected as f64);
+            let col = |f: fn(&gateway_drivers::modbus::loadtest::Sample) -> f64| {
+                r.series.iter().map(|s| [s.t_s, f(s)]).collect::<Vec<_>>()
+            };
+            o.series = vec![
+                Series {
+                    name: "modbus RSS".into(),
+                    unit: "MB".into(),
+                    x_unit: "s".into(),
+                    points: col(|s| s.rss_bytes as f64 / 1e6),
+                },
+                Series {
+                    name: "modbus CPU (gateway side)".into(),
+                    unit: "cores".into(),
+                    x_unit: "s".into(),
+                    points: col(|s| s.cpu_cores),
+                },
+                Series {
+                    name: "modbus points/s".into(),
+                    unit: "points/s".into(),
+                    x_unit: "s".into(),
+                    points: col(|s| s.points_per_s),
+                },
+            ];
+            if r.connected < level.devices {
+                o.notes.push(format!("only {} of {} devices were connected at the end", r.connected, level.devices));
+            }
+            Ok(o)
+        }
+        Spec::Mqtt(s) => {
+            let r = gateway_connectors::bench::run(s)?;
+            let k = format!("mqtt.{}", format_name(s.format));
+            let mut o = Outcome::default();
+            o.put(&format!("{k}.values_per_s"), r.values_per_s);
+            o.put(&format!("{k}.messages_per_s"), r.messages_per_s);
+            o.put(&format!("{k}.bytes_per_value"), r.bytes_per_value);
+            o.put(&format!("{k}.uplink_mbps_at_100k"), r.bytes_per_value * 8.0 * NETWORK_RATE / 1e6);
+            if r.bytes_per_value > 0.0 {
+                o.put(&format!("{k}.values_per_s_in_10mbps"), 10e6 / 8.0 / r.bytes_per_value);
+            }
+            if s.outage_values > 0 {
+                o.put(&format!("{k}.replay_values_per_s"), r.replay_values_per_s);
+            }
+            o.put(&format!("{k}.cpu_cores"), r.cpu_cores);
+            o.put(&format!("{k}.broker_cpu_cores"), r.broker_cpu_cores);
+            o.put(&format!("{k}.peak_rss_mb"), r.peak_rss as f64 / 1e6);
+            Ok(o)
+        }
+    }
+}
+
+/// If this process is a benchmark child, runs its scenario, prints the
+/// outcome as one JSON line and returns `Some(exit code)`.
+pub fn child_entry() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == CHILD_FLAG)?;
+    let result = serde_json::from_str::<Spec>(args.get(i + 1).map_or("", String::as_str))
+        .map_err(|e| format!("bad scenario: {e}"))
+        .and_then(|spec| run_spec(&spec))
+        .and_then(|o| serde_json::to_string(&o).map_err(|e| e.to_string()));
+    Some(match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    })
+}
+
+/// Open-loop pacer: on its own thread, sends `(index, due time)` for `rate`
+/// events per second over `seconds`, each as soon as it is due. It sleeps
+/// (at least 100 µs at a time, never spins: the machine has 2 cores to share
+/// with what it measures), so an event may leave late; its due time still
+/// counts, so that lateness is measured, not hidden. Returns the count sent.
+pub fn pace(
+    rate: f64,
+    seconds: f64,
+    tx: tokio::sync::mpsc::UnboundedSender<(u64, Instant)>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let rate = rate.max(1e-3);
+        let mut i = 0u64;
+        loop {
+            let offset = i as f64 / rate;
+            if offset >= seconds {
+                break;
+            }
+            let due = start + Duration::from_secs_f64(offset);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep((due - now).max(Duration::from_micros(100)));
+            }
+            if tx.send((i, due)).is_err() {
+                break;
+            }
+            i += 1;
+        }
+        i
+    })
+}
+
+/// One planned scenario.
+struct Step {
+    id: String,
+    spec: Spec,
+    /// Reason not to run it, known before trying.
+    skip: Option<String>,
+    /// Seconds it should take (for the time-out).
+    estimate_s: f64,
+}
+
+/// Settings in effect.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    /// `--quick`.
+    pub quick: bool,
+    /// Seconds measured per level.
+    pub duration_s: f64,
+    /// Seconds of warm-up per level.
+    pub warmup_s: f64,
+    /// WebSocket clients.
+    pub ws_connections: usize,
+    /// `--only`.
+    pub only: Option<String>,
+    /// Baseline tolerance, percent.
+    pub tolerance_pct: f64,
+    /// Where the budget came from.
+    pub budget: String,
+    /// The command line.
+    pub command: String,
+}
+
+fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
+    let (d, w) = (s.duration_s, s.warmup_s);
+    let mut steps = Vec::new();
+    let (cap, write) = if s.quick { (16u64 << 20, 48u64 << 20) } else { (128u64 << 20, 512u64 << 20) };
+    steps.push(Step {
+        id: "storage.wal_limit".into(),
+        spec: Spec::Storage(gateway::StorageSpec { cap_bytes: cap, write_bytes: write }),
+        skip: None,
+        estimate_s: 10.0,
+    });
+    for preset in [Preset::LowLatency, Preset::Default, Preset::HighThroughput, Preset::MemoryOptimized] {
+        for persistence in [Persistence::Memory, Persistence::Wal] {
+            for mode in [bus::Mode::Throughput, bus::Mode::Latency] {
+                let key = format!("bus.{}.{}", preset.name(), bus::persistence_name(persistence));
+                let mode_name = if mode == bus::Mode::Throughput { "throughput" } else { "latency" };
+                // Sixteen bus runs: in --quick, shorter still, so the whole suite stays well under a minute.
+                let (seconds, warmup_s) = if s.quick { (d * 0.5, 0.05) } else { (d, w.min(0.5)) };
+                steps.push(Step {
+                    id: format!("{key}.{mode_name}"),
+                    spec: Spec::Bus(bus::BusSpec { preset, persistence, mode, seconds, warmup_s }),
+                    skip: None,
+                    estimate_s: d + w,
+                });
+            }
+        }
+    }
+    for preset in [Preset::MemoryOptimized, Preset::Default, Preset::HighThroughput, Preset::LowLatency] {
+        steps.push(Step {
+            id: format!("resources.{}", preset.name()),
+            spec: Spec::Resources(gateway::ResourcesSpec {
+                preset,
+                devices: 200,
+                tags: 50,
+                poll_ms: 100,
+                warmup_s: if s.quick { 0.6 } else { (w * 2.0).max(1.0) },
+                seconds: d,
+            }),
+            // No budget line reads low_latency's memory; --quick leaves it out.
+            skip: (s.quick && preset == Preset::LowLatency).then(|| "left out by --quick (no budget line)".to_string()),
+            estimate_s: d + 2.0 * w + 2.0,
+        });
+    }
+    let step_rates: Vec<f64> = if s.quick {
+        vec![2_000.0, 5_000.0, 10_000.0]
+    } else {
+        vec![2_000.0, 3_000.0, 5_000.0, 7_500.0, 10_000.0, 15_000.0, 20_000.0, 30_000.0, 40_000.0]
+    };
+    let levels = 6 + step_rates.len();
+    steps.push(Step {
+        id: "api".into(),
+        spec: Spec::Api(http::ApiSpec { warmup_s: w, seconds: d, p99_limit_us, step_rates }),
+        skip: None,
+        estimate_s: levels as f64 * (d + w + 0.5) + 5.0,
+    });
+    steps.push(Step {
+        id: "db".into(),
+        spec: Spec::Db(gateway::DbSpec { devices: 100, rate: 1000.0, warmup_s: w, seconds: d }),
+        skip: None,
+        estimate_s: d + w + 3.0,
+    });
+    steps.push(Step {
+        id: "websocket".into(),
+        spec: Spec::Ws(ws::WsSpec { connections: s.ws_connections, rate_hz: 10.0, warmup_s: w.max(0.5), seconds: d }),
+        skip: (s.ws_connections == 0).then(|| "--ws-connections 0".to_string()),
+        estimate_s: d + w + 10.0 + s.ws_connections as f64 / 500.0,
+    });
+    steps.push(Step {
+        id: "modbus".into(),
+        spec: Spec::Modbus(Level {
+            preset: Preset::Default,
+            devices: 200,
+            tags: 50,
+            poll_ms: 100,
+            warmup_s: if s.quick { 1.0 } else { 2.0 },
+            seconds: d,
+        }),
+        skip: None,
+        estimate_s: d + 5.0,
+    });
+    let mqtt_missing = gateway_connectors::bench::available().err();
+    for format in [Format::JsonBatch, Format::SparkplugB, Format::Json] {
+        let outage_values = if s.quick { 10_000 } else { 100_000 };
+        steps.push(Step {
+            id: format!("mqtt.{}", format_name(format)),
+            spec: Spec::Mqtt(MqttScenario { format, seconds: d, outage_values, batch: 100 }),
+            skip: mqtt_missing.clone(),
+            estimate_s: d + 15.0,
+        });
+    }
+    steps
+}
+
+fn selected(only: Option<&str>, id: &str) -> bool {
+    // A word selects the ids it begins, and those with a dot-separated part equal to it
+    // (`latency` selects every bus latency run, `db` does not select `modbus`).
+    only.is_none_or(|o| {
+        o.split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .any(|w| id.starts_with(w) || id.split('.').any(|part| part == w))
+    })
+}
+
+/// Runs `spec` in a child process with a time-out.
+fn run_child(spec: &Spec, timeout: Duration) -> Result<Outcome, String> {
+    let mut cmd = child_command(spec)?;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start a child process: {e}"))?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let (tx, rx) = mpsc::channel();
+    let t2 = tx.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = std::io::Read::read_to_string(o, &mut s);
+        }
+        let _ = tx.send((true, s));
+    });
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = err.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut s);
+        }
+        let _ = t2.send((false, s));
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for the child: {e}")),
+        }
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    for _ in 0..2 {
+        if let Ok((is_out, s)) = rx.recv_timeout(Duration::from_secs(5)) {
+            if is_out { stdout = s } else { stderr = s }
+        }
+    }
+    let last_err = || {
+        stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("note:") && !l.contains("RUST_BACKTRACE"))
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    match status {
+        None => Err(format!("timed out after {:.0} s", timeout.as_secs_f64())),
+        Some(s) if !s.success() => Err(format!("failed ({s}): {}", last_err())),
+        Some(_) => stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .ok_or_else(|| format!("reported nothing: {}", last_err()))
+            .and_then(|l| serde_json::from_str(l).map_err(|e| format!("unreadable report: {e}"))),
+    }
+}
+
+/// How a scenario went.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioRun {
+    /// Its id.
+    pub id: String,
+    /// `ran`, `failed` or `skipped`.
+    pub status: String,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Seconds it took.
+    pub seconds: f64,
+    /// The scenario as run.
+    pub spec: Spec,
+    /// What it measured.
+    pub outcome: Outcome,
+}
+
+fn progress(total: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:32} {pos}/{len} {wide_msg}")
+    {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn say(pb: &indicatif::ProgressBar, line: String) {
+    if pb.is_hidden() { eprintln!("{line}") } else { pb.println(line) }
+}
+
+/// `edge-gateway bench`.
+pub fn main(args: BenchArgs) -> ExitCode {
+    match bench(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("edge-gateway bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
+    let (budget_text, budget_source) = match &args.budget {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (budget::DEFAULT_BUDGET.to_owned(), "built-in (crates/edge-gateway/budget.toml)".to_owned()),
+    };
+    let lines = budget::parse(&budget_text).map_err(|e| format!("budget {budget_source}: {e}"))?;
+    for name in [&args.save_baseline, &args.baseline].into_iter().flatten() {
+        report::check_baseline_name(name)?;
+    }
+    let baseline = match &args.baseline {
+        Some(name) => Some(report::load_baseline(&args.baseline_dir, name)?),
+        None => None,
+    };
+    let duration_s = args.duration.unwrap_or(if args.quick { 0.5 } else { 5.0 });
+    if !(duration_s.is_finite() && duration_s > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    if !(args.tolerance.is_finite() && args.tolerance >= 0.0) {
+        return Err("--tolerance must be a percentage >= 0".into());
+    }
+    let settings = Settings {
+        quick: args.quick,
+        duration_s,
+        warmup_s: if args.quick { 0.2 } else { (duration_s / 4.0).clamp(0.5, 2.0) },
+        ws_connections: args.ws_connections,
+        only: args.only.clone(),
+        tolerance_pct: args.tolerance,
+        budget: budget_source,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let limit = lines.iter().find(|l| l.metric == "api.simple.q1000.p99_us").map_or(5_000.0, |l| l.limit);
+    let raised = probe::raise_nofile_limit();
+    let steps = plan(&settings, limit);
+    let machine = probe::machine();
+    let started = Instant::now();
+    let pb = progress(steps.len() as u64);
+    if cfg!(debug_assertions) {
+        say(&pb, "note: this is a debug build; its figures do not represent the gateway (build with --release)".into());
+    }
+    if raised < 2 * settings.ws_connections as u64 + 256 && settings.ws_connections > 0 {
+        say(
+            &pb,
+            format!(
+                "note: open-files limit {raised}; {} WebSocket clients may not all connect",
+                settings.ws_connections
+            ),
+        );
+    }
+    let mut runs = Vec::new();
+    for step in steps {
+        pb.set_message(step.id.clone());
+        let t = Instant::now();
+        let (status, reason, outcome) = if !selected(settings.only.as_deref(), &step.id) {
+            ("skipped", Some(format!("not selected by --only {}", settings.only.as_deref().unwrap_or(""))), None)
+        } else if let Some(r) = &step.skip {
+            ("skipped", Some(r.clone()), None)
+        } else {
+            let timeout = Duration::from_secs_f64(step.estimate_s * 4.0 + 120.0);
+            match run_child(&step.spec, timeout) {
+                Ok(o) => ("ran", None, Some(o)),
+                Err(e) => ("failed", Some(e), None),
+            }
+        };
+        let secs = t.elapsed().as_secs_f64();
+        // Scenarios left out by --only are listed in the table, not here.
+        if status != "skipped" || settings.only.is_none() || step.skip.is_some() {
+            let what = match &reason {
+                Some(r) => format!("{status}: {r}"),
+                None => status.to_owned(),
+            };
+            say(&pb, format!("{:<40} {what} ({secs:.1} s)", step.id));
+        }
+        runs.push(ScenarioRun {
+            id: step.id,
+            status: status.into(),
+            reason,
+            seconds: secs,
+            spec: step.spec,
+            outcome: outcome.unwrap_or_default(),
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let report = Report::build(settings, machine, lines, runs, started.elapsed().as_secs_f64(), baseline);
+    print!("{}", report.table_markdown());
+    print!("{}", report.baseline_markdown());
+    println!("{}", report.summary_line());
+    if let Some(p) = &args.json {
+        std::fs::write(p, report.to_json()).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(p) = &args.html {
+        std::fs::write(p, html::render(&report)).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(name) = &args.save_baseline {
+        let path = report::save_baseline(&args.baseline_dir, name, &report)?;
+        eprintln!("Saved baseline {name} to {}.", path.display());
+    }
+    let failed = report.counts().1 > 0 || report.regressions() > 0;
+    Ok(if args.strict && failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// Figure prefixes a scenario reports (to explain a missing figure).
+pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
+    match spec {
+        Spec::Bus(b) => {
+            let key = format!("bus.{}.{}", b.preset.name(), bus::persistence_name(b.persistence));
+            match b.mode {
+                bus::Mode::Throughput => {
+                    vec![format!("{key}.frames_per_s"), format!("{key}.delivered"), format!("{key}.throughput_")]
+                }
+                bus::Mode::Latency => vec![
+                    format!("{key}.p5"),
+                    format!("{key}.p9"),
+                    format!("{key}.max_us"),
+                    format!("{key}.latency_"),
+                    format!("{key}.publish_"),
+                ],
+            }
+        }
+        Spec::Resources(r) => vec![format!("resources.{}.", r.preset.name())],
+        Spec::Api(_) => vec!["api.".into()],
+        Spec::Db(_) => vec!["db.".into()],
+        Spec::Ws(_) | Spec::WsClients(_) => vec!["ws.".into()],
+        Spec::Storage(_) => vec!["storage.".into()],
+        Spec::Modbus(_) => vec!["modbus.".into()],
+        Spec::Mqtt(m) => vec![format!("mqtt.{}.", format_name(m.format))],
+    }
+}
