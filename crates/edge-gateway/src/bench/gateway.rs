@@ -163,6 +163,7 @@ pub fn resources(spec: &ResourcesSpec) -> Result<Outcome, String> {
         let secs = t0.elapsed().as_secs_f64();
         let (cpu1, n1) = (probe::cpu_seconds(), acked.load(Ordering::Relaxed));
         let (_, peak) = probe::rss();
+        let (anon, file) = probe::rss_parts();
         let series = sampler.finish();
         let wal_bytes = gw.bus.wal().map_or(0, |w| w.stats().disk_bytes);
         consumer.abort();
@@ -175,6 +176,8 @@ pub fn resources(spec: &ResourcesSpec) -> Result<Outcome, String> {
             o.notes.push("the kernel refused to reset the peak RSS; only the mean is reported".into());
         }
         o.put(&format!("{key}.mean_rss_mb"), mean_rss);
+        o.put(&format!("{key}.rss_anon_mb"), anon as f64 / 1e6);
+        o.put(&format!("{key}.rss_file_mb"), file as f64 / 1e6);
         o.put(&format!("{key}.cpu_cores"), (cpu1 - cpu0) / secs);
         o.put(&format!("{key}.values_per_s"), (n1 - n0) as f64 / secs);
         o.put(&format!("{key}.offered_values_per_s"), spec.offered());

@@ -293,6 +293,10 @@ pub fn api(spec: &ApiSpec) -> Result<Outcome, String> {
         }
     }
     o.put("api.simple.max_qps", max_qps);
+    if spec.step_rates.last().is_some_and(|&top| max_qps >= top) {
+        o.notes
+            .push(format!("the highest rate tried ({max_qps:.0} QPS) kept the p99 target: the real limit is higher"));
+    }
     o.series.push(Series {
         name: "api.simple p99 by offered rate".into(),
         unit: "µs".into(),

@@ -17,6 +17,17 @@ pub fn rss() -> (u64, u64) {
     (s.rss, s.peak_rss)
 }
 
+/// Anonymous (heap, stacks) and file-backed (the executable's pages, shared
+/// libraries) parts of the resident set now (`RssAnon`, `RssFile`), bytes.
+pub fn rss_parts() -> (u64, u64) {
+    let kb = |key: &str| {
+        first_line_value("/proc/self/status", key)
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |k| k * 1024)
+    };
+    (kb("RssAnon"), kb("RssFile"))
+}
+
 /// Resets the peak RSS counter; false where the kernel does not allow it.
 pub fn reset_peak_rss() -> bool {
     gateway_bus::procstat::reset_peak_rss()
@@ -160,9 +171,12 @@ pub fn machine() -> BTreeMap<String, String> {
             .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
     );
     put("rustc", command("rustc", &["--version"]));
-    let commit = command("git", &["rev-parse", "--short=12", "HEAD"]).map(|c| {
-        let dirty = command("git", &["status", "--porcelain", "--untracked-files=no"]).is_some();
-        if dirty { format!("{c} (with uncommitted changes)") } else { c }
+    // The checkout we run in, else the one this binary was built from (if it is still there).
+    let built_from = env!("CARGO_MANIFEST_DIR");
+    let commit = [".", built_from].into_iter().find_map(|dir| {
+        let c = command("git", &["-C", dir, "rev-parse", "--short=12", "HEAD"])?;
+        let dirty = command("git", &["-C", dir, "status", "--porcelain", "--untracked-files=no"]).is_some();
+        Some(if dirty { format!("{c} (with uncommitted changes)") } else { c })
     });
     put("git_commit", commit);
     put("build", Some(if cfg!(debug_assertions) { "debug".into() } else { "release".into() }));
