@@ -201,8 +201,8 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
                     points: col(|s| s.rss_bytes as f64 / 1e6),
                 },
                 Series {
-                    name: "modbus CPU (gateway side)".into(),
-                    unit: "cores".into(),
+                    name: "modbus CPU".into(),
+                    unit: "cores (gateway side)".into(),
                     x_unit: "s".into(),
                     points: col(|s| s.cpu_cores),
                 },
