@@ -179,7 +179,9 @@ pub async fn open_loop(
         });
     }
     let issued = tokio::task::spawn_blocking(move || pacer.join().unwrap_or(0)).await.unwrap_or(0);
-    let measured_issued = (issued as f64 * seconds / (warmup_s + seconds)).round() as u64;
+    // Requests of the warm-up, counted with the pacer's own arithmetic.
+    let warm = (0u64..).take_while(|&i| (i as f64 / rate.max(1e-3)) < warmup_s).count() as u64;
+    let measured_issued = issued.saturating_sub(warm);
     let mut total = LoadResult { seconds, ..LoadResult::default() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -64,7 +64,8 @@ pub fn raise_nofile_limit() -> u64 {
 /// until stopped, so that a scenario's report carries its figures over time.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Vec<[f64; 4]>>,
+    /// `None` if the thread could not be started (then there are no samples).
+    handle: Option<std::thread::JoinHandle<Vec<[f64; 4]>>>,
     prefix: String,
     counter_label: Option<(String, String)>,
 }
@@ -95,7 +96,7 @@ impl Sampler {
                 }
                 out
             })
-            .unwrap_or_else(|_| std::thread::spawn(Vec::new));
+            .ok();
         Sampler { stop, handle, prefix: prefix.to_owned(), counter_label }
     }
 
@@ -103,7 +104,7 @@ impl Sampler {
     /// counter, its rate.
     pub fn finish(self) -> Vec<Series> {
         self.stop.store(true, Ordering::Release);
-        let samples = self.handle.join().unwrap_or_default();
+        let samples = self.handle.and_then(|h| h.join().ok()).unwrap_or_default();
         let col = |i: usize| samples.iter().map(|s| [s[0], s[i]]).collect::<Vec<_>>();
         let mut out = vec![
             Series { name: format!("{} RSS", self.prefix), unit: "MB".into(), x_unit: "s".into(), points: col(1) },
