@@ -197,3 +197,40 @@ async fn a_slow_client_loses_updates_and_the_others_do_not_wait_for_it() {
     assert!(dropped.is_some_and(|d| d > 0), "the slow client was not told about its losses");
     assert!(env.state.metrics().ws_dropped.get() > 0);
 }
+
+#[tokio::test]
+async fn a_client_message_over_the_size_limit_ends_the_connection() {
+    let env = env_with(ApiConfig::default(), default_devices()).await;
+    let addr = serve(&env).await;
+    let mut ws = connect(addr).await;
+    // Just under the limit: an ordinary reply.
+    let id = "x".repeat(gateway_api::routes::WS_MAX_MESSAGE - 100);
+    send(&mut ws, json!({"type": "ping", "id": id})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "pong" {
+            assert_eq!(m["id"].as_str().map(str::len), Some(id.len()));
+            break;
+        }
+    }
+    // Over it: the gateway hangs up rather than buffer it, and never answers.
+    let id = "x".repeat(gateway_api::routes::WS_MAX_MESSAGE + 1);
+    let _ = ws.send(Message::Text(json!({"type": "ping", "id": id}).to_string().into())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await.expect("the gateway ends the connection in time") {
+            Some(Ok(Message::Text(t))) => assert!(!t.contains("pong"), "an oversized message was answered"),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    // Others are unaffected.
+    let mut other = connect(addr).await;
+    send(&mut other, json!({"type": "ping", "id": 1})).await;
+    loop {
+        if next_json(&mut other).await["type"] == "pong" {
+            break;
+        }
+    }
+}
