@@ -29,6 +29,22 @@ use crate::error::{BusError, TryPublishError};
 use crate::metrics::{BusMetrics, SubscriberLabel, sync_counter};
 use crate::subscriber::{SubKind, SubState};
 
+/// Frames per slot assumed when pre-allocating the slot array.
+///
+/// A slot holds a whole batch, and batches are one device poll or up to
+/// `max_batch_size` single frames from a batcher, so a ring of `capacity`
+/// frames rarely needs `capacity` slots. Pre-faulting one slot per frame cost
+/// the default preset 16 MiB of resident memory (half its memory budget) to
+/// cover a backlog of one-frame batches that real publishers do not produce.
+/// A backlog of smaller batches than this still works: the array grows once,
+/// and only while a subscriber is behind.
+pub(crate) const PREFAULT_FRAMES_PER_SLOT: u64 = 16;
+
+/// Slots pre-allocated in `high_performance_mode` for a ring of `capacity` frames.
+pub(crate) fn prefault_slots(capacity: u64) -> usize {
+    (capacity / PREFAULT_FRAMES_PER_SLOT).clamp(capacity.min(1024), capacity) as usize
+}
+
 /// One ring slot: the batch's first sequence number and the batch. 16 bytes.
 pub(crate) struct Slot {
     // Field order matters only for size: u64 + pointer, no padding.
@@ -233,11 +249,12 @@ impl Bus {
         let head = wal.as_ref().map_or(0, |w| w.next_seq());
         let mut slots = VecDeque::new();
         if cfg.high_performance_mode {
-            // Reserve and touch the whole slot array now, so publishing never
-            // allocates or page-faults it later.
+            // Reserve and touch the slot array now, so publishing does not
+            // allocate or page-fault it later.
             let empty = Arc::new(Batch::default());
-            slots.reserve_exact(capacity as usize);
-            slots.extend((0..capacity).map(|_| Slot { seq: 0, batch: empty.clone() }));
+            let n = prefault_slots(capacity);
+            slots.reserve_exact(n);
+            slots.extend((0..n).map(|_| Slot { seq: 0, batch: empty.clone() }));
             slots.clear();
         }
         let hold_bound = cfg.async_write_queue_size as u64;

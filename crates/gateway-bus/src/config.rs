@@ -158,8 +158,9 @@ pub struct BusCfg {
     /// Fraction of `async_write_queue_size` at which publishers pause
     /// (they resume below `resume_lo` of it).
     pub backpressure_threshold: f64,
-    /// Pre-allocate and pre-fault the ring's slot array at start, so the hot
-    /// path never allocates or page-faults; off, the array grows on demand.
+    /// Pre-allocate and pre-fault the ring's slot array at start (one slot,
+    /// 16 bytes, per 16 frames of ring capacity), so the hot path does not
+    /// allocate or page-fault; off, the array grows on demand.
     pub high_performance_mode: bool,
     /// Batching of single frames.
     pub batch: BatchConfig,

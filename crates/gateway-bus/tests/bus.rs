@@ -398,3 +398,23 @@ async fn a_lossy_subscriber_can_ask_for_durable_frames_only() {
         tokio::time::timeout(Duration::from_secs(10), careful.recv()).await.expect("delivered once durable").unwrap();
     assert_eq!(values(&d).len(), 3);
 }
+
+#[tokio::test]
+async fn the_slot_array_is_sized_for_batches_and_still_holds_a_backlog_of_single_frames() {
+    // 2^16 frames of capacity: the pre-faulted array has one 16-byte slot per
+    // 16 frames, not one per frame.
+    let cfg = BusCfg { high_performance_mode: true, ..memory(16) };
+    let bus = Bus::open(cfg, Default::default()).unwrap();
+    assert_eq!(bus.stats().ring_slot_bytes, (1 << 16) / 16 * 16);
+    // A holder that reads nothing while 10,000 one-frame batches arrive: far
+    // more slots than were pre-faulted, all kept, all delivered in order.
+    let mut sub = bus.subscribe(SubscribeOptions::durable("slow")).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..10_000 {
+        let r = bus.publish(batch("d.t", i, 1)).await.unwrap();
+        expected.push((r.start, i));
+    }
+    assert!(bus.stats().ring_slot_bytes >= 10_000 * 16);
+    assert_eq!(drain(&mut sub, 10_000).await, expected);
+    assert_eq!(sub.drops(), 0);
+}

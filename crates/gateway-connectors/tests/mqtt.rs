@@ -468,6 +468,10 @@ async fn a_broker_that_answers_slowly_is_still_reached() {
     let rig = Rig::start(cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch));
     rig.publish("far.away", 0, 200, 20).await;
     wait_until(30, "values through a slow connection", || sink.values().len() >= 200).await;
-    let reconnects = rig.metrics.reconnects.get_or_create(&gateway_connectors::metrics::ConnectorLabel { connector: "up".into() }).get();
+    let reconnects = rig
+        .metrics
+        .reconnects
+        .get_or_create(&gateway_connectors::metrics::ConnectorLabel { connector: "up".into() })
+        .get();
     assert_eq!(reconnects, 0, "a slow CONNACK is not a failure");
 }
