@@ -4,6 +4,7 @@
 //! drivers, stop the connectors (what they have not delivered stays in the
 //! WAL), close the bus (flushing and syncing the WAL), close the store.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,74 +48,110 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_async(cfg: Config) -> anyhow::Result<()> {
-    let data_dir = cfg.gateway.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let mut registry = Registry::default();
-    let bus_metrics = Arc::new(BusMetrics::new(&mut registry));
-    let bus = Bus::open(cfg.bus.clone(), bus_metrics).map_err(|e| match e {
-        BusError::Wal(gateway_wal::WalError::Locked(dir)) => anyhow::anyhow!(
-            "another edge-gateway is using {} (stop it, or give this one another --data-dir)",
-            dir.display()
-        ),
-        e => anyhow::Error::new(e).context("cannot open the bus"),
-    })?;
-    if let Some(w) = bus.wal() {
-        let r = w.recovery_report();
-        tracing::info!(
-            dir = %w.dir().display(),
-            records = r.records,
-            next_seq = r.next_seq,
-            cursors = r.cursors.len(),
-            clean = r.is_clean(),
-            ms = r.duration.as_millis() as u64,
-            "Write-ahead log opened."
+/// A started gateway: everything `run` opens, wired the one way it is wired
+/// (`edge-gateway bench` measures this same assembly).
+pub struct Running {
+    /// The bus (and its WAL).
+    pub bus: Bus,
+    /// The device and tag store.
+    pub store: Store,
+    /// The devices and their drivers.
+    pub devices: Arc<Devices>,
+    /// Where the API listens (`api.bind`, with the port resolved).
+    pub addr: SocketAddr,
+    connectors: Connectors,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Opens the bus, store, cache, hub, connectors, drivers and API, in that
+    /// order (connectors subscribe before any driver publishes).
+    pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+        let data_dir = cfg.gateway.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let mut registry = Registry::default();
+        let bus_metrics = Arc::new(BusMetrics::new(&mut registry));
+        let bus = Bus::open(cfg.bus.clone(), bus_metrics).map_err(|e| match e {
+            BusError::Wal(gateway_wal::WalError::Locked(dir)) => anyhow::anyhow!(
+                "another edge-gateway is using {} (stop it, or give this one another --data-dir)",
+                dir.display()
+            ),
+            e => anyhow::Error::new(e).context("cannot open the bus"),
+        })?;
+        if let Some(w) = bus.wal() {
+            let r = w.recovery_report();
+            tracing::info!(
+                dir = %w.dir().display(),
+                records = r.records,
+                next_seq = r.next_seq,
+                cursors = r.cursors.len(),
+                clean = r.is_clean(),
+                ms = r.duration.as_millis() as u64,
+                "Write-ahead log opened."
+            );
+        }
+        let store = Store::open(&cfg.database, &data_dir).await.context("cannot open the database")?;
+        let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
+        let cache = LatestCache::spawn(&bus)?;
+        let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
+        // Connectors subscribe before any driver publishes.
+        let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
+        let connectors = Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone());
+        let manager = Arc::new(DriverManager::new(bus.clone()));
+        let devices = Arc::new(
+            Devices::load(store.clone(), manager, cache.clone(), &cfg.devices)
+                .await
+                .context("cannot load the devices")?,
         );
+        let listener = tokio::net::TcpListener::bind(cfg.api.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(Parts {
+            bus: bus.clone(),
+            cache,
+            devices: devices.clone(),
+            store: store.clone(),
+            registry: Arc::new(registry),
+            metrics: api_metrics,
+            ws,
+            cfg: cfg.api.clone(),
+            preset: cfg.bus_section.preset.to_string(),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gateway_api::serve(listener, state, async move {
+            let _ = stop_rx.await;
+        }));
+        Ok(Running { bus, store, devices, addr, connectors, stop: stop_tx, server })
     }
-    let store = Store::open(&cfg.database, &data_dir).await.context("cannot open the database")?;
-    let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
-    let cache = LatestCache::spawn(&bus)?;
-    let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
-    // Connectors subscribe before any driver publishes.
-    let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
-    let connectors = Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone());
-    let manager = Arc::new(DriverManager::new(bus.clone()));
-    let devices = Arc::new(
-        Devices::load(store.clone(), manager, cache.clone(), &cfg.devices).await.context("cannot load the devices")?,
-    );
-    let listener = tokio::net::TcpListener::bind(cfg.api.bind)
-        .await
-        .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
-    let addr = listener.local_addr()?;
-    let state = AppState::new(Parts {
-        bus: bus.clone(),
-        cache,
-        devices: devices.clone(),
-        store: store.clone(),
-        registry: Arc::new(registry),
-        metrics: api_metrics,
-        ws,
-        cfg: cfg.api.clone(),
-        preset: cfg.bus_section.preset.to_string(),
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(gateway_api::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
-    tracing::info!(%addr, devices = devices.len(), "edge-gateway is running: http://{addr}/ (live values), /api/v1, /ws, /metrics.");
+
+    /// Shuts down in order: stop accepting requests, stop the drivers, stop
+    /// the connectors (what they have not delivered stays in the WAL), close
+    /// the bus (flushing and syncing the WAL), close the store.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.devices.stop_all().await;
+        self.connectors.stop().await;
+        self.bus.close().await.context("closing the bus (flushing the WAL)")?;
+        self.store.close().await;
+        // Open WebSocket connections would keep a graceful shutdown waiting forever.
+        if tokio::time::timeout(Duration::from_secs(5), self.server).await.is_err() {
+            tracing::warn!("Connections still open after 5 s; closing them.");
+        }
+        Ok(())
+    }
+}
+
+async fn run_async(cfg: Config) -> anyhow::Result<()> {
+    let gw = Running::start(&cfg).await?;
+    let addr = gw.addr;
+    tracing::info!(%addr, devices = gw.devices.len(), "edge-gateway is running: http://{addr}/ (live values), /api/v1, /ws, /metrics.");
 
     shutdown_signal().await;
     tracing::info!("Shutting down.");
-    let _ = stop_tx.send(());
-    devices.stop_all().await;
-    connectors.stop().await;
-    bus.close().await.context("closing the bus (flushing the WAL)")?;
-    store.close().await;
-    // Open WebSocket connections would keep a graceful shutdown waiting forever.
-    if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
-        tracing::warn!("Connections still open after 5 s; closing them.");
-    }
+    gw.stop().await?;
     tracing::info!("Stopped.");
     Ok(())
 }

@@ -9,32 +9,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_api::{ApiConfig, ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
+use gateway_api::ApiConfig;
 use gateway_bus::config::WalOverflow;
 use gateway_bus::loadtest::Histogram;
-use gateway_bus::{Bus, BusCfg, BusMetrics, Preset, SubscribeOptions};
-use gateway_drivers::{DeviceConfig, DriverManager};
+use gateway_bus::{Bus, BusCfg, BusConfig, BusMetrics, Preset, SubscribeOptions};
+use gateway_drivers::DeviceConfig;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use gateway_store::{DatabaseConfig, Source, Store};
-use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::probe::{self, Sampler};
 use super::{Curve, Outcome, pace};
+use crate::config::{Config, GatewaySection};
+use crate::run::Running;
 
-/// A running in-process gateway.
+/// A running in-process gateway: `edge-gateway run`'s own assembly
+/// ([`Running`]) in a temporary data directory, its API on 127.0.0.1:0.
 pub struct Gateway {
     /// The bus.
     pub bus: Bus,
-    /// The store.
-    pub store: Store,
-    /// The devices.
-    pub devices: Arc<Devices>,
     /// Where the API listens.
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -57,47 +54,23 @@ impl Gateway {
     /// inside a multi-thread runtime.
     pub async fn start(preset: Preset, api: ApiConfig, devices: &[DeviceConfig]) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-        let mut registry = Registry::default();
-        let cfg = BusCfg { wal_dir: dir.path().join("wal"), ..preset.cfg() };
-        let bus = Bus::open(cfg, Arc::new(BusMetrics::new(&mut registry))).map_err(|e| format!("bus: {e}"))?;
-        let store = Store::open(&DatabaseConfig::default(), dir.path()).await.map_err(|e| format!("store: {e}"))?;
-        let metrics = Arc::new(ApiMetrics::new(&mut registry));
-        let cache = LatestCache::spawn(&bus).map_err(|e| format!("cache: {e}"))?;
-        let ws = WsHub::spawn(&bus, api.clone(), metrics.clone(), cache.clone()).map_err(|e| format!("hub: {e}"))?;
-        let manager = Arc::new(DriverManager::new(bus.clone()));
-        let devices = Arc::new(
-            Devices::load(store.clone(), manager, cache.clone(), devices).await.map_err(|e| format!("devices: {e}"))?,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("listen: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let state = AppState::new(Parts {
-            bus: bus.clone(),
-            cache,
-            devices: devices.clone(),
-            store: store.clone(),
-            registry: Arc::new(registry),
-            metrics,
-            ws,
-            cfg: api,
-            preset: preset.name().into(),
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gateway_api::serve(listener, state, async move {
-            let _ = rx.await;
-        }));
-        Ok(Gateway { bus, store, devices, addr, stop: Some(tx), server: Some(server), _dir: dir })
+        let cfg = Config {
+            gateway: GatewaySection { data_dir: dir.path().to_owned(), ..GatewaySection::default() },
+            bus: BusCfg { wal_dir: dir.path().join("wal"), ..preset.cfg() },
+            bus_section: BusConfig { preset, ..BusConfig::default() },
+            api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },
+            database: DatabaseConfig::default(),
+            devices: devices.to_vec(),
+            connectors: Vec::new(),
+        };
+        let running = Running::start(&cfg).await.map_err(|e| format!("{e:#}"))?;
+        Ok(Gateway { bus: running.bus.clone(), addr: running.addr, running, _dir: dir })
     }
 
     /// Stops in the order `run` does.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.devices.stop_all().await;
-        let _ = self.bus.close().await;
-        self.store.close().await;
-        if let Some(s) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+    pub async fn stop(self) {
+        if let Err(e) = self.running.stop().await {
+            tracing::warn!("stopping the bench gateway: {e:#}");
         }
     }
 }
