@@ -406,32 +406,54 @@ pub fn run(s: &Scenario) -> Report {
     }
 }
 
+/// Runs a job in a fresh copy of the current executable, so that its memory
+/// figures belong to it alone: the child is started with `flag` and `spec` as
+/// JSON, and its last stdout line starting with `{` is read back as the
+/// report. The executable must check [`child_spec`] first thing in `main`.
+pub fn run_in_child<S: serde::Serialize, R: serde::de::DeserializeOwned>(flag: &str, spec: &S) -> std::io::Result<R> {
+    let exe = std::env::current_exe()?;
+    let json = serde_json::to_string(spec).map_err(std::io::Error::other)?;
+    let out = std::process::Command::new(exe).arg(flag).arg(json).stderr(std::process::Stdio::inherit()).output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!("load test child ({flag}) failed: {}", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+    serde_json::from_str(line).map_err(std::io::Error::other)
+}
+
+/// In a child started by [`run_in_child`] with `flag`: its job. `None` in
+/// any other process.
+pub fn child_spec<S: serde::de::DeserializeOwned>(flag: &str) -> Option<std::io::Result<S>> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == flag)?;
+    Some(serde_json::from_str(args.get(i + 1).map_or("", String::as_str)).map_err(std::io::Error::other))
+}
+
+/// In a child: prints `report` for [`run_in_child`], or the error and exits 1.
+pub fn child_report<R: serde::Serialize>(report: std::io::Result<R>) {
+    match report.and_then(|r| serde_json::to_string(&r).map_err(std::io::Error::other)) {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("load test failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 const CHILD_FLAG: &str = "--loadtest-child";
 
-/// Runs `s` in a fresh copy of the current executable, so that its memory
-/// figures belong to it alone. The executable must call [`child_entry`] first
-/// thing in `main`.
+/// Runs `s` in a fresh copy of the current executable ([`run_in_child`]).
+/// The executable must call [`child_entry`] first thing in `main`.
 pub fn run_isolated(s: &Scenario) -> std::io::Result<Report> {
-    let exe = std::env::current_exe()?;
-    let json = serde_json::to_string(s).map_err(std::io::Error::other)?;
-    let out =
-        std::process::Command::new(exe).arg(CHILD_FLAG).arg(json).stderr(std::process::Stdio::inherit()).output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("load test child failed: {}", out.status)));
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-    serde_json::from_str(line).map_err(std::io::Error::other)
+    run_in_child(CHILD_FLAG, s)
 }
 
 /// If this process was started by [`run_isolated`], runs the scenario, prints
 /// its report and returns `true` (the caller then exits).
 pub fn child_entry() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(i) = args.iter().position(|a| a == CHILD_FLAG) else { return false };
-    let s: Scenario = serde_json::from_str(args.get(i + 1).map_or("", String::as_str)).expect("scenario JSON");
-    let r = run(&s);
-    println!("{}", serde_json::to_string(&r).expect("report JSON"));
+    let Some(s) = child_spec::<Scenario>(CHILD_FLAG) else { return false };
+    child_report(s.map(|s| run(&s)));
     true
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusCfg, BusMetrics, Persistence, Preset, SubscribeOptions, procstat};
+use gateway_bus::{Bus, BusCfg, BusMetrics, Persistence, Preset, SubscribeOptions, loadtest, procstat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
@@ -241,32 +241,13 @@ const CHILD_FLAG: &str = "--modbus-loadtest-child";
 /// Runs `level` in a fresh copy of the current executable, so that its peak
 /// RSS is its own. The executable must call [`child_entry`] first thing in `main`.
 pub fn run_isolated(level: &Level) -> std::io::Result<Report> {
-    let exe = std::env::current_exe()?;
-    let json = serde_json::to_string(level).map_err(std::io::Error::other)?;
-    let out =
-        std::process::Command::new(exe).arg(CHILD_FLAG).arg(json).stderr(std::process::Stdio::inherit()).output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("Modbus load test child failed: {}", out.status)));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-    serde_json::from_str(line).map_err(std::io::Error::other)
+    loadtest::run_in_child(CHILD_FLAG, level)
 }
 
 /// If this process was started by [`run_isolated`], runs the level, prints
 /// its report and returns `true` (the caller then exits).
 pub fn child_entry() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    let Some(i) = args.iter().position(|a| a == CHILD_FLAG) else { return false };
-    let report = serde_json::from_str::<Level>(args.get(i + 1).map_or("", String::as_str))
-        .map_err(std::io::Error::other)
-        .and_then(|level| run(&level));
-    match report.and_then(|r| serde_json::to_string(&r).map_err(std::io::Error::other)) {
-        Ok(json) => println!("{json}"),
-        Err(e) => {
-            eprintln!("Modbus load test failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    let Some(level) = loadtest::child_spec::<Level>(CHILD_FLAG) else { return false };
+    loadtest::child_report(level.and_then(|l| run(&l)));
     true
 }
