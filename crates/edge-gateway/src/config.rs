@@ -6,34 +6,18 @@
 use std::path::{Path, PathBuf};
 
 use gateway_api::ApiConfig;
-use gateway_bus::{BusCfg, BusConfig};
+use gateway_bus::{BusConfig, BusSettings};
 use gateway_connectors::ConnectorConfig;
 use gateway_drivers::DeviceConfig;
+use gateway_model::FieldError;
 use gateway_store::DatabaseConfig;
 use serde::Deserialize;
 
 /// The built-in default configuration (printed by `edge-gateway config default`).
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
-/// A configuration error: the path of the field (empty for syntax errors) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// `section.field` or `devices[1].tags[0].data_type`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn cerr(path: impl Into<String>, message: impl std::fmt::Display) -> ConfigError {
-    ConfigError { path: path.into(), message: message.to_string() }
+fn cerr(path: impl Into<String>, message: impl std::fmt::Display) -> FieldError {
+    FieldError::new(path, message)
 }
 
 /// `[gateway]`.
@@ -84,10 +68,8 @@ struct RawConfig {
 pub struct Config {
     /// `[gateway]`, with `data_dir` as given (or overridden on the command line).
     pub gateway: GatewaySection,
-    /// The bus, preset and overrides applied, `wal_dir` resolved.
-    pub bus: BusCfg,
-    /// The `[bus]` section as written (for its preset name).
-    pub bus_section: BusConfig,
+    /// `[bus]`: the preset with the explicit fields applied, `wal_dir` resolved.
+    pub bus: BusSettings,
     /// `[api]`.
     pub api: ApiConfig,
     /// `[database]`.
@@ -101,7 +83,7 @@ pub struct Config {
 /// Sets `GATEWAY__A__B=v` variables into the document as `a.b = v`. Values
 /// that parse as TOML (numbers, booleans, quoted strings, arrays) keep their
 /// type; anything else is a string.
-pub fn apply_env(doc: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), ConfigError> {
+pub fn apply_env(doc: &mut toml::Table, vars: impl IntoIterator<Item = (String, String)>) -> Result<(), FieldError> {
     for (key, raw) in vars {
         let Some(rest) = key.strip_prefix("GATEWAY__") else { continue };
         let parts: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
@@ -139,7 +121,7 @@ pub fn load_str(
     text: &str,
     env: impl IntoIterator<Item = (String, String)>,
     data_dir_override: Option<&Path>,
-) -> Result<Config, ConfigError> {
+) -> Result<Config, FieldError> {
     let mut doc: toml::Table =
         toml::from_str(text).map_err(|e| cerr("", format!("invalid TOML: {}", e.to_string().trim_end())))?;
     apply_env(&mut doc, env)?;
@@ -151,29 +133,28 @@ pub fn load_str(
     if let Some(d) = data_dir_override {
         gateway.data_dir = d.to_owned();
     }
-    let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| cerr(format!("bus.{}", e.field), e.reason))?;
-    raw.api.validate().map_err(|e| cerr(format!("api.{}", e.field), e.reason))?;
-    raw.database.validate().map_err(|e| cerr(format!("database.{}", e.field), e.message))?;
+    let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| e.under("bus"))?;
+    raw.api.validate().map_err(|e| e.under("api"))?;
+    raw.database.validate().map_err(|e| e.under("database"))?;
     let devices_json: Vec<serde_json::Value> = raw
         .devices
         .into_iter()
         .enumerate()
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("devices[{i}]"), e)))
         .collect::<Result<_, _>>()?;
-    let devices = gateway_drivers::parse_devices(devices_json, "devices").map_err(|e| cerr(e.path, e.message))?;
+    let devices = gateway_drivers::parse_devices(devices_json, "devices")?;
     let connectors_json: Vec<serde_json::Value> = raw
         .connectors
         .into_iter()
         .enumerate()
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("connectors[{i}]"), e)))
         .collect::<Result<_, _>>()?;
-    let connectors =
-        gateway_connectors::parse_connectors(connectors_json, "connectors").map_err(|e| cerr(e.path, e.message))?;
-    Ok(Config { gateway, bus, bus_section: raw.bus, api: raw.api, database: raw.database, devices, connectors })
+    let connectors = gateway_connectors::parse_connectors(connectors_json, "connectors")?;
+    Ok(Config { gateway, bus, api: raw.api, database: raw.database, devices, connectors })
 }
 
 /// Reads and validates a configuration file (or the built-in default).
-pub fn load(path: Option<&Path>, data_dir_override: Option<&Path>) -> Result<Config, ConfigError> {
+pub fn load(path: Option<&Path>, data_dir_override: Option<&Path>) -> Result<Config, FieldError> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| cerr("", format!("cannot read {}: {e}", p.display())))?,
         None => DEFAULT_TOML.to_owned(),
@@ -185,7 +166,7 @@ pub fn load(path: Option<&Path>, data_dir_override: Option<&Path>) -> Result<Con
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<Config, ConfigError> {
+    fn load(text: &str) -> Result<Config, FieldError> {
         load_str(text, Vec::new(), None)
     }
 

@@ -112,7 +112,7 @@ fn main() -> ExitCode {
                     "{}: OK ({} devices, {tags} tags, bus preset {}, API on {})",
                     file.display(),
                     c.devices.len(),
-                    c.bus_section.preset,
+                    c.bus.preset,
                     c.api.bind
                 );
                 ExitCode::SUCCESS

@@ -118,7 +118,7 @@ impl Running {
             metrics: api_metrics,
             ws,
             cfg: cfg.api.clone(),
-            preset: cfg.bus_section.preset.to_string(),
+            preset: cfg.bus.preset.to_string(),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(gateway_api::serve(listener, state, async move {

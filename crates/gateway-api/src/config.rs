@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use gateway_model::FieldError;
 use serde::{Deserialize, Serialize};
 
 /// API settings.
@@ -76,20 +77,10 @@ impl Default for ApiConfig {
     }
 }
 
-/// An `[api]` value out of range.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct ApiConfigError {
-    /// The field.
-    pub field: &'static str,
-    /// What is wrong.
-    pub reason: String,
-}
-
 impl ApiConfig {
     /// Checks the values; the error names the field.
-    pub fn validate(&self) -> Result<(), ApiConfigError> {
-        let bad = |field, reason: String| Err(ApiConfigError { field, reason });
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |field: &str, reason: String| Err(FieldError::new(field, reason));
         if !(1..=3600).contains(&self.request_timeout_s) {
             return bad("request_timeout_s", format!("must be between 1 and 3600, got {}", self.request_timeout_s));
         }

@@ -72,7 +72,7 @@ pub async fn info(State(s): State<AppState>) -> Json<Json_> {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": s.started().elapsed().as_secs(),
         "preset": s.preset(),
-        "persistence": s.bus().cfg().persistence,
+        "persistence": s.bus().settings().persistence,
         "bus": bus,
         "wal": wal,
         "devices": s.devices().len(),

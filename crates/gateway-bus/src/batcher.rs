@@ -9,14 +9,14 @@ use gateway_model::{Batch, Frame};
 use gateway_wal::SeqRange;
 
 use crate::bus::Bus;
-use crate::config::BatchConfig;
+use crate::config::BatchSettings;
 use crate::error::BusError;
 
 /// Collects frames into batches for one producer (a driver task).
 #[derive(Debug)]
 pub struct Batcher {
     bus: Bus,
-    cfg: BatchConfig,
+    cfg: BatchSettings,
     frames: Vec<Frame>,
     bytes: usize,
     first_at: Option<Instant>,
@@ -25,11 +25,11 @@ pub struct Batcher {
 impl Batcher {
     /// A batcher with the bus's batching configuration.
     pub fn new(bus: &Bus) -> Self {
-        Self::with_config(bus, bus.cfg().batch.clone())
+        Self::with_config(bus, bus.settings().batch.clone())
     }
 
     /// A batcher with its own configuration.
-    pub fn with_config(bus: &Bus, cfg: BatchConfig) -> Self {
+    pub fn with_config(bus: &Bus, cfg: BatchSettings) -> Self {
         Batcher {
             bus: bus.clone(),
             frames: Vec::with_capacity(cfg.max_batch_size.min(4096)),

@@ -24,7 +24,7 @@ use gateway_wal::{Durability, OverflowPolicy, SeqRange, Wal, WalError, WalOption
 use tokio::sync::Notify;
 
 use crate::command::CommandRouter;
-use crate::config::{BusCfg, Persistence, WalCompression, WalDurability, WalOverflow};
+use crate::config::{BusSettings, Persistence, WalCompression, WalDurability, WalOverflow};
 use crate::error::{BusError, TryPublishError};
 use crate::metrics::{BusMetrics, SubscriberLabel, sync_counter};
 use crate::subscriber::{SubKind, SubState};
@@ -81,7 +81,7 @@ impl Ring {
 }
 
 pub(crate) struct Inner {
-    pub cfg: BusCfg,
+    pub cfg: BusSettings,
     pub capacity: u64,
     /// How far a WAL-backed subscriber may lag before it stops holding the ring.
     pub hold_bound: u64,
@@ -139,10 +139,10 @@ thread_local! {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
-/// use gateway_bus::{Bus, BusCfg, Persistence, SubscribeOptions};
+/// use gateway_bus::{Bus, BusSettings, Persistence, SubscribeOptions};
 /// use gateway_model::{Batch, DataFrame, Quality, TagId, Value};
 ///
-/// let bus = Bus::open(BusCfg { persistence: Persistence::Memory, ..BusCfg::memory_optimized() }, Default::default()).unwrap();
+/// let bus = Bus::open(BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() }, Default::default()).unwrap();
 /// let mut sub = bus.subscribe(SubscribeOptions::lossy("ui", 1 << 16)).unwrap();
 /// let tag = TagId::new("line1.temp").unwrap();
 /// let batch = Batch::from(vec![DataFrame::new(tag, Value::F64(21.5), Quality::GOOD, 0).into()]);
@@ -204,14 +204,14 @@ pub struct BusStats {
 
 impl Bus {
     /// Opens the bus (and, in WAL mode, its write-ahead log in `cfg.wal_dir`).
-    pub fn open(cfg: BusCfg, metrics: Arc<BusMetrics>) -> Result<Bus, BusError> {
+    pub fn open(cfg: BusSettings, metrics: Arc<BusMetrics>) -> Result<Bus, BusError> {
         Self::open_with_storage(cfg, metrics, Arc::new(gateway_wal::StdStorage))
     }
 
     /// [`Bus::open`] with the WAL on another storage backend (tests use the
     /// simulated disk to inject failures).
     pub fn open_with_storage(
-        cfg: BusCfg,
+        cfg: BusSettings,
         metrics: Arc<BusMetrics>,
         storage: Arc<dyn gateway_wal::Storage>,
     ) -> Result<Bus, BusError> {
@@ -276,8 +276,8 @@ impl Bus {
         Ok(Bus { inner: Arc::new(inner) })
     }
 
-    /// The configuration in effect.
-    pub fn cfg(&self) -> &BusCfg {
+    /// The settings the bus runs with.
+    pub fn settings(&self) -> &BusSettings {
         &self.inner.cfg
     }
 

@@ -1,78 +1,17 @@
-//! Bus configuration: [`BusCfg`] with the original gateway's knobs and its four
-//! presets, [`BatchConfig`], validation that names the bad field, and the
-//! file form [`BusConfig`] (`preset` plus any field, explicit fields winning).
+//! Bus configuration in its two forms: [`BusConfig`], the `[bus]` section as
+//! written (a preset plus any field, explicit fields winning), and
+//! [`BusSettings`], what the bus runs with once the preset and the overrides
+//! are resolved and validated. The four presets carry the original gateway's
+//! values; every error names the bad field.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gateway_model::FieldError;
 use serde::{Deserialize, Serialize};
 
-/// A configuration error in a list section (`[[devices]]`, `[[connectors]]`),
-/// with the full path of its field: `devices[1].tags[0].data_type`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct FieldError {
-    /// `devices[1].tags[0].data_type`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl FieldError {
-    /// An error at `path`.
-    pub fn new(path: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        FieldError { path: path.into(), message: message.to_string() }
-    }
-
-    /// The same error under a longer path.
-    pub fn under(mut self, prefix: &str) -> Self {
-        self.path = if self.path.is_empty() {
-            prefix.to_owned()
-        } else if self.path.starts_with('[') {
-            format!("{prefix}{}", self.path)
-        } else {
-            format!("{prefix}.{}", self.path)
-        };
-        self
-    }
-}
-
-/// Removes `key` from a JSON object and reads it as `T` (`None` if absent).
-/// Used to take a section's common fields out before its kind's own fields
-/// are read with [`parse_fields`].
-pub fn take_field<T: serde::de::DeserializeOwned>(
-    map: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<T>, FieldError> {
-    match map.remove(key) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|e| FieldError::new(key, e)),
-    }
-}
-
-/// Reads what is left of a JSON object as exactly `T`'s fields, with the path
-/// of the first bad one.
-pub fn parse_fields<T: serde::de::DeserializeOwned>(
-    map: serde_json::Map<String, serde_json::Value>,
-) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(serde_json::Value::Object(map)).map_err(|e| {
-        let path = e.path().to_string();
-        FieldError::new(if path == "." { String::new() } else { path }, e.into_inner())
-    })
-}
-
-/// A configuration value that is out of range; `field` is its path below `[bus]`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct CfgError {
-    /// The field, e.g. `ring_pow` or `batch.max_batch_size`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-fn err<T>(field: &'static str, reason: impl Into<String>) -> Result<T, CfgError> {
-    Err(CfgError { field, reason: reason.into() })
+fn err<T>(field: &'static str, reason: impl std::fmt::Display) -> Result<T, FieldError> {
+    Err(FieldError::new(field, reason))
 }
 
 /// Where published frames are kept.
@@ -120,7 +59,7 @@ pub enum WalCompression {
 /// Batching of frames published one at a time (see [`crate::Batcher`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchConfig {
+pub struct BatchSettings {
     /// Frames per batch at most.
     pub max_batch_size: usize,
     /// A batch is published at the latest this long after its first frame.
@@ -129,15 +68,19 @@ pub struct BatchConfig {
     pub max_memory_bytes: usize,
 }
 
-impl Default for BatchConfig {
+impl Default for BatchSettings {
     fn default() -> Self {
-        BatchConfig { max_batch_size: 2000, flush_interval: Duration::from_millis(1), max_memory_bytes: 8 << 20 }
+        BatchSettings { max_batch_size: 2000, flush_interval: Duration::from_millis(1), max_memory_bytes: 8 << 20 }
     }
 }
 
-/// The bus configuration.
+/// What the bus runs with: a preset's values with the explicit fields of
+/// `[bus]` applied ([`BusConfig::resolve`]), or a preset's values as they are
+/// ([`Preset::settings`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct BusCfg {
+pub struct BusSettings {
+    /// The preset these values started from (explicit fields may have changed some).
+    pub preset: Preset,
     /// The ring holds at most `2^ring_pow` frames.
     pub ring_pow: u8,
     /// Ring usage (fraction of capacity held for lossless subscribers) above
@@ -163,7 +106,7 @@ pub struct BusCfg {
     /// allocate or page-fault; off, the array grows on demand.
     pub high_performance_mode: bool,
     /// Batching of single frames.
-    pub batch: BatchConfig,
+    pub batch: BatchSettings,
     /// WAL or memory only.
     pub persistence: Persistence,
     /// WAL durability.
@@ -178,7 +121,7 @@ pub struct BusCfg {
 
 const GIB: u64 = 1 << 30;
 
-impl Default for BusCfg {
+impl Default for BusSettings {
     fn default() -> Self {
         Self::default_preset()
     }
@@ -213,9 +156,10 @@ impl Preset {
         }
     }
 
-    /// The preset's values (the original gateway's, `core/frame-bus/src/config.rs`).
-    pub fn cfg(self) -> BusCfg {
-        let base = BusCfg {
+    /// The preset's values: the original gateway's, as its performance budget lists them.
+    pub fn settings(self) -> BusSettings {
+        let base = BusSettings {
+            preset: self,
             ring_pow: 20,
             pause_hi: 0.85,
             resume_lo: 0.70,
@@ -225,7 +169,7 @@ impl Preset {
             async_write_queue_size: 50_000,
             backpressure_threshold: 0.90,
             high_performance_mode: true,
-            batch: BatchConfig::default(),
+            batch: BatchSettings::default(),
             persistence: Persistence::Wal,
             wal_durability: WalDurability::Interval,
             wal_overflow: WalOverflow::DropOldest,
@@ -234,7 +178,7 @@ impl Preset {
         };
         match self {
             Preset::Default => base,
-            Preset::HighThroughput => BusCfg {
+            Preset::HighThroughput => BusSettings {
                 ring_pow: 21,
                 pause_hi: 0.90,
                 resume_lo: 0.75,
@@ -244,7 +188,7 @@ impl Preset {
                 backpressure_threshold: 0.95,
                 ..base
             },
-            Preset::LowLatency => BusCfg {
+            Preset::LowLatency => BusSettings {
                 ring_pow: 19,
                 pause_hi: 0.80,
                 resume_lo: 0.60,
@@ -254,7 +198,7 @@ impl Preset {
                 backpressure_threshold: 0.85,
                 ..base
             },
-            Preset::MemoryOptimized => BusCfg {
+            Preset::MemoryOptimized => BusSettings {
                 ring_pow: 17,
                 pause_hi: 0.75,
                 resume_lo: 0.50,
@@ -275,22 +219,22 @@ impl std::fmt::Display for Preset {
     }
 }
 
-impl BusCfg {
+impl BusSettings {
     /// The `default` preset.
     pub fn default_preset() -> Self {
-        Preset::Default.cfg()
+        Preset::Default.settings()
     }
     /// The `high_throughput` preset.
     pub fn high_throughput() -> Self {
-        Preset::HighThroughput.cfg()
+        Preset::HighThroughput.settings()
     }
     /// The `low_latency` preset.
     pub fn low_latency() -> Self {
-        Preset::LowLatency.cfg()
+        Preset::LowLatency.settings()
     }
     /// The `memory_optimized` preset.
     pub fn memory_optimized() -> Self {
-        Preset::MemoryOptimized.cfg()
+        Preset::MemoryOptimized.settings()
     }
 
     /// Frames the ring holds at most.
@@ -304,7 +248,7 @@ impl BusCfg {
     }
 
     /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), CfgError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(10..=25).contains(&self.ring_pow) {
             return err("ring_pow", format!("must be between 10 and 25 (2^10 to 2^25 frames), got {}", self.ring_pow));
         }
@@ -374,7 +318,7 @@ impl BusCfg {
 /// `[bus.batch]` in the configuration file: any field overrides the preset's.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchOverrides {
+pub struct BatchConfig {
     /// Frames per batch at most (default 2000).
     pub max_batch_size: Option<usize>,
     /// Milliseconds after its first frame by which a batch is published (default 1).
@@ -420,14 +364,14 @@ pub struct BusConfig {
     pub wal_segment_bytes: Option<u64>,
     /// Batching.
     #[serde(default)]
-    pub batch: BatchOverrides,
+    pub batch: BatchConfig,
 }
 
 impl BusConfig {
     /// The preset with the explicit fields applied, `wal_dir` resolved against
     /// `data_dir`, validated.
-    pub fn resolve(&self, data_dir: &Path) -> Result<BusCfg, CfgError> {
-        let mut c = self.preset.cfg();
+    pub fn resolve(&self, data_dir: &Path) -> Result<BusSettings, FieldError> {
+        let mut c = self.preset.settings();
         macro_rules! set {
             ($($f:ident),*) => { $(if let Some(v) = self.$f.clone() { c.$f = v; })* };
         }
@@ -475,7 +419,7 @@ mod tests {
         let t: Vec<_> = Preset::ALL
             .iter()
             .map(|p| {
-                let c = p.cfg();
+                let c = p.settings();
                 (
                     c.ring_pow,
                     c.wal_flush_ms,
@@ -498,18 +442,18 @@ mod tests {
             ]
         );
         for p in Preset::ALL {
-            p.cfg().validate().unwrap();
+            p.settings().validate().unwrap();
         }
-        let b = BatchConfig::default();
+        let b = BatchSettings::default();
         assert_eq!((b.max_batch_size, b.flush_interval, b.max_memory_bytes), (2000, Duration::from_millis(1), 8 << 20));
     }
 
     #[test]
     fn validation_names_the_bad_field() {
-        let bad = |f: fn(&mut BusCfg)| {
-            let mut c = BusCfg::default();
+        let bad = |f: fn(&mut BusSettings)| {
+            let mut c = BusSettings::default();
             f(&mut c);
-            c.validate().unwrap_err().field
+            c.validate().unwrap_err().path
         };
         assert_eq!(bad(|c| c.ring_pow = 9), "ring_pow");
         assert_eq!(bad(|c| c.ring_pow = 26), "ring_pow");
@@ -522,7 +466,7 @@ mod tests {
         assert_eq!(bad(|c| c.wal_segment_bytes = Some(1)), "wal_segment_bytes");
         assert_eq!(bad(|c| c.batch.max_batch_size = 0), "batch.max_batch_size");
         assert_eq!(bad(|c| c.batch.max_memory_bytes = 10), "batch.max_memory_bytes");
-        let e = BusCfg { pause_hi: 0.5, resume_lo: 0.6, ..BusCfg::default() }.validate().unwrap_err();
+        let e = BusSettings { pause_hi: 0.5, resume_lo: 0.6, ..BusSettings::default() }.validate().unwrap_err();
         assert_eq!(e.to_string(), "resume_lo: must be at least 0 and below pause_hi (0.5), got 0.6");
     }
 
@@ -544,6 +488,6 @@ mod tests {
         let e = toml::from_str::<BusConfig>("preset = \"fast\"").unwrap_err();
         assert!(e.to_string().contains("unknown variant `fast`"), "{e}");
         let e = BusConfig { ring_pow: Some(30), ..Default::default() }.resolve(Path::new("/")).unwrap_err();
-        assert_eq!(e.field, "ring_pow");
+        assert_eq!(e.path, "ring_pow");
     }
 }

@@ -9,7 +9,7 @@ use gateway_model::Batch;
 pub enum BusError {
     /// Invalid configuration.
     #[error("invalid bus configuration: {0}")]
-    Config(#[from] crate::config::CfgError),
+    Config(#[from] gateway_model::FieldError),
     /// The write-ahead log failed.
     #[error("write-ahead log: {0}")]
     Wal(#[from] gateway_wal::WalError),

@@ -1,8 +1,9 @@
 //! The frame bus: every driver publishes into it and every consumer (the
 //! latest-value cache, the WebSocket hub, alarms, connectors) reads from it.
 //!
-//! * [`BusCfg`] keeps the original gateway's knobs and its four presets
-//!   ([`Preset`]); [`BusConfig`] is the `[bus]` section of the config file.
+//! * [`BusConfig`] is the `[bus]` section of the config file; resolved, it
+//!   gives the [`BusSettings`] the bus runs with: the original gateway's knobs
+//!   and its four presets ([`Preset`]).
 //! * [`Bus::publish`] takes a shared [`Batch`](gateway_model::Batch); in WAL
 //!   mode the batch is encoded and appended to the write-ahead log, then
 //!   placed in the ring. Nothing is copied after that: subscribers get the same
@@ -31,13 +32,15 @@ mod error;
 pub mod loadtest;
 pub mod metrics;
 pub mod procstat;
+mod shutdown;
 mod subscriber;
 
 pub use batcher::Batcher;
 pub use bus::{Bus, BusStats, SubscriberStats};
 pub use command::{CommandInbox, CommandRequest};
-pub use config::{BatchConfig, BusCfg, BusConfig, CfgError, FieldError, Persistence, Preset};
+pub use config::{BatchConfig, BatchSettings, BusConfig, BusSettings, Persistence, Preset};
 pub use error::{BusError, TryPublishError};
 pub use gateway_wal::{CursorStart, SeqRange};
 pub use metrics::BusMetrics;
+pub use shutdown::{Shutdown, ShutdownSwitch};
 pub use subscriber::{Delivery, Filter, SubscribeOptions, Subscriber};

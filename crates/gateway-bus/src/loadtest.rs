@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 
-use crate::config::{BusCfg, Persistence, Preset};
+use crate::config::{BusSettings, Persistence, Preset};
 use crate::{Bus, BusMetrics, SubscribeOptions};
 
 /// What carries the frames.
@@ -239,7 +239,7 @@ pub fn run(s: &Scenario) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
     let per_pub_rate = s.rate.map(|r| r as f64 / s.publishers as f64);
-    let mut cfg = BusCfg { persistence: s.persistence, ..s.preset.cfg() };
+    let mut cfg = BusSettings { persistence: s.persistence, ..s.preset.settings() };
     let run_dir = s.dir.join(format!("run-{}", epoch.elapsed().as_nanos() ^ std::process::id() as u128));
     cfg.wal_dir = run_dir.clone();
     let ring_batches = (cfg.capacity() as usize / s.batch_size).max(16);

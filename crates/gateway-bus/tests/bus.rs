@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_bus::{Batcher, Bus, BusCfg, BusError, BusMetrics, Filter, Persistence, SubscribeOptions, TryPublishError};
+use gateway_bus::{
+    Batcher, Bus, BusError, BusMetrics, BusSettings, Filter, Persistence, SubscribeOptions, TryPublishError,
+};
 use gateway_model::{Batch, CmdStatus, DataFrame, Frame, FrameKind, Quality, TagId, TagPattern, Value};
 use gateway_wal::sim::SimStorage;
 
@@ -22,23 +24,23 @@ fn batch(tag_name: &str, start: i64, n: usize) -> Arc<Batch> {
     ))
 }
 
-fn small_batches(ring_pow: u8) -> gateway_bus::BatchConfig {
-    gateway_bus::BatchConfig { max_batch_size: 2000.min(1 << (ring_pow - 2)), ..Default::default() }
+fn small_batches(ring_pow: u8) -> gateway_bus::BatchSettings {
+    gateway_bus::BatchSettings { max_batch_size: 2000.min(1 << (ring_pow - 2)), ..Default::default() }
 }
 
-fn memory(ring_pow: u8) -> BusCfg {
-    BusCfg {
+fn memory(ring_pow: u8) -> BusSettings {
+    BusSettings {
         batch: small_batches(ring_pow),
         ring_pow,
         persistence: Persistence::Memory,
         async_write_queue_size: 1 << (ring_pow - 2),
         high_performance_mode: false,
-        ..BusCfg::default()
+        ..BusSettings::default()
     }
 }
 
-fn wal(dir: &std::path::Path, ring_pow: u8) -> BusCfg {
-    BusCfg {
+fn wal(dir: &std::path::Path, ring_pow: u8) -> BusSettings {
+    BusSettings {
         batch: small_batches(ring_pow),
         ring_pow,
         wal_dir: dir.to_owned(),
@@ -46,7 +48,7 @@ fn wal(dir: &std::path::Path, ring_pow: u8) -> BusCfg {
         async_write_queue_size: 1 << (ring_pow - 2),
         wal_segment_bytes: Some(64 << 10),
         high_performance_mode: false,
-        ..BusCfg::default()
+        ..BusSettings::default()
     }
 }
 
@@ -198,7 +200,7 @@ async fn rewind_delivers_everything_after_the_last_ack_again() {
 #[tokio::test]
 async fn publishers_wait_while_the_wal_cannot_write_and_nothing_is_lost() {
     let sim = SimStorage::new();
-    let cfg = BusCfg {
+    let cfg = BusSettings {
         ring_pow: 12,
         wal_dir: "/wal".into(),
         wal_flush_ms: 1,
@@ -207,7 +209,7 @@ async fn publishers_wait_while_the_wal_cannot_write_and_nothing_is_lost() {
         resume_lo: 0.5,
         pause_hi: 0.8,
         high_performance_mode: false,
-        ..BusCfg::default()
+        ..BusSettings::default()
     };
     let bus = Bus::open_with_storage(cfg, Default::default(), Arc::new(sim.clone())).unwrap();
     let mut sub = bus.subscribe(SubscribeOptions::durable("uplink")).unwrap();
@@ -352,14 +354,14 @@ fn metrics_use_the_original_names_and_buckets() {
 #[tokio::test]
 async fn a_durable_subscriber_sees_only_durable_frames_while_lossy_ones_see_everything() {
     let sim = SimStorage::new();
-    let cfg = BusCfg {
+    let cfg = BusSettings {
         ring_pow: 12,
         wal_dir: "/wal".into(),
         wal_flush_ms: 1,
         async_write_queue_size: 1000,
         high_performance_mode: false,
         batch: small_batches(12),
-        ..BusCfg::default()
+        ..BusSettings::default()
     };
     let bus = Bus::open_with_storage(cfg, Default::default(), Arc::new(sim.clone())).unwrap();
     let mut durable = bus.subscribe(SubscribeOptions::durable("uplink")).unwrap();
@@ -379,14 +381,14 @@ async fn a_durable_subscriber_sees_only_durable_frames_while_lossy_ones_see_ever
 #[tokio::test]
 async fn a_lossy_subscriber_can_ask_for_durable_frames_only() {
     let sim = SimStorage::new();
-    let cfg = BusCfg {
+    let cfg = BusSettings {
         ring_pow: 12,
         wal_dir: "/wal".into(),
         wal_flush_ms: 1,
         async_write_queue_size: 1000,
         high_performance_mode: false,
         batch: small_batches(12),
-        ..BusCfg::default()
+        ..BusSettings::default()
     };
     let bus = Bus::open_with_storage(cfg, Default::default(), Arc::new(sim.clone())).unwrap();
     let mut careful = bus.subscribe(SubscribeOptions::lossy("live-uplink", 1 << 20).only_durable()).unwrap();
@@ -403,7 +405,7 @@ async fn a_lossy_subscriber_can_ask_for_durable_frames_only() {
 async fn the_slot_array_is_sized_for_batches_and_still_holds_a_backlog_of_single_frames() {
     // 2^16 frames of capacity: the pre-faulted array has one 16-byte slot per
     // 16 frames, not one per frame.
-    let cfg = BusCfg { high_performance_mode: true, ..memory(16) };
+    let cfg = BusSettings { high_performance_mode: true, ..memory(16) };
     let bus = Bus::open(cfg, Default::default()).unwrap();
     assert_eq!(bus.stats().ring_slot_bytes, (1 << 16) / 16 * 16);
     // A holder that reads nothing while 10,000 one-frame batches arrive: far

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_bus::{Bus, BusCfg, Persistence, SubscribeOptions, Subscriber};
+use gateway_bus::{Bus, BusSettings, Persistence, SubscribeOptions, Subscriber};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 
 const PUBLISHERS: u64 = 6;
@@ -123,13 +123,13 @@ async fn run(bus: Bus) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_publishers_and_subscribers_in_memory_keep_every_invariant() {
-    let cfg = BusCfg {
+    let cfg = BusSettings {
         ring_pow: 12,
         persistence: Persistence::Memory,
         async_write_queue_size: 1024,
         high_performance_mode: false,
-        batch: gateway_bus::BatchConfig { max_batch_size: 1000, ..Default::default() },
-        ..BusCfg::default()
+        batch: gateway_bus::BatchSettings { max_batch_size: 1000, ..Default::default() },
+        ..BusSettings::default()
     };
     run(Bus::open(cfg, Default::default()).unwrap()).await;
 }
@@ -137,7 +137,7 @@ async fn many_publishers_and_subscribers_in_memory_keep_every_invariant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_publishers_and_subscribers_through_the_wal_keep_every_invariant() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = BusCfg {
+    let cfg = BusSettings {
         // A small ring forces durable subscribers back and forth between ring and WAL.
         ring_pow: 10,
         wal_dir: dir.path().to_owned(),
@@ -145,8 +145,8 @@ async fn many_publishers_and_subscribers_through_the_wal_keep_every_invariant() 
         async_write_queue_size: 256,
         wal_segment_bytes: Some(64 << 10),
         high_performance_mode: false,
-        batch: gateway_bus::BatchConfig { max_batch_size: 200, ..Default::default() },
-        ..BusCfg::default()
+        batch: gateway_bus::BatchSettings { max_batch_size: 200, ..Default::default() },
+        ..BusSettings::default()
     };
     run(Bus::open(cfg, Default::default()).unwrap()).await;
 }

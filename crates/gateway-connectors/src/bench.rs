@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusCfg, BusMetrics};
+use gateway_bus::{Bus, BusMetrics, BusSettings};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,7 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     let mut broker = Mosquitto::start();
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bus = Bus::open(
-        BusCfg { wal_dir: dir.path().join("wal"), ..BusCfg::default() },
+        BusSettings { wal_dir: dir.path().join("wal"), ..BusSettings::default() },
         Arc::new(BusMetrics::unregistered()),
     )
     .map_err(|e| e.to_string())?;

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::mqtt::MqttConfig;
 
-pub use gateway_bus::config::FieldError;
-use gateway_bus::config::{parse_fields as typed, take_field as take};
+pub use gateway_model::FieldError;
+use gateway_model::{parse_fields as typed, take_field as take};
 
 /// Connector kinds this build knows.
 pub const KINDS: &[&str] = &["mqtt"];

@@ -14,23 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_bus::Bus;
-use tokio::sync::watch;
+use gateway_bus::{Bus, Shutdown, ShutdownSwitch};
 use tokio::task::JoinHandle;
 
 pub use config::{ConnectorConfig, ConnectorKind, FieldError, parse_connectors};
 pub use metrics::ConnectorMetrics;
-
-/// The stop signal of a connector.
-#[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Resolves once stopping was asked for (or the switch was dropped).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|s| *s).await;
-    }
-}
 
 /// Everything a connector may touch.
 #[derive(Clone, Debug)]
@@ -47,7 +35,7 @@ pub struct ConnectorContext {
 
 /// Runs the configured connectors.
 pub struct Connectors {
-    stop: watch::Sender<bool>,
+    stop: ShutdownSwitch,
     tasks: Vec<(String, JoinHandle<()>)>,
 }
 
@@ -61,12 +49,12 @@ impl Connectors {
     /// Starts every enabled connector. Their bus subscriptions exist when this
     /// returns: start connectors before the drivers that feed them.
     pub fn start(configs: &[ConnectorConfig], bus: &Bus, metrics: Arc<ConnectorMetrics>, data_dir: PathBuf) -> Self {
-        let (stop, rx) = watch::channel(false);
+        let (stop, shutdown) = Shutdown::new();
         let mut tasks = Vec::new();
         for c in configs.iter().filter(|c| c.enabled) {
             let ctx = ConnectorContext {
                 bus: bus.clone(),
-                shutdown: Shutdown(rx.clone()),
+                shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 data_dir: data_dir.clone(),
             };
@@ -95,7 +83,7 @@ impl Connectors {
 
     /// Stops them (waiting up to 5 s each); unconfirmed data stays in the WAL.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         for (name, mut t) in self.tasks {
             if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
                 tracing::warn!(connector = %name, "Connector did not stop in time; aborting it.");

@@ -167,7 +167,7 @@ impl Drop for Killer {
 async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_many() {
     let port = gateway_connectors::testing::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let bus_cfg = gateway_bus::BusCfg {
+    let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
         wal_segment_bytes: Some(64 << 10),
         wal_overflow: gateway_bus::config::WalOverflow::DropOldest,
@@ -200,7 +200,7 @@ async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_ma
 async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_dropped() {
     let port = gateway_connectors::testing::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let bus_cfg = gateway_bus::BusCfg {
+    let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
         wal_segment_bytes: Some(64 << 10),
         wal_overflow: gateway_bus::config::WalOverflow::Block,

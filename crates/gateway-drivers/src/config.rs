@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 use crate::modbus::{ModbusRtuParams, ModbusTagParams, ModbusTcpParams};
 use crate::sim::{SimDeviceParams, SimTagParams};
 
-pub use gateway_bus::config::FieldError;
-use gateway_bus::config::{parse_fields as typed, take_field as take};
+pub use gateway_model::FieldError;
+use gateway_model::{parse_fields as typed, take_field as take};
 
 /// Drivers this build knows.
 pub const DRIVERS: &[&str] = &["sim", "modbus_tcp", "modbus_rtu"];

@@ -18,35 +18,12 @@ mod status;
 
 use std::sync::Arc;
 
-use gateway_bus::{Bus, CommandInbox};
+use gateway_bus::{Bus, CommandInbox, Shutdown};
 use gateway_model::Batch;
-use tokio::sync::watch;
 
 pub use config::{DeviceConfig, DriverParams, FieldError, TagConfig, TagParams, parse_devices};
 pub use manager::DriverManager;
 pub use status::{DeviceStatus, StatusSnapshot};
-
-/// The signal telling a driver to stop.
-#[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A shutdown signal and the switch that triggers it.
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// Resolves once shutdown was asked for (or the switch was dropped).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|s| *s).await;
-    }
-
-    /// Whether shutdown was asked for.
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
-}
 
 /// The driver was told to stop (or the bus closed) while it waited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,14 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_bus::Bus;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{DeviceConfig, DeviceStatus, DriverContext, Shutdown, run_device};
+use gateway_bus::{Shutdown, ShutdownSwitch};
+
+use crate::{DeviceConfig, DeviceStatus, DriverContext, run_device};
 
 struct Running {
     config: Arc<DeviceConfig>,
-    stop: watch::Sender<bool>,
+    stop: ShutdownSwitch,
     task: JoinHandle<()>,
     status: Arc<DeviceStatus>,
 }
@@ -76,7 +77,7 @@ impl DriverManager {
     pub async fn stop(&self, name: &str) -> bool {
         let Some(r) = self.lock().remove(name) else { return false };
         self.bus.unroute_commands(name);
-        let _ = r.stop.send(true);
+        r.stop.stop();
         let mut task = r.task;
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             tracing::warn!(device = name, "Device driver did not stop in time; aborting it.");
@@ -92,7 +93,7 @@ impl DriverManager {
         let all: Vec<(String, Running)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         for (name, r) in &all {
             self.bus.unroute_commands(name);
-            let _ = r.stop.send(true);
+            r.stop.stop();
         }
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         for (name, r) in all {

@@ -16,7 +16,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusCfg, BusMetrics, Persistence, SubscribeOptions, Subscriber};
+use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, SubscribeOptions, Subscriber};
 use gateway_drivers::{DeviceConfig, DriverManager};
 use gateway_model::{CmdStatus, Frame, Quality, QualityLevel, Reason, TagId, Value};
 use serde_json::{Value as J, json};
@@ -219,7 +219,7 @@ struct Gateway {
 impl Gateway {
     fn new() -> Gateway {
         let bus = Bus::open(
-            BusCfg { persistence: Persistence::Memory, ..BusCfg::memory_optimized() },
+            BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() },
             Arc::new(BusMetrics::unregistered()),
         )
         .unwrap();

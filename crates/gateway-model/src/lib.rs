@@ -20,6 +20,7 @@
 //! assert_eq!(back, batch);
 //! ```
 
+mod field;
 mod frame;
 mod pattern;
 mod quality;
@@ -29,6 +30,7 @@ mod value;
 
 pub mod codec;
 
+pub use field::{FieldError, parse_fields, take_field};
 pub use frame::{Batch, CmdAckFrame, CmdFrame, CmdStatus, DataFrame, EventFrame, Frame, FrameKind, Severity};
 pub use pattern::{PatternError, TagPattern};
 pub use quality::{Quality, QualityLevel, Reason};

@@ -19,6 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use gateway_model::FieldError;
 use serde::{Deserialize, Serialize};
 
 /// The SQLite file used when no URL is configured, inside the data directory.
@@ -28,22 +29,6 @@ pub const DEFAULT_SQLITE_FILE: &str = "gateway.db";
 /// would overflow deadline arithmetic inside the pool (a panic), and no real
 /// deployment waits longer.
 pub const MAX_DURATION_S: u64 = 365 * 24 * 3600;
-
-/// A field of [`DatabaseConfig`] that is not acceptable.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    /// The field's name in the `[database]` section, such as `min_connections`.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { field, message: message.into() }
-    }
-}
 
 /// The `[database]` section: which database holds devices and tags, and the
 /// connection pool's limits.
@@ -133,18 +118,18 @@ impl fmt::Debug for DatabaseConfig {
 
 impl DatabaseConfig {
     /// Checks every field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if let Some(url) = &self.url {
             check_url(url)?;
         }
         if self.max_connections < 1 {
-            return Err(ConfigError::new(
+            return Err(FieldError::new(
                 "max_connections",
                 format!("must be at least 1, got {}", self.max_connections),
             ));
         }
         if self.min_connections > self.max_connections {
-            return Err(ConfigError::new(
+            return Err(FieldError::new(
                 "min_connections",
                 format!("must not exceed max_connections ({}), got {}", self.max_connections, self.min_connections),
             ));
@@ -168,12 +153,12 @@ impl DatabaseConfig {
     }
 }
 
-fn check_range(field: &'static str, value: u64, max: u64) -> Result<(), ConfigError> {
+fn check_range(field: &'static str, value: u64, max: u64) -> Result<(), FieldError> {
     if value < 1 {
-        return Err(ConfigError::new(field, format!("must be at least 1, got {value}")));
+        return Err(FieldError::new(field, format!("must be at least 1, got {value}")));
     }
     if value > max {
-        return Err(ConfigError::new(field, format!("must be at most {max}, got {value}")));
+        return Err(FieldError::new(field, format!("must be at most {max}, got {value}")));
     }
     Ok(())
 }
@@ -189,17 +174,17 @@ pub(crate) fn dialect_of(url: &str) -> Option<crate::Dialect> {
     }
 }
 
-fn check_url(url: &str) -> Result<(), ConfigError> {
+fn check_url(url: &str) -> Result<(), FieldError> {
     // Parsing with the driver's own parser catches misspelt parameters now,
     // at config time, rather than at the first connection.
     let parsed = match dialect_of(url) {
         Some(crate::Dialect::Sqlite) => sqlx::sqlite::SqliteConnectOptions::from_str(url).map(drop),
         Some(crate::Dialect::Postgres) => sqlx::postgres::PgConnectOptions::from_str(url).map(drop),
         None => {
-            return Err(ConfigError::new("url", "must start with `sqlite:`, `postgres:` or `postgresql:`"));
+            return Err(FieldError::new("url", "must start with `sqlite:`, `postgres:` or `postgresql:`"));
         }
     };
-    parsed.map_err(|e| ConfigError::new("url", format!("is not a valid database URL: {}", scrub(&e.to_string(), url))))
+    parsed.map_err(|e| FieldError::new("url", format!("is not a valid database URL: {}", scrub(&e.to_string(), url))))
 }
 
 /// `message` without the URL's password: the drivers' messages quote

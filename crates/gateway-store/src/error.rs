@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
+use gateway_model::FieldError;
 
 /// An error from the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,7 @@ pub enum StoreError {
     Schema(String),
     /// The `[database]` section is not valid.
     #[error("invalid [database] configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] FieldError),
     /// The SQLite file's directory could not be created.
     #[error("cannot create the database directory {}: {source}", path.display())]
     Io {

@@ -32,7 +32,7 @@ pub mod migrate;
 mod record;
 mod store;
 
-pub use config::{ConfigError, DEFAULT_SQLITE_FILE, DatabaseConfig, MAX_DURATION_S};
+pub use config::{DEFAULT_SQLITE_FILE, DatabaseConfig, MAX_DURATION_S};
 pub use error::StoreError;
 pub use record::{DeviceRecord, Source, TagRecord};
 pub use store::{Dialect, Store, SyncReport};

@@ -21,9 +21,10 @@ use serde_json::{Map, Value};
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Row, Transaction};
 
-use crate::config::{ConfigError, DEFAULT_SQLITE_FILE, DatabaseConfig, dialect_of};
+use crate::config::{DEFAULT_SQLITE_FILE, DatabaseConfig, dialect_of};
 use crate::record::{DeviceRecord, Source, TagRecord};
 use crate::{StoreError, migrate};
+use gateway_model::FieldError;
 
 /// The database behind a [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -406,7 +407,7 @@ fn resolve_url(cfg: &DatabaseConfig, data_dir: &Path) -> Result<(String, Dialect
         }
         Some(Dialect::Postgres) => Ok((url.clone(), Dialect::Postgres)),
         // validate() has refused it already.
-        None => Err(ConfigError::new("url", "must start with `sqlite:`, `postgres:` or `postgresql:`").into()),
+        None => Err(FieldError::new("url", "must start with `sqlite:`, `postgres:` or `postgresql:`").into()),
     }
 }
 

@@ -90,7 +90,7 @@ fn a_malformed_url_is_refused_without_showing_its_password() {
     let cfg =
         DatabaseConfig { url: Some("postgres://gw:maybe@db/gw?sslmode=maybe".into()), ..DatabaseConfig::default() };
     let err = cfg.validate().expect_err("sslmode=maybe is not a mode");
-    assert_eq!(err.field, "url");
+    assert_eq!(err.path, "url");
     assert!(err.to_string().contains("ssl_mode") && !err.to_string().contains("maybe"), "{err}");
 
     let cfg = DatabaseConfig { url: Some("sqlite:/tmp/x.db?mode=sometimes".into()), ..DatabaseConfig::default() };
@@ -111,7 +111,7 @@ async fn open_refuses_an_invalid_config_before_touching_the_disk() {
     let data_dir = tmp.path().join("data");
     let cfg = DatabaseConfig { min_connections: 60, ..DatabaseConfig::default() };
     match Store::open(&cfg, &data_dir).await {
-        Err(StoreError::Config(e)) => assert_eq!(e.field, "min_connections"),
+        Err(StoreError::Config(e)) => assert_eq!(e.path, "min_connections"),
         other => panic!("expected a config error, got {other:?}"),
     }
     assert!(!data_dir.exists());

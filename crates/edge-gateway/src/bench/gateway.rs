@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gateway_api::ApiConfig;
 use gateway_bus::config::WalOverflow;
 use gateway_bus::loadtest::Histogram;
-use gateway_bus::{Bus, BusCfg, BusConfig, BusMetrics, Preset, SubscribeOptions};
+use gateway_bus::{Bus, BusMetrics, BusSettings, Preset, SubscribeOptions};
 use gateway_drivers::DeviceConfig;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use gateway_store::{DatabaseConfig, Source, Store};
@@ -56,8 +56,7 @@ impl Gateway {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let cfg = Config {
             gateway: GatewaySection { data_dir: dir.path().to_owned(), ..GatewaySection::default() },
-            bus: BusCfg { wal_dir: dir.path().join("wal"), ..preset.cfg() },
-            bus_section: BusConfig { preset, ..BusConfig::default() },
+            bus: BusSettings { wal_dir: dir.path().join("wal"), ..preset.settings() },
             api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },
             database: DatabaseConfig::default(),
             devices: devices.to_vec(),
@@ -276,11 +275,11 @@ pub fn storage(spec: &StorageSpec) -> Result<Outcome, String> {
     let rt = runtime()?;
     rt.block_on(async {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let cfg = BusCfg {
+        let cfg = BusSettings {
             wal_dir: dir.path().join("wal"),
             wal_max_bytes: spec.cap_bytes,
             wal_overflow: WalOverflow::DropOldest,
-            ..Preset::Default.cfg()
+            ..Preset::Default.settings()
         };
         let bus = Bus::open(cfg, Arc::new(BusMetrics::unregistered())).map_err(|e| format!("bus: {e}"))?;
         let _holder = bus.subscribe(SubscribeOptions::durable("never-acks")).map_err(|e| e.to_string())?;
@@ -318,7 +317,7 @@ pub fn storage(spec: &StorageSpec) -> Result<Outcome, String> {
         o.put("storage.dropped_frames", s.dropped_seqs as f64);
         o.put("storage.bytes_per_frame", per_frame);
         for p in Preset::ALL {
-            let cap = p.cfg().wal_max_bytes;
+            let cap = p.settings().wal_max_bytes;
             o.put(&format!("storage.{}.wal_max_gb", p.name()), cap as f64 / 1e9);
             o.put(&format!("storage.{}.outage_h_at_100k", p.name()), cap as f64 / (per_frame * 100_000.0) / 3600.0);
         }

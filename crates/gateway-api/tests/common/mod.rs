@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gateway_api::{ApiConfig, ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
-use gateway_bus::{Bus, BusCfg, BusMetrics, Persistence};
+use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence};
 use gateway_drivers::{DeviceConfig, DriverManager};
 use gateway_store::{DatabaseConfig, Store};
 use prometheus_client::registry::Registry;
@@ -36,7 +36,7 @@ pub struct Env {
 pub async fn env_with(cfg: ApiConfig, from_file: Vec<Value>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
-    let bus_cfg = BusCfg { persistence: Persistence::Memory, ..BusCfg::memory_optimized() };
+    let bus_cfg = BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() };
     let bus = Bus::open(bus_cfg, Arc::new(BusMetrics::new(&mut registry))).unwrap();
     let store = Store::open(&DatabaseConfig::default(), dir.path()).await.unwrap();
     let api_metrics = Arc::new(ApiMetrics::new(&mut registry));

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusCfg, BusMetrics};
+use gateway_bus::{Bus, BusMetrics, BusSettings};
 use gateway_connectors::mqtt::MqttConfig;
 use gateway_connectors::{ConnectorConfig, ConnectorKind, ConnectorMetrics, Connectors};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
@@ -19,16 +19,16 @@ pub struct Rig {
     pub dir: tempfile::TempDir,
 }
 
-pub fn bus_cfg(dir: &std::path::Path) -> BusCfg {
-    BusCfg {
+pub fn bus_cfg(dir: &std::path::Path) -> BusSettings {
+    BusSettings {
         ring_pow: 14,
         wal_dir: dir.join("wal"),
         wal_flush_ms: 2,
         async_write_queue_size: 4096,
         wal_segment_bytes: Some(256 << 10),
         high_performance_mode: false,
-        batch: gateway_bus::BatchConfig { max_batch_size: 1000, ..Default::default() },
-        ..BusCfg::default()
+        batch: gateway_bus::BatchSettings { max_batch_size: 1000, ..Default::default() },
+        ..BusSettings::default()
     }
 }
 
@@ -38,7 +38,7 @@ impl Rig {
         Self::start_with(cfg, bus_cfg(dir.path()), dir)
     }
 
-    pub fn start_with(cfg: MqttConfig, bus_cfg: BusCfg, dir: tempfile::TempDir) -> Rig {
+    pub fn start_with(cfg: MqttConfig, bus_cfg: BusSettings, dir: tempfile::TempDir) -> Rig {
         let bus = Bus::open(bus_cfg, Arc::new(BusMetrics::unregistered())).unwrap();
         let metrics = Arc::new(ConnectorMetrics::unregistered());
         let c = ConnectorConfig { name: "up".into(), enabled: true, kind: ConnectorKind::Mqtt(Box::new(cfg)) };

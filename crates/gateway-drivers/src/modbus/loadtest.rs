@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusCfg, BusMetrics, Persistence, Preset, SubscribeOptions, loadtest, procstat};
+use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, Preset, SubscribeOptions, loadtest, procstat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
@@ -157,7 +157,7 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
         }
         Ok::<_, std::io::Error>(out)
     })?;
-    let cfg = BusCfg { persistence: Persistence::Memory, ..level.preset.cfg() };
+    let cfg = BusSettings { persistence: Persistence::Memory, ..level.preset.settings() };
     let capacity = cfg.capacity();
     let bus = Bus::open(cfg, Arc::new(BusMetrics::unregistered())).map_err(std::io::Error::other)?;
     let frames = Arc::new(AtomicU64::new(0));
