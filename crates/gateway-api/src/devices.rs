@@ -189,12 +189,20 @@ impl Devices {
         self.map_mut().insert(dev.name.clone(), (Arc::new(dev), source));
     }
 
+    /// 400 if `dev` disagrees with another device about what they share (a serial line).
+    fn check_shared(&self, dev: &DeviceConfig) -> Result<(), ApiError> {
+        let others: Vec<DeviceConfig> =
+            self.map().values().filter(|(d, _)| d.name != dev.name).map(|(d, _)| (**d).clone()).collect();
+        dev.check_against(&others).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
+    }
+
     /// Creates a device; 409 if the name is taken.
     pub async fn create(&self, dev: DeviceConfig) -> Result<(), ApiError> {
         let _w = self.write.lock().await;
         if self.get(&dev.name).is_some() {
             return Err(ApiError::conflict("exists", format!("device {:?} already exists", dev.name)));
         }
+        self.check_shared(&dev)?;
         self.store.create_device(&to_record(&dev, Source::Api)).await?;
         self.apply(dev, Source::Api).await;
         Ok(())
@@ -204,6 +212,7 @@ impl Devices {
     pub async fn replace(&self, dev: DeviceConfig) -> Result<bool, ApiError> {
         let _w = self.write.lock().await;
         self.owned_by_file(&dev.name)?;
+        self.check_shared(&dev)?;
         let created = self.store.upsert_device(&to_record(&dev, Source::Api)).await?;
         self.apply(dev, Source::Api).await;
         Ok(created)

@@ -162,7 +162,7 @@ pub async fn list_tags(State(s): State<AppState>, Path(name): Path<String>) -> A
 
 fn parse_tag(s: &AppState, device: &str, body: Json_) -> ApiResult<TagConfig> {
     let (d, _) = s.devices().get(device).ok_or_else(|| ApiError::not_found("device", device))?;
-    TagConfig::from_json(d.driver(), body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
+    TagConfig::from_json(&d.params, body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
 }
 
 /// `POST /api/v1/devices/{name}/tags`: 201; 409 if the tag exists.

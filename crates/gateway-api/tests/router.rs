@@ -157,6 +157,18 @@ async fn bad_devices_are_refused_with_the_field_named() {
     let (s, v) = call(&env, "PUT", "/api/v1/devices/a", Some(json!({"name": "b", "driver": "sim"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_error(&v, "name_mismatch");
+
+    // Devices sharing a serial line must agree on its settings, over the API as in the file.
+    let rtu = |name: &str, baud: u32| json!({"name": name, "driver": "modbus_rtu", "port": "/dev/ttyEG-none", "baud_rate": baud});
+    let (s, _) = call(&env, "POST", "/api/v1/devices", Some(rtu("m1", 9600))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v) = call(&env, "POST", "/api/v1/devices", Some(rtu("m2", 19200))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().starts_with("baud_rate: port /dev/ttyEG-none is shared"), "{v}");
+    let (s, v) = call(&env, "PUT", "/api/v1/devices/m2", Some(rtu("m2", 19200))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _) = call(&env, "PUT", "/api/v1/devices/m1", Some(rtu("m1", 19200))).await;
+    assert_eq!(s, StatusCode::OK, "a device may change its own line settings");
 }
 
 #[tokio::test]

@@ -176,15 +176,18 @@ async fn a_slow_client_loses_updates_and_the_others_do_not_wait_for_it() {
     let mut fast = connect(addr).await;
     send(&mut slow, json!({"type": "subscribe", "patterns": ["*"]})).await;
     send(&mut fast, json!({"type": "subscribe", "patterns": ["*"]})).await;
-    // The fast client keeps reading; the slow one reads nothing for 2 s.
-    let started = Instant::now();
+    // The fast client keeps reading while the slow one reads nothing. Were the
+    // hub to wait for the slow client (whose queue holds 2 updates), the fast
+    // one would see at most a few updates before stalling for good; the
+    // deadline is generous so a loaded machine cannot fail this, only a stall.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut fast_updates = 0;
-    while started.elapsed() < Duration::from_secs(2) {
+    while fast_updates < 50 || env.state.metrics().ws_dropped.get() == 0 {
+        assert!(Instant::now() < deadline, "the fast client was held back: {fast_updates} updates in 60 s");
         if next_json(&mut fast).await["type"] == "update" {
             fast_updates += 1;
         }
     }
-    assert!(fast_updates > 50, "the fast client was held back: {fast_updates} updates in 2 s");
     // Now the slow client reads: it is told how many updates it lost.
     let mut dropped = None;
     for _ in 0..10_000 {

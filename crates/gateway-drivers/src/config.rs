@@ -1,69 +1,45 @@
-//! Device and tag configuration: the fields every device and tag has, plus the
-//! driver's own fields, parsed from the config file (TOML) or the API (JSON)
-//! with errors that name the exact field, such as
+//! Device and tag configuration: the fields every device and tag has, plus
+//! the driver's own fields, parsed from the config file (TOML) or the API
+//! (JSON) with errors that name the exact field, such as
 //! `devices[1].tags[0].data_type: unknown variant `flaot``.
 //!
 //! A device is read in two steps: the common fields (`name`, `driver`,
 //! `enabled`, `poll_interval_ms`, `tags`) are taken out, and what remains must
-//! be exactly the driver's own fields (unknown fields are errors). Tags the same.
+//! be exactly the driver's own fields, read by the driver's registry entry
+//! (unknown fields are errors). Tags the same. Nothing here names a protocol.
 
 use std::collections::BTreeSet;
 
-use gateway_model::TagId;
+use gateway_model::{FieldError, TagId, take_field};
 use serde_json::{Map, Value};
 
-use crate::modbus::{ModbusRtuParams, ModbusTagParams, ModbusTcpParams};
-use crate::sim::{SimDeviceParams, SimTagParams};
-
-pub use gateway_model::FieldError;
-use gateway_model::{parse_fields as typed, take_field as take};
-
-/// Drivers this build knows.
-pub const DRIVERS: &[&str] = &["sim", "modbus_tcp", "modbus_rtu"];
-
-/// A driver's device-level fields.
-#[derive(Clone, Debug, PartialEq)]
-pub enum DriverParams {
-    /// The simulator.
-    Sim(SimDeviceParams),
-    /// A Modbus TCP device.
-    ModbusTcp(ModbusTcpParams),
-    /// A Modbus RTU device on a serial line.
-    ModbusRtu(ModbusRtuParams),
-}
-
-/// A driver's tag-level fields.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TagParams {
-    /// A simulated signal.
-    Sim(SimTagParams),
-    /// A Modbus coil, input or register (both Modbus drivers).
-    Modbus(ModbusTagParams),
-}
+use crate::driver::{DriverParams, TagParams};
+use crate::registry::{self, DRIVERS, DriverEntry};
 
 /// A configured tag.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TagConfig {
-    /// The point name; the tag id is `device.name`.
+    /// The point name, unique within its device; the tag id is `device.name`.
     pub name: String,
-    /// Whether commands may write it.
+    /// Whether commands may write it (`false` unless the configuration says so).
     pub writable: bool,
-    /// The driver's fields.
+    /// The driver's own fields of this tag (register address, signal, node id ...).
     pub params: TagParams,
 }
 
 /// A configured device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceConfig {
-    /// Unique name; the first part of its tags' ids.
+    /// Unique among devices; the first part of its tags' ids, so 1-64 of
+    /// `A-Z a-z 0-9 _ -` ([`valid_device_name`]).
     pub name: String,
-    /// Whether it is polled.
+    /// A disabled device is kept in the configuration but not polled.
     pub enabled: bool,
-    /// Time between polls.
+    /// Time between polls, 1 ms to one day.
     pub poll_interval_ms: u64,
-    /// The driver's fields.
+    /// The driver and its own fields of this device.
     pub params: DriverParams,
-    /// The tags.
+    /// The tags, in configuration order.
     pub tags: Vec<TagConfig>,
 }
 
@@ -72,68 +48,56 @@ pub fn valid_device_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
 }
 
+fn object(value: Value, what: &str) -> Result<Map<String, Value>, FieldError> {
+    match value {
+        Value::Object(m) => Ok(m),
+        _ => Err(FieldError::new("", format!("a {what} must be a table/object"))),
+    }
+}
+
 impl TagConfig {
-    /// Parses a tag of a device using `driver`.
-    pub fn from_json(driver: &str, value: Value) -> Result<TagConfig, FieldError> {
-        let Value::Object(mut map) = value else {
-            return Err(FieldError::new("", "a tag must be a table/object"));
-        };
-        let name: String = take(&mut map, "name")?.ok_or_else(|| FieldError::new("name", "missing field `name`"))?;
-        let writable = take(&mut map, "writable")?.unwrap_or(false);
-        let params = match driver {
-            "sim" => TagParams::Sim(typed(map)?),
-            "modbus_tcp" | "modbus_rtu" => TagParams::Modbus(typed(map)?),
-            other => return Err(FieldError::new("driver", format!("unknown driver `{other}`"))),
-        };
+    /// Parses a tag of a device whose driver and own fields are `driver`.
+    pub fn from_json(driver: &DriverParams, value: Value) -> Result<TagConfig, FieldError> {
+        let mut map = object(value, "tag")?;
+        let name: String =
+            take_field(&mut map, "name")?.ok_or_else(|| FieldError::new("name", "missing field `name`"))?;
+        let writable = take_field(&mut map, "writable")?.unwrap_or(false);
+        let params = driver.parse_tag(map)?;
         Ok(TagConfig { name, writable, params })
     }
 
     /// The JSON/TOML form.
     pub fn to_json(&self) -> Value {
-        let mut map = match &self.params {
-            TagParams::Sim(p) => to_map(p),
-            TagParams::Modbus(p) => to_map(p),
-        };
+        let mut map = self.params.to_json();
         map.insert("name".into(), self.name.clone().into());
         map.insert("writable".into(), self.writable.into());
         Value::Object(map)
     }
 }
 
-fn to_map<T: serde::Serialize>(v: &T) -> Map<String, Value> {
-    match serde_json::to_value(v) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
-}
-
 impl DeviceConfig {
-    /// Parses a device from its JSON form (the TOML form converts to it).
+    /// Parses and validates a device from its JSON form (the TOML form
+    /// converts to it), with the gateway's drivers.
     pub fn from_json(value: Value) -> Result<DeviceConfig, FieldError> {
-        let Value::Object(mut map) = value else {
-            return Err(FieldError::new("", "a device must be a table/object"));
-        };
-        let name: String = take(&mut map, "name")?.ok_or_else(|| FieldError::new("name", "missing field `name`"))?;
+        Self::from_json_with(DRIVERS, value)
+    }
+
+    /// As [`DeviceConfig::from_json`], with the drivers of `registry`.
+    pub fn from_json_with(registry: &[DriverEntry], value: Value) -> Result<DeviceConfig, FieldError> {
+        let mut map = object(value, "device")?;
+        let name: String =
+            take_field(&mut map, "name")?.ok_or_else(|| FieldError::new("name", "missing field `name`"))?;
         let driver: String =
-            take(&mut map, "driver")?.ok_or_else(|| FieldError::new("driver", "missing field `driver`"))?;
-        let enabled = take(&mut map, "enabled")?.unwrap_or(true);
-        let poll_interval_ms = take(&mut map, "poll_interval_ms")?.unwrap_or(1000);
-        let tags_raw: Vec<Value> = take(&mut map, "tags")?.unwrap_or_default();
-        let params = match driver.as_str() {
-            "sim" => DriverParams::Sim(typed(map)?),
-            "modbus_tcp" => DriverParams::ModbusTcp(typed(map)?),
-            "modbus_rtu" => DriverParams::ModbusRtu(typed(map)?),
-            other => {
-                return Err(FieldError::new(
-                    "driver",
-                    format!("unknown driver `{other}`, expected one of: {}", DRIVERS.join(", ")),
-                ));
-            }
-        };
+            take_field(&mut map, "driver")?.ok_or_else(|| FieldError::new("driver", "missing field `driver`"))?;
+        let enabled = take_field(&mut map, "enabled")?.unwrap_or(true);
+        let poll_interval_ms = take_field(&mut map, "poll_interval_ms")?.unwrap_or(1000);
+        let tags_raw: Vec<Value> = take_field(&mut map, "tags")?.unwrap_or_default();
+        let entry = registry::find(registry, &driver)?;
+        let params = entry.parse_device(map)?;
         let tags = tags_raw
             .into_iter()
             .enumerate()
-            .map(|(i, t)| TagConfig::from_json(&driver, t).map_err(|e| e.under(&format!("tags[{i}]"))))
+            .map(|(i, t)| TagConfig::from_json(&params, t).map_err(|e| e.under(&format!("tags[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
         let dev = DeviceConfig { name, enabled, poll_interval_ms, params, tags };
         dev.validate()?;
@@ -142,20 +106,12 @@ impl DeviceConfig {
 
     /// The driver's name (`sim`, `modbus_tcp`, ...).
     pub fn driver(&self) -> &'static str {
-        match self.params {
-            DriverParams::Sim(_) => "sim",
-            DriverParams::ModbusTcp(_) => "modbus_tcp",
-            DriverParams::ModbusRtu(_) => "modbus_rtu",
-        }
+        self.params.driver()
     }
 
     /// The JSON/TOML form (what [`DeviceConfig::from_json`] reads).
     pub fn to_json(&self) -> Value {
-        let mut map = match &self.params {
-            DriverParams::Sim(p) => to_map(p),
-            DriverParams::ModbusTcp(p) => to_map(p),
-            DriverParams::ModbusRtu(p) => to_map(p),
-        };
+        let mut map = self.params.to_json();
         map.insert("name".into(), self.name.clone().into());
         map.insert("driver".into(), self.driver().into());
         map.insert("enabled".into(), self.enabled.into());
@@ -198,16 +154,18 @@ impl DeviceConfig {
                 return Err(FieldError::new(path, format!("duplicate tag name {:?}", t.name)));
             }
         }
-        match &self.params {
-            DriverParams::Sim(p) => crate::sim::validate(self, p),
-            DriverParams::ModbusTcp(p) => crate::modbus::validate_tcp(self, p),
-            DriverParams::ModbusRtu(p) => crate::modbus::validate_rtu(self, p),
-        }
+        self.params.validate(self)
+    }
+
+    /// Checks this device against `earlier` ones for what they share (a
+    /// serial line); the error's path is relative to this device.
+    pub fn check_against(&self, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
+        self.params.check_against(self, earlier)
     }
 }
 
 /// Parses a list of devices (`[[devices]]`), checking that names are unique
-/// and that the enabled devices sharing a serial port agree on its settings.
+/// and that devices sharing a resource (a serial port) agree on it.
 pub fn parse_devices(values: Vec<Value>, prefix: &str) -> Result<Vec<DeviceConfig>, FieldError> {
     let mut out: Vec<DeviceConfig> = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
@@ -216,9 +174,7 @@ pub fn parse_devices(values: Vec<Value>, prefix: &str) -> Result<Vec<DeviceConfi
         if out.iter().any(|o| o.name == d.name) {
             return Err(FieldError::new(format!("{at}.name"), format!("duplicate device name {:?}", d.name)));
         }
-        if let Some(e) = crate::modbus::line_conflict(&out, &d) {
-            return Err(e.under(&at));
-        }
+        d.check_against(&out).map_err(|e| e.under(&at))?;
         out.push(d);
     }
     Ok(out)

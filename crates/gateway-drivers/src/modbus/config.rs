@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DeviceConfig, DriverParams, FieldError, TagParams};
+use gateway_model::FieldError;
+
+use crate::config::DeviceConfig;
 
 /// Where a tag lives in the device: one of the four Modbus tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -165,34 +167,37 @@ impl Parity {
     }
 }
 
-fn one_u8() -> u8 {
+const fn default_unit_id() -> u8 {
     1
 }
-fn default_timeout() -> u64 {
+const fn default_stop_bits() -> u8 {
+    1
+}
+const fn default_timeout() -> u64 {
     1000
 }
-fn default_gap() -> u16 {
+const fn default_gap() -> u16 {
     8
 }
-fn default_registers() -> u16 {
+const fn default_registers() -> u16 {
     125
 }
-fn default_coils() -> u16 {
+const fn default_coils() -> u16 {
     2000
 }
-fn default_reconnect_min() -> u64 {
+const fn default_reconnect_min() -> u64 {
     500
 }
-fn default_reconnect_max() -> u64 {
+const fn default_reconnect_max() -> u64 {
     30_000
 }
-fn default_baud() -> u32 {
+const fn default_baud() -> u32 {
     9600
 }
-fn default_data_bits() -> u8 {
+const fn default_data_bits() -> u8 {
     8
 }
-fn one_f64() -> f64 {
+const fn default_scale() -> f64 {
     1.0
 }
 fn is_false(b: &bool) -> bool {
@@ -202,12 +207,12 @@ fn is_false(b: &bool) -> bool {
 /// Device fields of `driver = "modbus_tcp"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusTcpParams {
+pub struct ModbusTcpConfig {
     /// `host:port` of the device (or of a TCP-to-RTU gateway), e.g. `10.0.0.5:502`.
     pub address: String,
     /// Unit identifier sent with every request (default 1; TCP devices often ignore it,
     /// gateways route by it).
-    #[serde(default = "one_u8")]
+    #[serde(default = "default_unit_id")]
     pub unit_id: u8,
     /// Time allowed for a connect and for each request, in milliseconds (default 1000).
     #[serde(default = "default_timeout")]
@@ -239,7 +244,7 @@ pub struct ModbusTcpParams {
 /// share one serial line and must agree on its settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusRtuParams {
+pub struct ModbusRtuConfig {
     /// The serial port, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
     pub port: String,
     /// Bits per second (default 9600).
@@ -252,10 +257,10 @@ pub struct ModbusRtuParams {
     #[serde(default = "default_data_bits")]
     pub data_bits: u8,
     /// Stop bits, 1 (default) or 2.
-    #[serde(default = "one_u8")]
+    #[serde(default = "default_stop_bits")]
     pub stop_bits: u8,
     /// Slave address, 1 to 247 (default 1).
-    #[serde(default = "one_u8")]
+    #[serde(default = "default_unit_id")]
     pub unit_id: u8,
     /// Time allowed for each request, in milliseconds (default 1000).
     #[serde(default = "default_timeout")]
@@ -285,7 +290,7 @@ pub struct ModbusRtuParams {
 /// Tag fields of both Modbus drivers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModbusTagParams {
+pub struct ModbusTagConfig {
     /// `coil`, `discrete_input`, `holding_register` or `input_register`.
     pub area: Area,
     /// 0-based address of the (first) coil or register, as sent on the wire
@@ -305,7 +310,7 @@ pub struct ModbusTagParams {
     pub byte_order: ByteOrder,
     /// Engineering value = raw × `scale` + `offset` (default 1); numbers only.
     /// With a scale or offset the value is published as a float.
-    #[serde(default = "one_f64")]
+    #[serde(default = "default_scale")]
     pub scale: f64,
     /// See `scale` (default 0).
     #[serde(default)]
@@ -318,10 +323,10 @@ pub struct ModbusTagParams {
     pub deadband: Option<f64>,
 }
 
-impl ModbusTagParams {
+impl ModbusTagConfig {
     /// A tag of `data_type` at `address` of `area`, every other field at its default.
     pub fn new(area: Area, address: u16, data_type: DataType) -> Self {
-        ModbusTagParams {
+        ModbusTagConfig {
             area,
             address,
             data_type: Some(data_type),
@@ -363,10 +368,10 @@ pub(crate) struct Common {
     pub write_multiple_only: bool,
 }
 
-impl ModbusTcpParams {
+impl ModbusTcpConfig {
     /// A device at `address` with every other field at its default.
     pub fn new(address: impl Into<String>) -> Self {
-        ModbusTcpParams {
+        ModbusTcpConfig {
             address: address.into(),
             unit_id: 1,
             timeout_ms: default_timeout(),
@@ -393,10 +398,10 @@ impl ModbusTcpParams {
     }
 }
 
-impl ModbusRtuParams {
+impl ModbusRtuConfig {
     /// A device on `port` with every other field at its default.
     pub fn new(port: impl Into<String>) -> Self {
-        ModbusRtuParams {
+        ModbusRtuConfig {
             port: port.into(),
             baud_rate: default_baud(),
             parity: Parity::None,
@@ -475,7 +480,7 @@ fn check_timing(c: &Common, timeout_ms: u64, rmin: u64, rmax: u64) -> Result<(),
 }
 
 /// Checks a `modbus_tcp` device.
-pub(crate) fn validate_tcp(dev: &DeviceConfig, p: &ModbusTcpParams) -> Result<(), FieldError> {
+pub(crate) fn validate_tcp(dev: &DeviceConfig, p: &ModbusTcpConfig) -> Result<(), FieldError> {
     if !valid_host_port(&p.address) {
         return Err(FieldError::new(
             "address",
@@ -488,7 +493,7 @@ pub(crate) fn validate_tcp(dev: &DeviceConfig, p: &ModbusTcpParams) -> Result<()
 }
 
 /// Checks a `modbus_rtu` device.
-pub(crate) fn validate_rtu(dev: &DeviceConfig, p: &ModbusRtuParams) -> Result<(), FieldError> {
+pub(crate) fn validate_rtu(dev: &DeviceConfig, p: &ModbusRtuConfig) -> Result<(), FieldError> {
     if p.port.trim().is_empty() {
         return Err(FieldError::new("port", "must name a serial port, e.g. /dev/ttyUSB0"));
     }
@@ -516,11 +521,8 @@ pub(crate) fn validate_rtu(dev: &DeviceConfig, p: &ModbusRtuParams) -> Result<()
 }
 
 fn validate_tags(dev: &DeviceConfig, c: &Common) -> Result<(), FieldError> {
-    for (i, t) in dev.tags.iter().enumerate() {
+    for (i, (t, p)) in dev.tags_of::<ModbusTagConfig>().enumerate() {
         let at = |f: &str| format!("tags[{i}].{f}");
-        let TagParams::Modbus(p) = &t.params else {
-            return Err(FieldError::new(format!("tags[{i}]"), "not a Modbus tag"));
-        };
         let ty = p.data_type();
         if p.area.is_bits() {
             if ty != DataType::Bool {
@@ -609,13 +611,12 @@ fn validate_tags(dev: &DeviceConfig, c: &Common) -> Result<(), FieldError> {
 /// If `dev` is a serial device whose port is used by one of `earlier`
 /// (enabled devices) with other line settings: the error, at `dev`'s field
 /// that differs.
-pub(crate) fn line_conflict(earlier: &[DeviceConfig], dev: &DeviceConfig) -> Option<FieldError> {
-    let DriverParams::ModbusRtu(p) = &dev.params else { return None };
+pub(crate) fn line_conflict(p: &ModbusRtuConfig, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Option<FieldError> {
     if !dev.enabled {
         return None;
     }
     earlier.iter().filter(|d| d.enabled).find_map(|other| {
-        let DriverParams::ModbusRtu(o) = &other.params else { return None };
+        let o = other.params.get::<ModbusRtuConfig>()?;
         if o.port != p.port {
             return None;
         }
@@ -687,13 +688,13 @@ mod tests {
     #[test]
     fn defaults_are_what_the_documentation_says() {
         let d = DeviceConfig::from_json(tcp(json!([{"name": "x", "area": "holding_register", "address": 0}]))).unwrap();
-        let crate::DriverParams::ModbusTcp(p) = &d.params else { panic!("not tcp") };
-        assert_eq!(*p, super::ModbusTcpParams::new("127.0.0.1:502"));
-        let crate::TagParams::Modbus(t) = &d.tags[0].params else { panic!("not modbus") };
+        let p = d.params.get::<super::ModbusTcpConfig>().expect("a modbus_tcp device");
+        assert_eq!(*p, super::ModbusTcpConfig::new("127.0.0.1:502"));
+        let t = d.tags[0].params.get::<super::ModbusTagConfig>().expect("a Modbus tag");
         assert_eq!(t.data_type(), super::DataType::U16);
         let r = DeviceConfig::from_json(json!({"name": "m", "driver": "modbus_rtu", "port": "/dev/ttyS0"})).unwrap();
-        let crate::DriverParams::ModbusRtu(p) = &r.params else { panic!("not rtu") };
-        assert_eq!(*p, super::ModbusRtuParams::new("/dev/ttyS0"));
+        let p = r.params.get::<super::ModbusRtuConfig>().expect("a modbus_rtu device");
+        assert_eq!(*p, super::ModbusRtuConfig::new("/dev/ttyS0"));
         assert_eq!(p.line_settings(), "9600 8N1");
     }
 

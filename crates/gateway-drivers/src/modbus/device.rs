@@ -11,18 +11,18 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_modbus::{Request, Response};
 
 use super::REFRESH_POLLS;
-use super::config::{Area, Common, ModbusTagParams};
+use super::config::{Area, Common, ModbusTagConfig};
 use super::link::{Backoff, CallError, Link};
 use super::planner::{self, Limits, Read, Span};
 use super::value::{self, Encoded};
-use crate::config::{DeviceConfig, TagParams};
+use crate::config::DeviceConfig;
+use crate::driver::{DriverContext, Stop};
 use crate::status::DeviceStatus;
-use crate::{DriverContext, Stop};
 
 /// A tag and what the driver remembers of it.
 struct Tag {
     id: TagId,
-    p: ModbusTagParams,
+    p: ModbusTagConfig,
     writable: bool,
     /// The last good value read (published, with a bad quality, when reads fail).
     last_good: Option<Value>,
@@ -112,10 +112,8 @@ fn hash(name: &str) -> u64 {
 impl Device {
     fn new(dev: &DeviceConfig, common: Common, link: Link, status: Arc<DeviceStatus>) -> Self {
         let tags: Vec<Tag> = dev
-            .tags
-            .iter()
-            .filter_map(|t| {
-                let TagParams::Modbus(p) = &t.params else { return None };
+            .tags_of::<ModbusTagConfig>()
+            .filter_map(|(t, p)| {
                 let id = dev.tag_id(&t.name)?;
                 Some(Tag {
                     id,
@@ -346,7 +344,7 @@ impl Device {
     /// Writes `encoded` to the tag `p`: FC 5 (or 15) for a coil, FC 6 (or 16)
     /// for one register, FC 16 for several, and FC 3 + FC 6 (read, change
     /// the bit, write back) for a bit of a register.
-    async fn write(&mut self, p: &ModbusTagParams, encoded: Encoded) -> Result<(), CallError> {
+    async fn write(&mut self, p: &ModbusTagConfig, encoded: Encoded) -> Result<(), CallError> {
         // A command is an operator's action: try to connect now rather than
         // wait for the backoff.
         self.ensure_connected(true).await.map_err(|e| e.unwrap_or_else(|| CallError::NotConnected(String::new())))?;
@@ -481,7 +479,7 @@ mod tests {
     use super::*;
 
     fn tag(deadband: Option<f64>, ty: DataType) -> Tag {
-        let mut p = ModbusTagParams::new(Area::HoldingRegister, 0, ty);
+        let mut p = ModbusTagConfig::new(Area::HoldingRegister, 0, ty);
         p.deadband = deadband;
         Tag {
             id: TagId::new("d.t").unwrap(),

@@ -34,7 +34,7 @@ use tokio_modbus::slave::SlaveContext;
 use tokio_modbus::{Request, Response, Slave};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
-use super::config::{ModbusRtuParams, Parity};
+use super::config::{ModbusRtuConfig, Parity};
 use super::link::{Backoff, CallError, call_with_timeout};
 
 /// The settings of a serial line, which all its devices must share.
@@ -54,7 +54,7 @@ pub(crate) struct LineSettings {
 
 impl LineSettings {
     /// The line settings of a device.
-    pub fn of(p: &ModbusRtuParams) -> Self {
+    pub fn of(p: &ModbusRtuConfig) -> Self {
         LineSettings {
             port: p.port.clone(),
             baud_rate: p.baud_rate,
@@ -295,7 +295,7 @@ pub(crate) struct RtuLink {
 }
 
 impl RtuLink {
-    pub fn new(p: &ModbusRtuParams) -> Self {
+    pub fn new(p: &ModbusRtuConfig) -> Self {
         RtuLink {
             settings: LineSettings::of(p),
             unit: p.unit_id,

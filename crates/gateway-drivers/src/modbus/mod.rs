@@ -59,26 +59,48 @@ mod value;
 
 use std::sync::Arc;
 
-pub use config::{Area, ByteOrder, DataType, ModbusRtuParams, ModbusTagParams, ModbusTcpParams, Parity};
-pub(crate) use config::{line_conflict, validate_rtu, validate_tcp};
+pub use config::{Area, ByteOrder, DataType, ModbusRtuConfig, ModbusTagConfig, ModbusTcpConfig, Parity};
 
-use crate::DriverContext;
+use gateway_model::FieldError;
+
 use crate::config::DeviceConfig;
+use crate::driver::{Driver, DriverContext};
 
 /// A tag with a deadband is published at least once every this many polls
 /// even when its value holds steady.
 pub const REFRESH_POLLS: u32 = 10;
 
-/// Runs a Modbus TCP device until its context says stop.
-pub(crate) async fn run_tcp(dev: Arc<DeviceConfig>, p: ModbusTcpParams, ctx: DriverContext) {
-    let common = p.common();
-    let link = link::Link::Tcp(link::TcpLink::new(p.address.clone(), p.unit_id, common.timeout));
-    device::run(dev, common, link, ctx).await;
+impl Driver for ModbusTcpConfig {
+    const NAME: &'static str = "modbus_tcp";
+    type Tag = ModbusTagConfig;
+
+    fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
+        config::validate_tcp(dev, self)
+    }
+
+    fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
+        let common = self.common();
+        let link = link::Link::Tcp(link::TcpLink::new(self.address.clone(), self.unit_id, common.timeout));
+        device::run(dev, common, link, ctx)
+    }
 }
 
-/// Runs a Modbus RTU device until its context says stop.
-pub(crate) async fn run_rtu(dev: Arc<DeviceConfig>, p: ModbusRtuParams, ctx: DriverContext) {
-    let common = p.common();
-    let link = link::Link::Rtu(line::RtuLink::new(&p));
-    device::run(dev, common, link, ctx).await;
+impl Driver for ModbusRtuConfig {
+    const NAME: &'static str = "modbus_rtu";
+    type Tag = ModbusTagConfig;
+
+    fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
+        config::validate_rtu(dev, self)
+    }
+
+    /// Enabled devices on one serial port must agree on its line settings.
+    fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
+        config::line_conflict(self, dev, earlier).map_or(Ok(()), Err)
+    }
+
+    fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
+        let common = self.common();
+        let link = link::Link::Rtu(line::RtuLink::new(self));
+        device::run(dev, common, link, ctx)
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gateway_model::Value;
 
-use super::config::{DataType, ModbusTagParams};
+use super::config::{DataType, ModbusTagConfig};
 
 /// Why registers could not become a value, or a value registers.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -48,7 +48,7 @@ pub(crate) enum Encoded {
 
 /// Bytes of a value in big-endian order (`ABCD...`) from its registers in
 /// the tag's byte order. `out` must hold `2 * words.len()` bytes.
-fn to_canonical(words: &[u16], p: &ModbusTagParams, word_swap: bool, out: &mut [u8]) {
+fn to_canonical(words: &[u16], p: &ModbusTagConfig, word_swap: bool, out: &mut [u8]) {
     let n = words.len();
     for (i, w) in words.iter().enumerate() {
         let src = if word_swap && p.byte_order.swap_words() { n - 1 - i } else { i };
@@ -60,7 +60,7 @@ fn to_canonical(words: &[u16], p: &ModbusTagParams, word_swap: bool, out: &mut [
 }
 
 /// Registers in the tag's byte order from big-endian bytes (inverse of [`to_canonical`]).
-fn from_canonical(bytes: &[u8], p: &ModbusTagParams, word_swap: bool) -> Vec<u16> {
+fn from_canonical(bytes: &[u8], p: &ModbusTagConfig, word_swap: bool) -> Vec<u16> {
     let n = bytes.len() / 2;
     (0..n)
         .map(|i| {
@@ -72,11 +72,11 @@ fn from_canonical(bytes: &[u8], p: &ModbusTagParams, word_swap: bool) -> Vec<u16
 }
 
 /// One register as the tag reads it (bytes swapped for `BADC`/`DCBA`).
-pub(crate) fn logical_word(w: u16, p: &ModbusTagParams) -> u16 {
+pub(crate) fn logical_word(w: u16, p: &ModbusTagConfig) -> u16 {
     if p.byte_order.swap_bytes() { w.swap_bytes() } else { w }
 }
 
-fn scaled(p: &ModbusTagParams, raw: Value) -> Value {
+fn scaled(p: &ModbusTagConfig, raw: Value) -> Value {
     if !p.is_scaled() {
         return raw;
     }
@@ -92,7 +92,7 @@ pub(crate) fn decode_bits(bits: &[bool]) -> Result<Value, CodecError> {
 }
 
 /// The value of tag `p` from the registers of a read, starting at the tag.
-pub(crate) fn decode_words(p: &ModbusTagParams, words: &[u16]) -> Result<Value, CodecError> {
+pub(crate) fn decode_words(p: &ModbusTagConfig, words: &[u16]) -> Result<Value, CodecError> {
     let ty = p.data_type();
     let need = usize::from(ty.registers(p.length));
     if words.len() < need {
@@ -130,7 +130,7 @@ pub(crate) fn decode_words(p: &ModbusTagParams, words: &[u16]) -> Result<Value, 
 
 /// A value of the tag's type with nothing in it (false, 0, ""), published
 /// with a bad quality when a tag was never read.
-pub(crate) fn neutral(p: &ModbusTagParams) -> Value {
+pub(crate) fn neutral(p: &ModbusTagConfig) -> Value {
     let ty = p.data_type();
     if p.is_scaled() {
         return Value::F64(0.0);
@@ -158,7 +158,7 @@ fn range_of(ty: DataType) -> (i128, i128) {
 
 /// The raw integer to write for `v`: exact without scaling, rounded to the
 /// nearest step with it (a scaled tag's raw value is necessarily a step).
-fn raw_integer(p: &ModbusTagParams, ty: DataType, v: &Value) -> Result<i128, CodecError> {
+fn raw_integer(p: &ModbusTagConfig, ty: DataType, v: &Value) -> Result<i128, CodecError> {
     let name = ty.name();
     let raw = if p.is_scaled() {
         let x = v.as_f64().ok_or(CodecError::NotANumber(v.type_name()))?;
@@ -186,7 +186,7 @@ fn raw_integer(p: &ModbusTagParams, ty: DataType, v: &Value) -> Result<i128, Cod
 }
 
 /// What to write to tag `p` for the commanded value `v`, or why it cannot be.
-pub(crate) fn encode(p: &ModbusTagParams, v: &Value) -> Result<Encoded, CodecError> {
+pub(crate) fn encode(p: &ModbusTagConfig, v: &Value) -> Result<Encoded, CodecError> {
     let ty = p.data_type();
     if ty == DataType::Bool {
         let b = v.as_bool().ok_or(CodecError::NotABool(v.type_name()))?;
@@ -240,8 +240,8 @@ mod tests {
     use super::super::config::{Area, ByteOrder};
     use super::*;
 
-    fn reg(ty: DataType, order: ByteOrder) -> ModbusTagParams {
-        ModbusTagParams { byte_order: order, ..ModbusTagParams::new(Area::HoldingRegister, 0, ty) }
+    fn reg(ty: DataType, order: ByteOrder) -> ModbusTagConfig {
+        ModbusTagConfig { byte_order: order, ..ModbusTagConfig::new(Area::HoldingRegister, 0, ty) }
     }
 
     #[test]
@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(encode(&p, &Value::Bool(true)), Ok(Encoded::Bit(true)));
         p.bit = None;
         assert_eq!(decode_words(&p, &[0x0100]), Ok(Value::Bool(true)), "a register is true when non-zero");
-        let coil = ModbusTagParams::new(Area::Coil, 0, DataType::Bool);
+        let coil = ModbusTagConfig::new(Area::Coil, 0, DataType::Bool);
         assert_eq!(encode(&coil, &Value::I64(1)), Ok(Encoded::Coil(true)));
         assert_eq!(encode(&coil, &Value::I64(2)), Err(CodecError::NotABool("i64")));
         assert_eq!(decode_bits(&[true, false]), Ok(Value::Bool(true)));

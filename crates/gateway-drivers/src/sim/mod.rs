@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_bus::CommandRequest;
-use gateway_model::{Batch, CmdStatus, DataFrame, Frame, Quality, TagId, Value, now_ns};
+use gateway_model::{Batch, CmdStatus, DataFrame, FieldError, Frame, Quality, TagId, Value, now_ns};
 use serde::{Deserialize, Serialize};
 use tokio::time::MissedTickBehavior;
 
-use crate::config::{DeviceConfig, FieldError, TagParams};
-use crate::{DriverContext, Stop};
+use crate::config::DeviceConfig;
+use crate::driver::{Driver, DriverContext, Stop};
 
 /// The waveform of a simulated tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ fn default_prefix() -> String {
 /// Device fields of the simulator.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimDeviceParams {
+pub struct SimConfig {
     /// Seed of the random walks (default: derived from the device name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -83,11 +83,11 @@ pub struct SimDeviceParams {
 /// Tag fields of the simulator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SimTagParams {
+pub struct SimTagConfig {
     /// The waveform.
     pub signal: Signal,
     /// Height of the waveform (default 1).
-    #[serde(default = "one")]
+    #[serde(default = "default_amplitude")]
     pub amplitude: f64,
     /// Level the waveform starts from (default 0).
     #[serde(default)]
@@ -96,7 +96,7 @@ pub struct SimTagParams {
     #[serde(default = "default_period")]
     pub period_ms: u64,
     /// Fraction of the period a square wave is high (default 0.5).
-    #[serde(default = "half")]
+    #[serde(default = "default_duty")]
     pub duty: f64,
     /// Largest step of a random walk per poll (default amplitude / 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,25 +112,25 @@ pub struct SimTagParams {
     pub data_type: Option<SimType>,
 }
 
-fn one() -> f64 {
+const fn default_amplitude() -> f64 {
     1.0
 }
-fn half() -> f64 {
+const fn default_duty() -> f64 {
     0.5
 }
-fn default_period() -> u64 {
+const fn default_period() -> u64 {
     10_000
 }
 
-impl SimTagParams {
+impl SimTagConfig {
     /// A tag with `signal` and every other field at its default.
     pub fn new(signal: Signal) -> Self {
-        SimTagParams {
+        SimTagConfig {
             signal,
-            amplitude: 1.0,
+            amplitude: default_amplitude(),
             offset: 0.0,
             period_ms: default_period(),
-            duty: 0.5,
+            duty: default_duty(),
             step: None,
             min: None,
             max: None,
@@ -147,7 +147,20 @@ impl SimTagParams {
     }
 }
 
-pub(crate) fn validate(dev: &DeviceConfig, p: &SimDeviceParams) -> Result<(), FieldError> {
+impl Driver for SimConfig {
+    const NAME: &'static str = "sim";
+    type Tag = SimTagConfig;
+
+    fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
+        validate(dev, self)
+    }
+
+    fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
+        run(dev, self.clone(), ctx)
+    }
+}
+
+fn validate(dev: &DeviceConfig, p: &SimConfig) -> Result<(), FieldError> {
     if let Some(g) = &p.generate {
         if g.count > 1_000_000 {
             return Err(FieldError::new("generate.count", format!("must be at most 1000000, got {}", g.count)));
@@ -156,10 +169,7 @@ pub(crate) fn validate(dev: &DeviceConfig, p: &SimDeviceParams) -> Result<(), Fi
             return Err(FieldError::new("generate.prefix", format!("{:?} does not make valid tag names", g.prefix)));
         }
     }
-    for (i, t) in dev.tags.iter().enumerate() {
-        let TagParams::Sim(s) = &t.params else {
-            return Err(FieldError::new(format!("tags[{i}]"), "not a simulator tag"));
-        };
+    for (i, (_, s)) in dev.tags_of::<SimTagConfig>().enumerate() {
         let at = |f: &str| format!("tags[{i}].{f}");
         if !s.amplitude.is_finite() || !s.offset.is_finite() {
             return Err(FieldError::new(at("amplitude"), "amplitude and offset must be finite numbers"));
@@ -181,7 +191,7 @@ pub(crate) fn validate(dev: &DeviceConfig, p: &SimDeviceParams) -> Result<(), Fi
 
 struct SimTag {
     id: TagId,
-    p: SimTagParams,
+    p: SimTagConfig,
     kind: SimType,
     writable: bool,
     /// Current level: the random walk's position, or the counter.
@@ -204,7 +214,7 @@ impl Rng {
 }
 
 impl SimTag {
-    fn new(id: TagId, p: SimTagParams, writable: bool) -> Self {
+    fn new(id: TagId, p: SimTagConfig, writable: bool) -> Self {
         let kind = p.data_type();
         SimTag { id, kind, writable, state: p.offset, counter: p.offset.round() as i64, forced: None, p }
     }
@@ -278,19 +288,15 @@ impl SimTag {
     }
 }
 
-fn build_tags(dev: &DeviceConfig, p: &SimDeviceParams) -> Vec<SimTag> {
+fn build_tags(dev: &DeviceConfig, p: &SimConfig) -> Vec<SimTag> {
     let mut tags: Vec<SimTag> = dev
-        .tags
-        .iter()
-        .filter_map(|t| {
-            let TagParams::Sim(s) = &t.params else { return None };
-            dev.tag_id(&t.name).map(|id| SimTag::new(id, s.clone(), t.writable))
-        })
+        .tags_of::<SimTagConfig>()
+        .filter_map(|(t, s)| dev.tag_id(&t.name).map(|id| SimTag::new(id, s.clone(), t.writable)))
         .collect();
     if let Some(g) = &p.generate {
         for i in 0..g.count {
             if let Ok(id) = TagId::from_parts(&dev.name, &format!("{}{i}", g.prefix)) {
-                let mut sp = SimTagParams::new(g.signal);
+                let mut sp = SimTagConfig::new(g.signal);
                 // Spread the phases so generated tags do not move in lockstep.
                 sp.period_ms = 5_000 + u64::from(i % 97) * 137;
                 sp.offset = f64::from(i % 100);
@@ -302,7 +308,7 @@ fn build_tags(dev: &DeviceConfig, p: &SimDeviceParams) -> Vec<SimTag> {
 }
 
 /// Runs a simulated device until stopped.
-pub(crate) async fn run(dev: Arc<DeviceConfig>, p: SimDeviceParams, mut ctx: DriverContext) {
+async fn run(dev: Arc<DeviceConfig>, p: SimConfig, mut ctx: DriverContext) {
     let mut tags = build_tags(&dev, &p);
     let seed = p.seed.unwrap_or_else(|| {
         dev.name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
@@ -369,7 +375,7 @@ mod tests {
     use super::*;
 
     fn tag(signal: Signal) -> SimTag {
-        SimTag::new(TagId::new("d.t").unwrap(), SimTagParams::new(signal), true)
+        SimTag::new(TagId::new("d.t").unwrap(), SimTagConfig::new(signal), true)
     }
 
     #[test]
