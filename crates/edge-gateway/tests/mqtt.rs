@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, free_port};
-use gateway_connectors::testing::Mosquitto;
+use gateway_bench::mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// Sequence numbers received from `json_batch` messages, in arrival order.

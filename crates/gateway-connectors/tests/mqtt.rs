@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Collector, Rig, first_arrivals, wait_until};
+use gateway_bench::mosquitto::{Mosquitto, TestCerts};
 use gateway_connectors::mqtt::{Format, MqttConfig, Protocol};
-use gateway_connectors::testing::{Mosquitto, TestCerts};
 use gateway_model::CmdStatus;
 use rumqttc::QoS;
 use serde_json::json;
@@ -117,7 +117,7 @@ async fn outage(protocol: Protocol) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_at_start_is_retried_and_nothing_is_lost() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let rig = Rig::start(cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch));
     rig.publish("a.b", 0, 500, 50).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -165,7 +165,7 @@ impl Drop for Killer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_many() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let dir = tempfile::tempdir().unwrap();
     let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
@@ -198,7 +198,7 @@ async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_ma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_dropped() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let dir = tempfile::tempdir().unwrap();
     let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
@@ -236,7 +236,7 @@ async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_long_outage_live_values_go_out_while_the_backlog_replays_at_its_limit() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let mut c = cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch);
     c.replay_max_rate = 5_000;
     c.batch_max_values = 100;

@@ -25,10 +25,9 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gateway_bench::modbus::{self, Level};
+use gateway_bench::mqtt::{self, MqttScenario};
 use gateway_bus::{Persistence, Preset};
-use gateway_connectors::bench::MqttScenario;
-use gateway_connectors::mqtt::Format;
-use gateway_drivers::modbus::loadtest::Level;
 use serde::{Deserialize, Serialize};
 
 pub use report::Report;
@@ -158,14 +157,6 @@ pub fn child_command(spec: &Spec) -> Result<std::process::Command, String> {
     Ok(cmd)
 }
 
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Json => "json",
-        Format::JsonBatch => "json_batch",
-        Format::SparkplugB => "sparkplug_b",
-    }
-}
-
 /// Values per second at which the network lines state the uplink's need.
 pub const NETWORK_RATE: f64 = 100_000.0;
 
@@ -179,7 +170,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
         Spec::WsClients(s) => ws::clients(s),
         Spec::Storage(s) => gateway::storage(s),
         Spec::Modbus(level) => {
-            let r = gateway_drivers::modbus::loadtest::run(level).map_err(|e| e.to_string())?;
+            let r = modbus::run(level).map_err(|e| e.to_string())?;
             let mut o = Outcome::default();
             o.put("modbus.offered_points_per_s", level.offered() as f64);
             o.put("modbus.points_per_s", r.points_per_s);
@@ -190,9 +181,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             o.put("modbus.cpu_gateway_cores", r.cpu_gateway);
             o.put("modbus.peak_rss_mb", r.peak_rss_mib * 1.048_576);
             o.put("modbus.connected", r.connected as f64);
-            let col = |f: fn(&gateway_drivers::modbus::loadtest::Sample) -> f64| {
-                r.series.iter().map(|s| [s.t_s, f(s)]).collect::<Vec<_>>()
-            };
+            let col = |f: fn(&modbus::Sample) -> f64| r.series.iter().map(|s| [s.t_s, f(s)]).collect::<Vec<_>>();
             o.series = vec![
                 Series {
                     name: "modbus RSS".into(),
@@ -219,8 +208,8 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             Ok(o)
         }
         Spec::Mqtt(s) => {
-            let r = gateway_connectors::bench::run(s)?;
-            let k = format!("mqtt.{}", format_name(s.format));
+            let r = mqtt::run(s)?;
+            let k = format!("mqtt.{}", s.format);
             let mut o = Outcome::default();
             o.put(&format!("{k}.values_per_s"), r.values_per_s);
             o.put(&format!("{k}.messages_per_s"), r.messages_per_s);
@@ -409,12 +398,12 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         skip: None,
         estimate_s: d + 5.0,
     });
-    let mqtt_missing = gateway_connectors::bench::available().err();
-    for format in [Format::JsonBatch, Format::SparkplugB, Format::Json] {
+    let mqtt_missing = mqtt::available().err();
+    for format in ["json_batch", "sparkplug_b", "json"] {
         let outage_values = if s.quick { 10_000 } else { 100_000 };
         steps.push(Step {
-            id: format!("mqtt.{}", format_name(format)),
-            spec: Spec::Mqtt(MqttScenario { format, seconds: d, outage_values, batch: 100 }),
+            id: format!("mqtt.{format}"),
+            spec: Spec::Mqtt(MqttScenario { format: format.into(), seconds: d, outage_values, batch: 100 }),
             skip: mqtt_missing.clone(),
             estimate_s: d + 15.0,
         });
@@ -673,6 +662,6 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Ws(_) | Spec::WsClients(_) => vec!["ws.".into()],
         Spec::Storage(_) => vec!["storage.".into()],
         Spec::Modbus(_) => vec!["modbus.".into()],
-        Spec::Mqtt(m) => vec![format!("mqtt.{}.", format_name(m.format))],
+        Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
     }
 }
