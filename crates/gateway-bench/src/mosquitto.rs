@@ -112,8 +112,17 @@ impl Mosquitto {
 
     /// Starts a broker, with a TLS listener too if `certs` are given.
     pub fn start_with(certs: Option<&TestCerts>) -> Mosquitto {
+        Self::launch(free_port(), certs)
+    }
+
+    /// Starts a broker on `port`: for a client that was told the address
+    /// before any broker listened there (`free_port` picks it).
+    pub fn start_on(port: u16) -> Mosquitto {
+        Self::launch(port, None)
+    }
+
+    fn launch(port: u16, certs: Option<&TestCerts>) -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let tls_port = certs.map(|_| free_port());
         let mut conf = format!(
             "user root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n\
