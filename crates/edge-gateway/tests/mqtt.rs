@@ -6,10 +6,11 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Gateway, free_port};
-use gateway_connectors::testing::Mosquitto;
+use common::Gateway;
+use gateway_bench::mosquitto::Mosquitto;
+use gateway_bench::{free_port, wait_until};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 /// Sequence numbers received from `json_batch` messages, in arrival order.
@@ -50,14 +51,6 @@ async fn collect(port: u16) -> (Arc<Mutex<Vec<u64>>>, tokio::task::JoinHandle<()
     (seqs, task)
 }
 
-async fn wait_for(seqs: &Arc<Mutex<Vec<u64>>>, what: &str, f: impl Fn(&[u64]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f(&seqs.lock().unwrap()) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_and_a_restart_leave_no_gap_at_the_broker() {
     let broker = Mosquitto::start();
@@ -89,11 +82,11 @@ reconnect_min_ms = 50
     let data = dir.path().join("data");
     let port = free_port();
     let g = Gateway::start_with(&data, port, Some(&config));
-    wait_for(&seqs, "values before the crash", |s| s.len() >= 3_000).await;
+    wait_until(60, "values before the crash", || seqs.lock().unwrap().len() >= 3_000).await;
     g.kill();
     let before = seqs.lock().unwrap().iter().copied().max().unwrap();
     let g = Gateway::start_with(&data, port, Some(&config));
-    wait_for(&seqs, "values after the restart", |s| s.iter().any(|&x| x > before + 3_000)).await;
+    wait_until(60, "values after the restart", || seqs.lock().unwrap().iter().any(|&x| x > before + 3_000)).await;
     g.stop();
 
     let got = seqs.lock().unwrap().clone();

@@ -9,8 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Gateway, free_port, http, run, wait_value};
+use common::{BIN, Gateway, http, run, wait_value};
 use futures_util::{SinkExt, StreamExt};
+use gateway_bench::free_port;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod metrics;
+pub mod process;
 pub mod routes;
 pub mod ws;
 

@@ -98,12 +98,12 @@ impl ApiMetrics {
 
     /// Reads the process figures from /proc.
     pub fn refresh_process(&self) {
-        let p = gateway_bus::procstat::read(None);
+        let p = crate::process::read(None);
         self.rss.set(p.rss as i64);
         self.threads.set(p.threads as i64);
         let prev = self.cpu_seen.swap(p.cpu_ticks, Ordering::Relaxed);
         if p.cpu_ticks > prev {
-            self.cpu.inc_by((p.cpu_ticks - prev) as f64 / gateway_bus::procstat::TICKS_PER_S);
+            self.cpu.inc_by((p.cpu_ticks - prev) as f64 / crate::process::TICKS_PER_S);
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
             self.open_fds.set(dir.count() as i64);

@@ -11,10 +11,15 @@
 //! batches over `tokio::sync::broadcast`; then the latency targets at a fixed
 //! open-loop rate.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use gateway_bus::loadtest::{self, Report, Scenario, Transport};
+use gateway_bench::bus::{self, Report, Scenario, Transport};
+use gateway_bench::child;
 use gateway_bus::{Persistence, Preset};
+
+/// Marks a child copy of this bench that runs one scenario (`gateway_bench::child`).
+const CHILD_FLAG: &str = "--loadtest-child";
 
 fn mb(b: u64) -> String {
     if b == 0 { "n/a".into() } else { format!("{:.1}", b as f64 / (1 << 20) as f64) }
@@ -45,13 +50,15 @@ fn header() {
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
+/// Runs `s` in a fresh child process, so that its peak RSS is its own.
 fn measure(s: &Scenario) -> Report {
-    loadtest::run_isolated(s).expect("scenario ran")
+    let timeout = s.duration * 4 + Duration::from_secs(120);
+    child::run(CHILD_FLAG, s, timeout).unwrap_or_else(|e| panic!("scenario {s:?}: {e}"))
 }
 
-fn main() {
-    if loadtest::child_entry() {
-        return;
+fn main() -> ExitCode {
+    if let Some(code) = child::entry(CHILD_FLAG, |s: Scenario| Ok::<_, String>(bus::run(&s))) {
+        return code;
     }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -113,4 +120,5 @@ fn main() {
         }
     }
     println!();
+    ExitCode::SUCCESS
 }

@@ -29,9 +29,7 @@ mod bus;
 mod command;
 pub mod config;
 mod error;
-pub mod loadtest;
 pub mod metrics;
-pub mod procstat;
 mod shutdown;
 mod subscriber;
 

@@ -92,8 +92,3 @@ impl Connectors {
         }
     }
 }
-
-#[cfg(feature = "testing")]
-pub mod bench;
-#[cfg(feature = "testing")]
-pub mod testing;

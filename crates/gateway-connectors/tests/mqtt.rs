@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Collector, Rig, first_arrivals, wait_until};
+use common::{Collector, Rig, first_arrivals};
+use gateway_bench::mosquitto::{Mosquitto, TestCerts};
+use gateway_bench::wait_until;
 use gateway_connectors::mqtt::{Format, MqttConfig, Protocol};
-use gateway_connectors::testing::{Mosquitto, TestCerts};
 use gateway_model::CmdStatus;
 use rumqttc::QoS;
 use serde_json::json;
@@ -117,13 +118,13 @@ async fn outage(protocol: Protocol) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_at_start_is_retried_and_nothing_is_lost() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let rig = Rig::start(cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch));
     rig.publish("a.b", 0, 500, 50).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rig.acked(), 0);
     // A broker appears on that port later.
-    let _broker = Killer(mosquitto_on(port));
+    let _broker = Mosquitto::start_on(port);
     let sink = Collector::start(port, "plant/gw/#", "sink-late").await;
     // Values published before the collector subscribed may be gone; publish more and
     // check that everything the connector had is acknowledged and the new ones arrive.
@@ -135,37 +136,9 @@ async fn a_broker_down_at_start_is_retried_and_nothing_is_lost() {
     assert_contiguous(&new(), 500, 1000);
 }
 
-fn mosquitto_on(port: u16) -> std::process::Child {
-    let dir = std::env::temp_dir().join(format!("mosq-{port}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("m.conf");
-    std::fs::write(&conf, format!("user root\nallow_anonymous true\nlog_dest none\nlistener {port} 127.0.0.1\n"))
-        .unwrap();
-    let c = std::process::Command::new("/usr/sbin/mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    c
-}
-
-struct Killer(std::process::Child);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_many() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let dir = tempfile::tempdir().unwrap();
     let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
@@ -179,7 +152,7 @@ async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_ma
     rig.publish("line1.count", 0, total, 1000).await;
     let w = rig.bus.wal().unwrap().stats();
     assert!(w.dropped_seqs > 0, "the WAL did not overflow: {w:?}");
-    let _broker = Killer(mosquitto_on(port));
+    let _broker = Mosquitto::start_on(port);
     let sink = Collector::start(port, "plant/gw/#", "sink-overflow").await;
     wait_until(60, "the connector to catch up", || rig.cursor() == total as u64).await;
     let label = gateway_connectors::metrics::ConnectorLabel { connector: "up".into() };
@@ -198,7 +171,7 @@ async fn an_outage_longer_than_the_wal_holds_drops_the_oldest_and_reports_how_ma
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_dropped() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let dir = tempfile::tempdir().unwrap();
     let bus_cfg = gateway_bus::BusSettings {
         wal_max_bytes: 1 << 20,
@@ -228,7 +201,7 @@ async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_d
     assert!(!producer.is_finished(), "publishing must wait while the WAL is full and the broker away");
     let head = rig.bus.head_seq();
     assert!(head < 200_000, "head {head}");
-    let _broker = Killer(mosquitto_on(port));
+    let _broker = Mosquitto::start_on(port);
     tokio::time::timeout(Duration::from_secs(60), producer).await.expect("publishing resumed").unwrap();
     wait_until(60, "the connector to catch up", || rig.cursor() == 200_000).await;
     assert_eq!(rig.bus.wal().unwrap().stats().dropped_seqs, 0);
@@ -236,13 +209,13 @@ async fn with_the_block_policy_publishers_wait_during_an_outage_and_nothing_is_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_long_outage_live_values_go_out_while_the_backlog_replays_at_its_limit() {
-    let port = gateway_connectors::testing::free_port();
+    let port = gateway_bench::free_port();
     let mut c = cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch);
     c.replay_max_rate = 5_000;
     c.batch_max_values = 100;
     let rig = Rig::start(c);
     rig.publish("line1.history", 0, 25_000, 100).await;
-    let _broker = Killer(mosquitto_on(port));
+    let _broker = Mosquitto::start_on(port);
     let sink = Collector::start(port, "plant/gw/#", "sink-replay").await;
     let started = std::time::Instant::now();
     // While the backlog replays (about five seconds at 5,000 values/s), publish live values.
@@ -431,11 +404,10 @@ async fn sparkplug_births_data_commands_and_deaths_follow_the_specification() {
     let Rig { bus, dir: rig_dir, .. } = rig;
     drop(bus);
     // The aborted task lets go of its bus handle (and the WAL's lock) shortly.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gateway_wal::inspect::inspect(&dir.path().join("wal")).unwrap().in_use {
-        assert!(std::time::Instant::now() < deadline, "the WAL stayed locked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(10, "the WAL to be unlocked", || {
+        !gateway_wal::inspect::inspect(&dir.path().join("wal")).unwrap().in_use
+    })
+    .await;
     let rig2 = Rig::start_with(c, common::bus_cfg(dir.path()), rig_dir);
     rig2.publish("d1.a", 0, 1, 1).await;
     wait_until(20, "a new NBIRTH", || sink.snapshot()[before..].iter().any(|(t, _)| t.ends_with("/NBIRTH/gw1"))).await;

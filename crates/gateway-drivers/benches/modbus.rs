@@ -1,5 +1,5 @@
 //! End-to-end benchmark of the Modbus TCP driver, printed as Markdown: the
-//! scenario of [`gateway_drivers::modbus::loadtest`] (200 in-process
+//! scenario of `gateway_bench::modbus` (200 in-process
 //! `tokio-modbus` servers, 200 devices of 50 `f32` tags polled through the
 //! real driver manager into a real bus) at poll intervals of 1000, 200, 100
 //! and 10 ms (10k, 50k, 100k and 1M points/s offered; the last shows the
@@ -9,15 +9,22 @@
 //! `MODBUS_BENCH_SECONDS`, default 5). `edge-gateway bench` runs the
 //! 100,000 points/s level as part of the performance budget.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
+use gateway_bench::child;
+use gateway_bench::modbus::{self, Level, Report};
 use gateway_bus::Preset;
-use gateway_drivers::modbus::loadtest::{self, Level};
 
 const DEVICES: usize = 200;
 const TAGS: usize = 50;
 
-fn main() {
-    if loadtest::child_entry() {
-        return;
+/// Marks a child copy of this bench that runs one level (`gateway_bench::child`).
+const CHILD_FLAG: &str = "--modbus-loadtest-child";
+
+fn main() -> ExitCode {
+    if let Some(code) = child::entry(CHILD_FLAG, |level: Level| modbus::run(&level)) {
+        return code;
     }
     let seconds = std::env::var("MODBUS_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     println!(
@@ -30,7 +37,8 @@ fn main() {
     for preset in [Preset::Default, Preset::MemoryOptimized] {
         for poll_ms in [1000, 200, 100, 10] {
             let level = Level { preset, devices: DEVICES, tags: TAGS, poll_ms, warmup_s: 2.0, seconds };
-            let r = match loadtest::run_isolated(&level) {
+            let timeout = Duration::from_secs_f64((level.warmup_s + level.seconds) * 4.0 + 120.0);
+            let r: Report = match child::run(CHILD_FLAG, &level, timeout) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("level {level:?} failed: {e}");
@@ -54,4 +62,5 @@ fn main() {
             }
         }
     }
+    ExitCode::SUCCESS
 }

@@ -16,6 +16,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use gateway_bench::{free_port, wait_until_blocking};
 use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, SubscribeOptions, Subscriber};
 use gateway_drivers::{DeviceConfig, DriverManager};
 use gateway_model::{CmdStatus, Frame, Quality, QualityLevel, Reason, TagId, Value};
@@ -46,11 +47,6 @@ fn require_socat() {
     let ok =
         Command::new("socat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     assert!(ok, "socat is missing (the RTU tests need it for a pseudo-terminal pair): run scripts/setup-test-peers");
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// A running pymodbus server; killed on drop.
@@ -175,11 +171,7 @@ impl Pty {
             .stderr(Stdio::null())
             .spawn()
             .expect("start socat");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(a.exists() && b.exists()) {
-            assert!(Instant::now() < deadline, "socat made no pseudo-terminals");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until_blocking(10, "socat's pseudo-terminals", || a.exists() && b.exists());
         Pty { child, dir }
     }
 

@@ -407,11 +407,7 @@ async fn pool_settings_from_the_config_are_applied(db: TestDb) {
     assert_eq!(pool.connect_options().log_settings.slow_statements_duration, Duration::from_millis(250));
 
     // The pool keeps min_connections open by itself.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pool.size() < 2 {
-        assert!(Instant::now() < deadline, "the pool never opened min_connections");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    gateway_bench::wait_until(10, "the pool to open min_connections", || pool.size() >= 2).await;
 
     // And never more than max_connections: a fourth user waits, then times out.
     let mut held = Vec::new();

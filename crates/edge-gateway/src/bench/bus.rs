@@ -1,11 +1,11 @@
-//! Bus scenarios: the load generator of `gateway_bus::loadtest` (publisher
+//! Bus scenarios: the load generator of `gateway_bench::bus` (publisher
 //! threads, subscriber tasks, latency from the moment each batch was due)
 //! run once briefly as a warm-up and then measured, in this (child) process,
 //! with RSS and CPU sampled alongside.
 
 use std::time::Duration;
 
-use gateway_bus::loadtest::{self, Scenario, Transport};
+use gateway_bench::bus::{Scenario, Transport};
 use gateway_bus::{Persistence, Preset};
 use serde::{Deserialize, Serialize};
 
@@ -65,13 +65,13 @@ pub fn run(spec: &BusSpec) -> Result<Outcome, String> {
         dir: dir.path().to_owned(),
     };
     if spec.warmup_s > 0.0 {
-        loadtest::run(&scenario(spec.warmup_s));
+        gateway_bench::bus::run(&scenario(spec.warmup_s));
     }
     let key = format!("bus.{}.{}", spec.preset.name(), persistence_name(spec.persistence));
     // RSS over time is worth a chart for the throughput runs (the ring fills); CPU is
     // one publisher and one subscriber flat out, and the latency runs hold still.
     let sampler = (spec.mode == Mode::Throughput).then(|| Sampler::start(&key, None));
-    let r = loadtest::run(&scenario(spec.seconds));
+    let r = gateway_bench::bus::run(&scenario(spec.seconds));
     let series = sampler.map(|s| s.finish().into_iter().filter(|s| s.unit == "MB").collect()).unwrap_or_default();
     let mut o = Outcome { series, ..Outcome::default() };
     let mb = |b: u64| b as f64 / 1e6;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_api::ApiConfig;
+use gateway_bench::histogram::Histogram;
 use gateway_bus::config::WalOverflow;
-use gateway_bus::loadtest::Histogram;
 use gateway_bus::{Bus, BusMetrics, BusSettings, Preset, SubscribeOptions};
 use gateway_drivers::DeviceConfig;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};

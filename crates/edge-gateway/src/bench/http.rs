@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_api::ApiConfig;
+use gateway_bench::histogram::Histogram;
 use gateway_bus::Preset;
-use gateway_bus::loadtest::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

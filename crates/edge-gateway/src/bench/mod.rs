@@ -4,7 +4,8 @@
 //! durable, whole-gateway memory and CPU per preset, REST, store queries,
 //! WebSocket fan-out, the WAL's size limit, Modbus and MQTT end to end),
 //! runs each in a fresh child process of this executable (`--bench-child
-//! <json>`, so every memory figure belongs to its scenario alone), collects
+//! <json>` through `gateway_bench::child`, so every memory figure belongs to
+//! its scenario alone, and a scenario that hangs is killed), collects
 //! their figures, judges every line of the budget (`budget.toml`) and prints
 //! the table; then writes the JSON and HTML reports and saves or compares a
 //! baseline. All load is generated here: no outside tool is needed (MQTT
@@ -22,13 +23,12 @@ mod ws;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use gateway_bench::child;
+use gateway_bench::modbus::{self, Level};
+use gateway_bench::mqtt::{self, MqttScenario};
 use gateway_bus::{Persistence, Preset};
-use gateway_connectors::bench::MqttScenario;
-use gateway_connectors::mqtt::Format;
-use gateway_drivers::modbus::loadtest::Level;
 use serde::{Deserialize, Serialize};
 
 pub use report::Report;
@@ -147,23 +147,12 @@ pub enum Spec {
     Mqtt(MqttScenario),
 }
 
+/// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
 const CHILD_FLAG: &str = "--bench-child";
 
 /// The command that runs `spec` in a child process of this executable.
 pub fn child_command(spec: &Spec) -> Result<std::process::Command, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg(CHILD_FLAG).arg(json);
-    Ok(cmd)
-}
-
-fn format_name(f: Format) -> &'static str {
-    match f {
-        Format::Json => "json",
-        Format::JsonBatch => "json_batch",
-        Format::SparkplugB => "sparkplug_b",
-    }
+    child::command(CHILD_FLAG, spec).map_err(|e| e.to_string())
 }
 
 /// Values per second at which the network lines state the uplink's need.
@@ -179,7 +168,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
         Spec::WsClients(s) => ws::clients(s),
         Spec::Storage(s) => gateway::storage(s),
         Spec::Modbus(level) => {
-            let r = gateway_drivers::modbus::loadtest::run(level).map_err(|e| e.to_string())?;
+            let r = modbus::run(level).map_err(|e| e.to_string())?;
             let mut o = Outcome::default();
             o.put("modbus.offered_points_per_s", level.offered() as f64);
             o.put("modbus.points_per_s", r.points_per_s);
@@ -190,9 +179,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             o.put("modbus.cpu_gateway_cores", r.cpu_gateway);
             o.put("modbus.peak_rss_mb", r.peak_rss_mib * 1.048_576);
             o.put("modbus.connected", r.connected as f64);
-            let col = |f: fn(&gateway_drivers::modbus::loadtest::Sample) -> f64| {
-                r.series.iter().map(|s| [s.t_s, f(s)]).collect::<Vec<_>>()
-            };
+            let col = |f: fn(&modbus::Sample) -> f64| r.series.iter().map(|s| [s.t_s, f(s)]).collect::<Vec<_>>();
             o.series = vec![
                 Series {
                     name: "modbus RSS".into(),
@@ -219,8 +206,8 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             Ok(o)
         }
         Spec::Mqtt(s) => {
-            let r = gateway_connectors::bench::run(s)?;
-            let k = format!("mqtt.{}", format_name(s.format));
+            let r = mqtt::run(s)?;
+            let k = format!("mqtt.{}", s.format);
             let mut o = Outcome::default();
             o.put(&format!("{k}.values_per_s"), r.values_per_s);
             o.put(&format!("{k}.messages_per_s"), r.messages_per_s);
@@ -243,22 +230,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
 /// If this process is a benchmark child, runs its scenario, prints the
 /// outcome as one JSON line and returns `Some(exit code)`.
 pub fn child_entry() -> Option<ExitCode> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == CHILD_FLAG)?;
-    let result = serde_json::from_str::<Spec>(args.get(i + 1).map_or("", String::as_str))
-        .map_err(|e| format!("bad scenario: {e}"))
-        .and_then(|spec| run_spec(&spec))
-        .and_then(|o| serde_json::to_string(&o).map_err(|e| e.to_string()));
-    Some(match result {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(1)
-        }
-    })
+    child::entry(CHILD_FLAG, |spec: Spec| run_spec(&spec))
 }
 
 /// Open-loop pacer: on its own thread, sends `(index, due time)` for `rate`
@@ -409,12 +381,12 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         skip: None,
         estimate_s: d + 5.0,
     });
-    let mqtt_missing = gateway_connectors::bench::available().err();
-    for format in [Format::JsonBatch, Format::SparkplugB, Format::Json] {
+    let mqtt_missing = mqtt::available().err();
+    for format in ["json_batch", "sparkplug_b", "json"] {
         let outage_values = if s.quick { 10_000 } else { 100_000 };
         steps.push(Step {
-            id: format!("mqtt.{}", format_name(format)),
-            spec: Spec::Mqtt(MqttScenario { format, seconds: d, outage_values, batch: 100 }),
+            id: format!("mqtt.{format}"),
+            spec: Spec::Mqtt(MqttScenario { format: format.into(), seconds: d, outage_values, batch: 100 }),
             skip: mqtt_missing.clone(),
             estimate_s: d + 15.0,
         });
@@ -431,73 +403,6 @@ fn selected(only: Option<&str>, id: &str) -> bool {
             .filter(|w| !w.is_empty())
             .any(|w| id.starts_with(w) || id.split('.').any(|part| part == w))
     })
-}
-
-/// Runs `spec` in a child process with a time-out.
-fn run_child(spec: &Spec, timeout: Duration) -> Result<Outcome, String> {
-    let mut cmd = child_command(spec)?;
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start a child process: {e}"))?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let (tx, rx) = mpsc::channel();
-    let t2 = tx.clone();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(o) = out.as_mut() {
-            let _ = std::io::Read::read_to_string(o, &mut s);
-        }
-        let _ = tx.send((true, s));
-    });
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(e) = err.as_mut() {
-            let _ = std::io::Read::read_to_string(e, &mut s);
-        }
-        let _ = t2.send((false, s));
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for the child: {e}")),
-        }
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    for _ in 0..2 {
-        if let Ok((is_out, s)) = rx.recv_timeout(Duration::from_secs(5)) {
-            if is_out { stdout = s } else { stderr = s }
-        }
-    }
-    let last_err = || {
-        stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty() && !l.starts_with("note:") && !l.contains("RUST_BACKTRACE"))
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
-    match status {
-        None => Err(format!("timed out after {:.0} s", timeout.as_secs_f64())),
-        Some(s) if !s.success() => Err(format!("failed ({s}): {}", last_err())),
-        Some(_) => stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .ok_or_else(|| format!("reported nothing: {}", last_err()))
-            .and_then(|l| serde_json::from_str(l).map_err(|e| format!("unreadable report: {e}"))),
-    }
 }
 
 /// How a scenario went.
@@ -606,9 +511,9 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             ("skipped", Some(r.clone()), None)
         } else {
             let timeout = Duration::from_secs_f64(step.estimate_s * 4.0 + 120.0);
-            match run_child(&step.spec, timeout) {
+            match child::run::<_, Outcome>(CHILD_FLAG, &step.spec, timeout) {
                 Ok(o) => ("ran", None, Some(o)),
-                Err(e) => ("failed", Some(e), None),
+                Err(e) => ("failed", Some(e.to_string()), None),
             }
         };
         let secs = t.elapsed().as_secs_f64();
@@ -673,6 +578,6 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Ws(_) | Spec::WsClients(_) => vec!["ws.".into()],
         Spec::Storage(_) => vec!["storage.".into()],
         Spec::Modbus(_) => vec!["modbus.".into()],
-        Spec::Mqtt(m) => vec![format!("mqtt.{}.", format_name(m.format))],
+        Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
     }
 }

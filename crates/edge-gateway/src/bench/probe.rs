@@ -13,7 +13,7 @@ use super::Series;
 /// Resident set size now and its peak since the last reset (`VmRSS`,
 /// `VmHWM`), bytes.
 pub fn rss() -> (u64, u64) {
-    let s = gateway_bus::procstat::read(None);
+    let s = gateway_bench::procstat::read(None);
     (s.rss, s.peak_rss)
 }
 
@@ -30,7 +30,7 @@ pub fn rss_parts() -> (u64, u64) {
 
 /// Resets the peak RSS counter; false where the kernel does not allow it.
 pub fn reset_peak_rss() -> bool {
-    gateway_bus::procstat::reset_peak_rss()
+    gateway_bench::procstat::reset_peak_rss()
 }
 
 /// CPU time (user + system) of this process so far, seconds, with

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use gateway_api::ApiConfig;
+use gateway_bench::histogram::Histogram;
 use gateway_bus::Preset;
-use gateway_bus::loadtest::Histogram;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;

@@ -7,13 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gateway_bench::wait_until_blocking;
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A minimal HTTP/1.1 client: the tests need no more, and the gateway is the
 /// thing under test, not a client library.
@@ -72,34 +69,26 @@ impl Gateway {
             .spawn()
             .unwrap();
         let mut g = Gateway { child };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        wait_until_blocking(60, "the gateway to become healthy", || {
             if let Ok(Some(status)) = g.child.try_wait() {
                 panic!("the gateway exited early: {status}");
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http(port, "GET", "/api/v1/system/health", None).0 == 200
-            {
-                return g;
-            }
-            assert!(Instant::now() < deadline, "the gateway did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/api/v1/system/health", None).0 == 200
+        });
+        g
     }
 
     /// SIGTERM, then the exit status must be 0 within 20 s.
     pub fn stop(mut self) {
         let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+        wait_until_blocking(20, "the gateway to stop after SIGTERM", || match self.child.try_wait().unwrap() {
+            Some(status) => {
                 assert!(status.success(), "the gateway exited with {status} after SIGTERM");
-                return;
+                true
             }
-            assert!(Instant::now() < deadline, "the gateway did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            None => false,
+        });
     }
 }
 

@@ -1,10 +1,10 @@
 //! Test support for the connector tests: a bus with a WAL, a connector task,
 //! a subscriber that collects what reaches the broker, and helpers to publish
-//! and wait.
+//! and to read the connector's progress.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway_bus::{Bus, BusMetrics, BusSettings};
 use gateway_connectors::mqtt::MqttConfig;
@@ -152,15 +152,6 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Waits until `f` holds, polling, up to `secs`.
-pub async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

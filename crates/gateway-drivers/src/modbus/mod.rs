@@ -52,8 +52,6 @@ mod config;
 mod device;
 mod line;
 mod link;
-#[cfg(feature = "loadtest")]
-pub mod loadtest;
 mod planner;
 mod value;
 

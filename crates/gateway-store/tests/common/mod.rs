@@ -8,7 +8,6 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,8 +144,7 @@ impl PgServer {
         // The port is free when checked; another process taking it in the
         // instant before the server binds is possible but rare, so retry.
         for attempt in 1..=3 {
-            server.port =
-                TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("pick a free port").port();
+            server.port = gateway_bench::free_port();
             let options = format!(
                 "-h 127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
                  -c max_connections=300",

@@ -1,24 +1,29 @@
-//! Load generation and measurement for the bus, shared by `benches/bus.rs`
+//! The bus load generator, shared by `cargo bench -p gateway-bus --bench bus`
 //! and `edge-gateway bench`: publishers on plain threads, subscribers as tokio
-//! tasks, the same batches carried by this bus or by `tokio::sync::broadcast`
+//! tasks, the same batches carried by the bus or by `tokio::sync::broadcast`
 //! for comparison. Latency is measured per batch from the moment its publisher
 //! began publishing it (open loop when a rate is set: from the moment it was
 //! due) to the moment a subscriber received it.
+//!
+//! It drives the bus only through its public API, as a driver and a connector
+//! would, and asserts nothing: it measures, the caller judges. Run it in a
+//! fresh process ([`crate::child`]) when its memory figure matters.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, Preset, SubscribeOptions};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 
-use crate::config::{BusSettings, Persistence, Preset};
-use crate::{Bus, BusMetrics, SubscribeOptions};
+use crate::histogram::{Histogram, Latency};
+use crate::procstat;
 
 /// What carries the frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
-    /// This bus.
+    /// The gateway's frame bus ([`gateway_bus::Bus`]).
     Bus,
     /// `tokio::sync::broadcast` with as many slots as the ring holds batches.
     TokioBroadcast,
@@ -45,113 +50,6 @@ pub struct Scenario {
     pub duration: Duration,
     /// Where the WAL goes (a fresh directory per run is made inside it).
     pub dir: PathBuf,
-}
-
-/// Latency percentiles, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_us: f64,
-    /// 99th percentile.
-    pub p99_us: f64,
-    /// 99.9th percentile.
-    pub p999_us: f64,
-    /// Worst.
-    pub max_us: f64,
-    /// Samples (batches received, all subscribers together).
-    pub samples: u64,
-}
-
-/// A fixed-size latency histogram (log-linear buckets, under 1% error), so
-/// measuring millions of batches costs 32 KiB and not a growing vector that
-/// would distort the memory figures.
-#[derive(Clone, Debug)]
-pub struct Histogram {
-    counts: Vec<u64>,
-}
-
-const SUB: u64 = 128;
-
-/// Quantiles of [`Histogram::curve`]: dense towards the tail, where stalls show.
-pub const CURVE_QUANTILES: [f64; 16] =
-    [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999, 0.999999, 1.0];
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram { counts: vec![0; (64 * SUB) as usize] }
-    }
-}
-
-impl Histogram {
-    fn index(v: u64) -> usize {
-        if v < SUB {
-            return v as usize;
-        }
-        let major = 63 - v.leading_zeros() as u64; // >= 7
-        let shift = major - 7;
-        let minor = (v >> shift) - SUB;
-        ((major - 6) * SUB + minor) as usize
-    }
-
-    fn value(i: usize) -> u64 {
-        let i = i as u64;
-        if i < SUB {
-            return i;
-        }
-        let major = i / SUB + 6;
-        let minor = i % SUB;
-        let shift = major - 7;
-        ((SUB + minor) << shift) + (1 << shift) / 2
-    }
-
-    /// Records one value (nanoseconds).
-    pub fn record(&mut self, v: u64) {
-        self.counts[Self::index(v)] += 1;
-    }
-
-    /// Adds another histogram's counts.
-    pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-    }
-
-    /// Values recorded.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// The value at quantile `q` (0..=1).
-    pub fn quantile(&self, q: f64) -> u64 {
-        let n = self.count();
-        if n == 0 {
-            return 0;
-        }
-        let rank = ((n as f64 * q).ceil() as u64).clamp(1, n);
-        let mut seen = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::value(i);
-            }
-        }
-        0
-    }
-
-    /// The percentile curve for charts: `[quantile, microseconds]` pairs at
-    /// [`CURVE_QUANTILES`] (empty when nothing was recorded).
-    pub fn curve(&self) -> Vec<[f64; 2]> {
-        if self.count() == 0 {
-            return Vec::new();
-        }
-        CURVE_QUANTILES.iter().map(|&q| [q, self.quantile(q) as f64 / 1e3]).collect()
-    }
-
-    /// Percentiles in microseconds.
-    pub fn latency(&self) -> Latency {
-        let us = |q| self.quantile(q) as f64 / 1e3;
-        Latency { p50_us: us(0.5), p99_us: us(0.99), p999_us: us(0.999), max_us: us(1.0), samples: self.count() }
-    }
 }
 
 /// What a run measured.
@@ -184,14 +82,6 @@ pub struct Report {
     /// Bytes of the ring's slot array.
     pub ring_slot_bytes: u64,
 }
-
-/// Resident set size now, and its peak, bytes.
-pub fn rss() -> (u64, u64) {
-    let s = crate::procstat::read(None);
-    (s.rss, s.peak_rss)
-}
-
-pub use crate::procstat::reset_peak_rss;
 
 fn make_batches(publisher: usize, batch_size: usize) -> Vec<Vec<Frame>> {
     let tags: Vec<TagId> = (0..100).map(|i| TagId::new(&format!("load{publisher}.tag{i}")).unwrap()).collect();
@@ -234,7 +124,7 @@ type PublishFn = Arc<dyn Fn(Arc<Batch>) + Send + Sync>;
 /// Runs a scenario and measures it.
 pub fn run(s: &Scenario) -> Report {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let reset = reset_peak_rss();
+    let reset = procstat::reset_peak_rss();
     let epoch = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
@@ -385,7 +275,7 @@ pub fn run(s: &Scenario) -> Report {
         from_publish.merge(&l[0]);
         from_due.merge(&l[1]);
     }
-    let (_, peak) = rss();
+    let peak = procstat::read(None).peak_rss;
     let ring_slot_bytes = bus_handle.as_ref().map_or(0, |b| b.stats().ring_slot_bytes);
     drop(bus_handle);
     drop(publish);
@@ -406,79 +296,28 @@ pub fn run(s: &Scenario) -> Report {
     }
 }
 
-/// Runs a job in a fresh copy of the current executable, so that its memory
-/// figures belong to it alone: the child is started with `flag` and `spec` as
-/// JSON, and its last stdout line starting with `{` is read back as the
-/// report. The executable must check [`child_spec`] first thing in `main`.
-pub fn run_in_child<S: serde::Serialize, R: serde::de::DeserializeOwned>(flag: &str, spec: &S) -> std::io::Result<R> {
-    let exe = std::env::current_exe()?;
-    let json = serde_json::to_string(spec).map_err(std::io::Error::other)?;
-    let out = std::process::Command::new(exe).arg(flag).arg(json).stderr(std::process::Stdio::inherit()).output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(format!("load test child ({flag}) failed: {}", out.status)));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-    serde_json::from_str(line).map_err(std::io::Error::other)
-}
-
-/// In a child started by [`run_in_child`] with `flag`: its job. `None` in
-/// any other process.
-pub fn child_spec<S: serde::de::DeserializeOwned>(flag: &str) -> Option<std::io::Result<S>> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == flag)?;
-    Some(serde_json::from_str(args.get(i + 1).map_or("", String::as_str)).map_err(std::io::Error::other))
-}
-
-/// In a child: prints `report` for [`run_in_child`], or the error and exits 1.
-pub fn child_report<R: serde::Serialize>(report: std::io::Result<R>) {
-    match report.and_then(|r| serde_json::to_string(&r).map_err(std::io::Error::other)) {
-        Ok(json) => println!("{json}"),
-        Err(e) => {
-            eprintln!("load test failed: {e}");
-            std::process::exit(1);
-        }
-    }
-}
-
-const CHILD_FLAG: &str = "--loadtest-child";
-
-/// Runs `s` in a fresh copy of the current executable ([`run_in_child`]).
-/// The executable must call [`child_entry`] first thing in `main`.
-pub fn run_isolated(s: &Scenario) -> std::io::Result<Report> {
-    run_in_child(CHILD_FLAG, s)
-}
-
-/// If this process was started by [`run_isolated`], runs the scenario, prints
-/// its report and returns `true` (the caller then exits).
-pub fn child_entry() -> bool {
-    let Some(s) = child_spec::<Scenario>(CHILD_FLAG) else { return false };
-    child_report(s.map(|s| run(&s)));
-    true
-}
-
 #[cfg(test)]
 mod tests {
-    use super::Histogram;
+    use super::*;
 
     #[test]
-    fn histogram_quantiles_are_within_one_percent() {
-        let mut h = Histogram::default();
-        let values: Vec<u64> = (1..=100_000u64).map(|i| i * 37 % 5_000_000 + 1).collect();
-        for &v in &values {
-            h.record(v);
-        }
-        let mut sorted = values.clone();
-        sorted.sort_unstable();
-        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
-            let exact = sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
-            let got = h.quantile(q);
-            let err = (got as f64 - exact as f64).abs() / exact as f64;
-            assert!(err < 0.01, "q {q}: {got} vs {exact}");
-        }
-        assert_eq!(h.count(), 100_000);
-        let mut small = Histogram::default();
-        small.record(3);
-        assert_eq!(small.quantile(0.5), 3);
+    fn a_short_open_loop_run_publishes_delivers_and_times_its_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scenario {
+            preset: Preset::LowLatency,
+            persistence: Persistence::Memory,
+            transport: Transport::Bus,
+            publishers: 1,
+            subscribers: 1,
+            batch_size: 100,
+            rate: Some(10_000),
+            duration: Duration::from_millis(200),
+            dir: dir.path().to_owned(),
+        };
+        let r = run(&s);
+        assert!(r.published > 0, "{r:?}");
+        assert_eq!(r.delivered_min + r.drops, r.published, "{r:?}");
+        assert_eq!(r.latency.samples, r.published / 100, "one sample per batch: {r:?}");
+        assert!(r.latency_from_due.max_us >= r.latency.p50_us && !r.latency_curve.is_empty(), "{r:?}");
     }
 }

@@ -1,30 +1,35 @@
-//! End-to-end load scenario of the Modbus TCP driver, shared by
-//! `benches/modbus.rs` and `edge-gateway bench` (feature `loadtest`): in-process
-//! `tokio-modbus` servers on loopback (one per device, each device `tags` `f32`
-//! tags = two holding registers each, read in one request per poll) polled
-//! through the real [`DriverManager`] into a real [`Bus`] (memory persistence)
-//! with one subscriber counting the frames. The poll interval sets the offered
-//! load: 200 devices × 50 tags every 100 ms is 100,000 points/s.
+//! The Modbus TCP driver end to end, shared by `cargo bench -p gateway-drivers
+//! --bench modbus` and `edge-gateway bench`: a farm of in-process
+//! `tokio-modbus` servers on loopback (one per device, each device `tags`
+//! `f32` tags = two holding registers each, read in one request per poll)
+//! polled through the real [`DriverManager`] into a real [`Bus`] (memory
+//! persistence) with one subscriber counting the frames. The poll interval
+//! sets the offered load: 200 devices × 50 tags every 100 ms is 100,000 points/s.
 //!
 //! The servers run on their own runtime thread (`modbus-srv`), whose CPU is
 //! subtracted to give the gateway side's share; the peak RSS (`VmHWM`) is the
 //! whole process's, servers included, so it overstates the gateway's. Run a
-//! level in a fresh process ([`run_isolated`]) so the peak is its own.
+//! level in a fresh process ([`crate::child`]) so the peak is its own.
+//!
+//! Devices are made only from their JSON form ([`DeviceConfig::from_json`])
+//! and run only through [`DriverManager`], as the gateway runs them: this
+//! module must never reach into the driver's internals.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, Preset, SubscribeOptions, loadtest, procstat};
+use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, Preset, SubscribeOptions};
+use gateway_drivers::{DeviceConfig, DriverManager};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_modbus::{ExceptionCode, Request, Response};
 
-use crate::{DeviceConfig, DriverManager};
+use crate::procstat;
 
-/// One run.
+/// One load level: how many devices, of how many tags, polled how often.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Level {
     /// Bus preset (memory persistence).
@@ -82,6 +87,9 @@ pub struct Report {
     pub series: Vec<Sample>,
 }
 
+/// Name of the servers' runtime threads, whose CPU is not the gateway's.
+const SERVER_THREADS: &str = "modbus-srv";
+
 /// A device: holding registers hold `f32` values that change on every read.
 struct Sim {
     reads: Arc<AtomicU32>,
@@ -128,26 +136,13 @@ async fn serve() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// CPU ticks (1/100 s) of the process, and of its threads named `prefix*`.
-fn cpu_ticks(prefix: &str) -> (u64, u64) {
-    let total = procstat::read(None).cpu_ticks;
-    let mut matched = 0;
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for t in dir.flatten() {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            let name = stat.split_once('(').and_then(|(_, r)| r.rsplit_once(')')).map_or("", |(n, _)| n);
-            if name.starts_with(prefix) {
-                matched += procstat::stat_ticks(&stat);
-            }
-        }
-    }
-    (total, matched)
-}
-
 /// Runs one level in this process and measures it.
 pub fn run(level: &Level) -> std::io::Result<Report> {
-    let servers =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("modbus-srv").enable_all().build()?;
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(SERVER_THREADS)
+        .enable_all()
+        .build()?;
     let gateway =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("gateway").enable_all().build()?;
     let addrs: Vec<SocketAddr> = servers.block_on(async {
@@ -195,7 +190,7 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
     let polls =
         |m: &DriverManager| -> u64 { m.names().iter().filter_map(|n| m.status(n)).map(|s| s.snapshot().polls).sum() };
     let (f0, g0, p0) = (frames.load(Ordering::Relaxed), good.load(Ordering::Relaxed), polls(&manager));
-    let (cpu0, srv0) = cpu_ticks("modbus-srv");
+    let (cpu0, srv0) = procstat::thread_cpu_ticks(SERVER_THREADS);
     let start = Instant::now();
     let mut series = Vec::new();
     let (mut last_t, mut last_f, mut last_cpu) = (0.0, f0, cpu0.saturating_sub(srv0));
@@ -203,7 +198,7 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
         std::thread::sleep(Duration::from_millis(100));
         let t = start.elapsed().as_secs_f64();
         let fr = frames.load(Ordering::Relaxed);
-        let (c, s) = cpu_ticks("modbus-srv");
+        let (c, s) = procstat::thread_cpu_ticks(SERVER_THREADS);
         let gw = c.saturating_sub(s);
         let dt: f64 = t - last_t;
         series.push(Sample {
@@ -215,7 +210,7 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
         (last_t, last_f, last_cpu) = (t, fr, gw);
     }
     let secs = start.elapsed().as_secs_f64();
-    let (cpu1, srv1) = cpu_ticks("modbus-srv");
+    let (cpu1, srv1) = procstat::thread_cpu_ticks(SERVER_THREADS);
     let (f1, g1, p1) = (frames.load(Ordering::Relaxed), good.load(Ordering::Relaxed), polls(&manager));
     let connected = manager.names().iter().filter_map(|n| manager.status(n)).filter(|s| s.snapshot().connected).count();
     let peak = procstat::read(None).peak_rss;
@@ -236,18 +231,17 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
     })
 }
 
-const CHILD_FLAG: &str = "--modbus-loadtest-child";
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Runs `level` in a fresh copy of the current executable, so that its peak
-/// RSS is its own. The executable must call [`child_entry`] first thing in `main`.
-pub fn run_isolated(level: &Level) -> std::io::Result<Report> {
-    loadtest::run_in_child(CHILD_FLAG, level)
-}
-
-/// If this process was started by [`run_isolated`], runs the level, prints
-/// its report and returns `true` (the caller then exits).
-pub fn child_entry() -> bool {
-    let Some(level) = loadtest::child_spec::<Level>(CHILD_FLAG) else { return false };
-    loadtest::child_report(level.and_then(|l| run(&l)));
-    true
+    #[test]
+    fn a_small_farm_is_polled_through_the_driver_manager() {
+        let level = Level { preset: Preset::Default, devices: 2, tags: 4, poll_ms: 50, warmup_s: 0.5, seconds: 0.5 };
+        assert_eq!(level.offered(), 160);
+        let r = run(&level).unwrap();
+        assert_eq!(r.connected, 2, "{r:?}");
+        assert!(r.points_per_s > 0.0 && r.good_share > 0.9, "{r:?}");
+        assert!(!r.series.is_empty(), "{r:?}");
+    }
 }

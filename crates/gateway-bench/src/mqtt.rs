@@ -1,32 +1,40 @@
-//! MQTT delivery measured against a real local mosquitto: sustained values
-//! per second confirmed by the broker for a payload format, the rate at which
-//! a backlog is replayed after an outage, uplink bytes per value, and the CPU
-//! of the gateway process and of the broker. Used by `edge-gateway bench`;
-//! run it in a child process when its memory figure matters.
+//! MQTT delivery measured against a real local mosquitto, shared by `cargo
+//! bench -p gateway-connectors --bench mqtt` and `edge-gateway bench`:
+//! sustained values per second confirmed by the broker for a payload format,
+//! the rate at which a backlog is replayed after an outage, uplink bytes per
+//! value, and the CPU of the gateway process and of the broker. Run it in a
+//! fresh process ([`crate::child`]) when its memory figure matters.
 //!
 //! The load is published on a real bus (WAL, default preset) as fast as the
 //! connector keeps up, with at most 200,000 frames waiting, so the connector is
 //! always busy but the WAL does not grow without bound.
+//!
+//! The connector is made only from its JSON form
+//! ([`ConnectorConfig::from_json`]) and run only through [`Connectors`], as
+//! the gateway runs it: this module must never reach into the connector's
+//! internals (its config structs, its cursor's name, its Sparkplug types).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_bus::{Bus, BusMetrics, BusSettings};
+use gateway_connectors::metrics::ConnectorLabel;
+use gateway_connectors::{ConnectorConfig, ConnectorMetrics, Connectors};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::metrics::{ConnectorLabel, ConnectorMetrics};
-use crate::mqtt::{Format, MqttConfig};
-use crate::testing::Mosquitto;
-use crate::{ConnectorConfig, ConnectorKind, Connectors};
+use crate::mosquitto::{self, Mosquitto};
+use crate::procstat;
 
 /// One measurement.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MqttScenario {
-    /// Payload format.
-    pub format: Format,
+    /// Payload format, as the connector's `format` field spells it:
+    /// `json`, `json_batch` or `sparkplug_b`.
+    pub format: String,
     /// Seconds of sustained load (after one second of warm-up).
     pub seconds: f64,
     /// Values published while the broker is away, then replayed (0: skip).
@@ -57,28 +65,33 @@ pub struct MqttReport {
     pub peak_rss: u64,
 }
 
-/// Whether the scenario can run here (mosquitto installed).
+/// Whether the scenario can run here: `Err` says why not (mosquitto missing).
 pub fn available() -> Result<(), String> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists())
-        .then_some(())
-        .ok_or_else(|| "mosquitto is not installed (scripts/setup-test-peers installs it)".to_owned())
+    mosquitto::binary().map(|_| ())
 }
 
-fn cpu_ticks(pid: Option<u32>) -> u64 {
-    gateway_bus::procstat::read(pid).cpu_ticks
+/// Just enough of Sparkplug B's `Payload` to count its metrics: field 2, as
+/// the Sparkplug specification numbers it, each metric left undecoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SparkplugMetrics {
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    metrics: Vec<Vec<u8>>,
 }
 
-/// Counts values in received payloads without a full parse where it can.
-fn count_values(format: Format, payload: &[u8]) -> u64 {
+/// Counts values in a received payload without a full parse where it can.
+fn count_values(format: &str, payload: &[u8]) -> u64 {
     match format {
-        Format::Json => 1,
-        Format::JsonBatch => payload.windows(6).filter(|w| w == b"\"seq\":").count() as u64,
-        Format::SparkplugB => {
-            crate::mqtt::sparkplug::Payload::decode(payload).map(|p| p.metrics.len() as u64).unwrap_or(0)
-        }
+        "json" => 1,
+        "json_batch" => payload.windows(6).filter(|w| w == b"\"seq\":").count() as u64,
+        "sparkplug_b" => SparkplugMetrics::decode(payload).map_or(0, |p| p.metrics.len() as u64),
+        _ => 0,
     }
+}
+
+/// The connector's position: the bench's bus has one durable cursor, the
+/// connector's, whatever the connector names it.
+fn cursor(bus: &Bus) -> u64 {
+    bus.wal().and_then(|w| w.cursors().into_iter().map(|(_, p)| p).min()).unwrap_or(0)
 }
 
 /// Runs the scenario (blocking; it builds its own runtime).
@@ -110,7 +123,7 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let sink = {
         let (received, bytes, messages) = (received.clone(), bytes.clone(), messages.clone());
-        let format = s.format;
+        let format = s.format.clone();
         let mut ready = Some(ready_tx);
         tokio::spawn(async move {
             loop {
@@ -127,7 +140,7 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         messages.fetch_add(1, Ordering::Relaxed);
                         bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
-                        received.fetch_add(count_values(format, &p.payload), Ordering::Relaxed);
+                        received.fetch_add(count_values(&format, &p.payload), Ordering::Relaxed);
                     }
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -137,27 +150,22 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), ready_rx).await;
     let metrics = Arc::new(ConnectorMetrics::unregistered());
-    let cfg = MqttConfig {
-        format: s.format,
-        topic_prefix: "bench".into(),
-        max_inflight: 1024,
+    let config = ConnectorConfig::from_json(json!({
+        "name": "bench",
+        "kind": "mqtt",
+        "url": broker.url(),
+        "format": s.format,
+        "topic_prefix": "bench",
+        "max_inflight": 1024,
         // Measure the raw replay speed, not the limiter.
-        replay_max_rate: u64::MAX / 2,
-        reconnect_min_ms: 20,
-        reconnect_max_ms: 200,
-        ..MqttConfig::new(&broker.url())
-    };
-    let connectors = Connectors::start(
-        &[ConnectorConfig { name: "bench".into(), enabled: true, kind: ConnectorKind::Mqtt(Box::new(cfg)) }],
-        &bus,
-        metrics.clone(),
-        dir.path().to_owned(),
-    );
+        "replay_max_rate": u64::MAX / 2,
+        "reconnect_min_ms": 20,
+        "reconnect_max_ms": 200,
+    }))
+    .map_err(|e| format!("the MQTT scenario's connector: {e}"))?;
+    let connectors = Connectors::start(&[config], &bus, metrics.clone(), dir.path().to_owned());
     let label = ConnectorLabel { connector: "bench".into() };
     let acked = || metrics.values_acked.get_or_create(&label).get();
-    let cursor = |bus: &Bus| {
-        bus.wal().and_then(|w| w.cursors().into_iter().find(|(n, _)| n == "mqtt-bench").map(|c| c.1)).unwrap_or(0)
-    };
 
     // A publisher that keeps the connector busy with at most 200,000 frames waiting.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -193,13 +201,13 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (a0, r0, b0, m0) =
         (acked(), received.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed), messages.load(Ordering::Relaxed));
-    let (c0, k0) = (cpu_ticks(None), cpu_ticks(broker.pid()));
+    let (c0, k0) = (procstat::read(None).cpu_ticks, procstat::read(broker.pid()).cpu_ticks);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(s.seconds.max(0.5))).await;
     let secs = started.elapsed().as_secs_f64();
     let (a1, r1, b1, m1) =
         (acked(), received.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed), messages.load(Ordering::Relaxed));
-    let (c1, k1) = (cpu_ticks(None), cpu_ticks(broker.pid()));
+    let (c1, k1) = (procstat::read(None).cpu_ticks, procstat::read(broker.pid()).cpu_ticks);
     stop.store(true, Ordering::Relaxed);
     let _ = publisher.await;
     let values = r1 - r0;
@@ -208,8 +216,8 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
         messages_per_s: (m1 - m0) as f64 / secs,
         bytes_per_value: if values > 0 { (b1 - b0) as f64 / values as f64 } else { 0.0 },
         values_received: values,
-        cpu_cores: (c1 - c0) as f64 / gateway_bus::procstat::TICKS_PER_S / secs,
-        broker_cpu_cores: (k1 - k0) as f64 / gateway_bus::procstat::TICKS_PER_S / secs,
+        cpu_cores: (c1 - c0) as f64 / procstat::TICKS_PER_S / secs,
+        broker_cpu_cores: (k1 - k0) as f64 / procstat::TICKS_PER_S / secs,
         ..MqttReport::default()
     };
 
@@ -243,6 +251,22 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
     }
     connectors.stop().await;
     sink.abort();
-    report.peak_rss = gateway_bus::procstat::read(None).peak_rss;
+    report.peak_rss = procstat::read(None).peak_rss;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_values;
+
+    #[test]
+    fn values_are_counted_per_format_without_the_connector_s_types() {
+        assert_eq!(count_values("json", br#"{"tag":"a.b","value":1,"seq":7}"#), 1);
+        assert_eq!(count_values("json_batch", br#"{"values":[{"seq":1},{"seq":2},{"seq":3}]}"#), 3);
+        // A Sparkplug B payload as the specification lays it out: timestamp
+        // (field 1), two metrics named "a" and "b" (field 2), seq (field 3).
+        let payload = [0x08, 0x01, 0x12, 0x03, 0x0a, 0x01, b'a', 0x12, 0x03, 0x0a, 0x01, b'b', 0x18, 0x05];
+        assert_eq!(count_values("sparkplug_b", &payload), 2);
+        assert_eq!(count_values("sparkplug_b", &[0xff]), 0, "garbage counts nothing");
+    }
 }

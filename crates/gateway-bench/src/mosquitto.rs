@@ -1,17 +1,17 @@
-//! Test support: a real mosquitto broker on a free loopback port, with an
-//! optional TLS listener and persistence, that can be stopped and started
-//! again on the same port. Tests fail (they do not skip) when mosquitto is
-//! missing: `scripts/setup-test-peers` installs it.
+//! A real mosquitto broker for tests and benchmarks, on a free loopback port,
+//! with an optional TLS listener ([`TestCerts`]) and persistence, that can be
+//! stopped and started again on the same port (an outage the client must
+//! survive). Tests fail (they do not skip) when mosquitto is missing:
+//! `scripts/setup-test-peers` installs it.
+//!
+//! It must never touch a broker it did not start: every broker gets its own
+//! temporary directory, its own ports, and is killed on drop.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
+use crate::{free_port, wait_until_blocking};
 
 /// Files of a test certificate authority and a server certificate for 127.0.0.1/localhost.
 #[derive(Debug, Clone)]
@@ -95,13 +95,13 @@ pub struct Mosquitto {
     child: Option<Child>,
 }
 
-fn binary() -> PathBuf {
-    for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("mosquitto is not installed: run scripts/setup-test-peers (Debian package mosquitto)");
+/// Where mosquitto is installed, or why it cannot be used.
+pub fn binary() -> Result<PathBuf, String> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| "mosquitto is not installed: run scripts/setup-test-peers (Debian package mosquitto)".to_owned())
 }
 
 impl Mosquitto {
@@ -112,8 +112,17 @@ impl Mosquitto {
 
     /// Starts a broker, with a TLS listener too if `certs` are given.
     pub fn start_with(certs: Option<&TestCerts>) -> Mosquitto {
+        Self::launch(free_port(), certs)
+    }
+
+    /// Starts a broker on `port`: for a client that was told the address
+    /// before any broker listened there (`free_port` picks it).
+    pub fn start_on(port: u16) -> Mosquitto {
+        Self::launch(port, None)
+    }
+
+    fn launch(port: u16, certs: Option<&TestCerts>) -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
         let tls_port = certs.map(|_| free_port());
         let mut conf = format!(
             "user root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n\
@@ -137,7 +146,8 @@ impl Mosquitto {
     /// (Re)starts the broker on the same ports and waits until it accepts connections.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new(binary())
+        let binary = binary().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(binary)
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
@@ -145,11 +155,10 @@ impl Mosquitto {
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let port = self.port;
+        wait_until_blocking(20, &format!("mosquitto to listen on port {port}"), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
     }
 
     /// Stops the broker: SIGTERM (it saves its sessions) or SIGKILL.

@@ -1,0 +1,27 @@
+//! Test and load code of the edge gateway, kept out of the libraries and
+//! used by their tests, their benches and `edge-gateway bench`:
+//!
+//! * [`child`]: the one child-process protocol (a job in a fresh copy of the
+//!   executable, its report back as a JSON line, a time-out);
+//! * [`procstat`]: `/proc` sampling of memory and CPU;
+//! * [`histogram`]: latency recording and percentiles;
+//! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
+//!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
+//!   (the MQTT connector against a real broker);
+//! * test peers: [`mosquitto`] (a broker launcher and test certificates);
+//! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
+//!
+//! A library must never depend on this crate except as a dev-dependency, and
+//! this crate uses the libraries only through their public API, as the
+//! gateway does: a load test measures the code that ships, not a test double.
+
+pub mod bus;
+pub mod child;
+mod harness;
+pub mod histogram;
+pub mod modbus;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod procstat;
+
+pub use harness::{free_port, wait_until, wait_until_blocking};
