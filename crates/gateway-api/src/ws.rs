@@ -145,8 +145,9 @@ impl WsHub {
         Ok(hub)
     }
 
-    /// Open connections.
-    pub fn connections(&self) -> usize {
+    /// WebSocket connections holding a slot now, at most `ws_max_connections`.
+    pub fn connections
+(&self) -> usize {
         self.inner.connections.load(Ordering::Acquire)
     }
 
