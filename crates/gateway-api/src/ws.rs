@@ -70,13 +70,16 @@ impl std::fmt::Debug for WsHub {
     }
 }
 
-/// A connection slot; dropping it frees the slot.
+/// One of the `ws_max_connections` WebSocket slots, held for the life of a
+/// connection; dropping it frees the slot.
+
+
 #[derive(Debug)]
-pub struct Slot {
+pub struct ConnectionSlot {
     hub: WsHub,
 }
 
-impl Drop for Slot {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.inner.connections.fetch_sub(1, Ordering::AcqRel);
         self.hub.inner.metrics.ws_connections.dec();
@@ -152,7 +155,7 @@ impl WsHub {
     }
 
     /// Takes a connection slot, or `None` at `ws_max_connections`.
-    pub fn try_acquire(&self) -> Option<Slot> {
+    pub fn try_acquire(&self) -> Option<ConnectionSlot> {
         let max = self.inner.cfg.ws_max_connections;
         let taken = self
             .inner
@@ -161,7 +164,7 @@ impl WsHub {
             .is_ok();
         if taken {
             self.inner.metrics.ws_connections.inc();
-            Some(Slot { hub: self.clone() })
+            Some(ConnectionSlot { hub: self.clone() })
         } else {
             self.inner.metrics.ws_refused.inc();
             None
@@ -218,7 +221,7 @@ impl WsHub {
 
     /// Serves one client over any message sink and stream (the WebSocket in
     /// production, channels in tests) until it leaves or goes silent.
-    pub async fn serve<S, E>(self, socket: S, _slot: Slot)
+    pub async fn serve<S, E>(self, socket: S, _slot: ConnectionSlot)
     where
         S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     {

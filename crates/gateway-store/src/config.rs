@@ -62,27 +62,27 @@ pub struct DatabaseConfig {
     pub slow_query_threshold_ms: u64,
 }
 
-fn default_max_connections() -> u32 {
+const fn default_max_connections() -> u32 {
     50
 }
 
-fn default_min_connections() -> u32 {
+const fn default_min_connections() -> u32 {
     5
 }
 
-fn default_acquire_timeout_s() -> u64 {
+const fn default_acquire_timeout_s() -> u64 {
     10
 }
 
-fn default_idle_timeout_s() -> u64 {
+const fn default_idle_timeout_s() -> u64 {
     600
 }
 
-fn default_max_lifetime_s() -> u64 {
+const fn default_max_lifetime_s() -> u64 {
     3600
 }
 
-fn default_slow_query_threshold_ms() -> u64 {
+const fn default_slow_query_threshold_ms() -> u64 {
     1000
 }
 
