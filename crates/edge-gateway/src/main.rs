@@ -52,7 +52,6 @@ enum ConfigCommand {
     /// Check a configuration file; exit status 2 and the bad field's path if it is wrong.
     Check {
         /// The configuration file (TOML) to check; no device, database or log is opened.
-
         file: PathBuf,
     },
 }
@@ -76,7 +75,6 @@ enum WalCommand {
         dir: PathBuf,
     },
 }
-
 
 fn main() -> ExitCode {
     // A benchmark scenario running in a child process of `bench`.

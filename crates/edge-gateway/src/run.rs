@@ -55,7 +55,6 @@ pub struct Running {
     pub bus: Bus,
     store: Store,
     devices: Arc<Devices>,
-
     /// Where the API listens (`api.bind`, with the port resolved).
     pub addr: SocketAddr,
     connectors: Connectors,

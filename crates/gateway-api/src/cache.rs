@@ -68,8 +68,7 @@ impl LatestCache {
     }
 
     /// Whether no tag has a reading yet, as right after start.
-    pub fn is_empty
-(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -41,7 +41,6 @@ pub struct ApiConfig {
     pub ws_push_interval_ms: u64,
     /// Messages a WebSocket client may have queued; beyond, its updates are
     /// dropped and counted (default 64).
-
     #[serde(default = "default_ws_queue")]
     pub ws_queue: usize,
 }
@@ -49,7 +48,6 @@ pub struct ApiConfig {
 const fn default_bind() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
 }
-
 const fn default_request_timeout_s() -> u64 {
     30
 }

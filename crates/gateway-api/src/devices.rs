@@ -170,8 +170,7 @@ impl Devices {
 
     /// The driver manager the devices are applied to, for their running
     /// status.
-    pub fn manager
-(&self) -> &DriverManager {
+    pub fn manager(&self) -> &DriverManager {
         &self.manager
     }
 

@@ -67,7 +67,6 @@ impl From<gateway_store::StoreError> for ApiError {
             StoreError::Conflict { what, name } => {
                 ApiError::conflict("exists", format!("{what} {name:?} already exists"))
             }
-
             other => ApiError::internal(other),
         }
     }

@@ -75,7 +75,6 @@ pub struct Parts {
     pub devices: Arc<Devices>,
     /// The metadata store, for the health check; device changes go through
     /// `devices`.
-
     pub store: Store,
     /// All metrics (rendered at `/metrics`).
     pub registry: Arc<Registry>,

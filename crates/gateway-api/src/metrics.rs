@@ -69,8 +69,7 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     /// The metrics, registered in `registry` under `gateway_http_`, `gateway_ws_`
     /// and `process_`.
-    pub fn new
-(registry: &mut Registry) -> Self {
+    pub fn new(registry: &mut Registry) -> Self {
         let m = ApiMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),

@@ -182,7 +182,10 @@ pub async fn create_tag(
 }
 
 /// `GET /api/v1/devices/{name}/tags/{tag}`.
-pub async fn get_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<Json<JsonValue>> {
+pub async fn get_tag(
+    State(s): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+) -> ApiResult<Json<JsonValue>> {
     let (d, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
     let t = d.tag(&tag).ok_or_else(|| ApiError::not_found("tag", &format!("{name}.{tag}")))?;
     Ok(Json(t.to_json()))
@@ -267,7 +270,6 @@ pub struct CommandBody {
     /// The value to write; the driver converts it to the tag's type or the
     /// command is refused with 400.
     value: Value,
-
     /// How long to wait for the device (default 5000 ms, at most the request timeout).
     timeout_ms: Option<u64>,
 }

@@ -72,8 +72,6 @@ impl std::fmt::Debug for WsHub {
 
 /// One of the `ws_max_connections` WebSocket slots, held for the life of a
 /// connection; dropping it frees the slot.
-
-
 #[derive(Debug)]
 pub struct ConnectionSlot {
     hub: WsHub,
@@ -149,8 +147,7 @@ impl WsHub {
     }
 
     /// WebSocket connections holding a slot now, at most `ws_max_connections`.
-    pub fn connections
-(&self) -> usize {
+    pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Acquire)
     }
 

@@ -71,8 +71,7 @@ impl Batcher {
     }
 
     /// Whether no frame waits, so [`Batcher::flush`] would publish nothing.
-    pub fn is_empty
-(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 

@@ -286,8 +286,7 @@ impl Bus {
 
     /// The metrics it updates, as passed to [`Bus::open`]; the gauges are
     /// current only after [`Bus::refresh_gauges`].
-    pub fn metrics
-(&self) -> &Arc<BusMetrics> {
+    pub fn metrics(&self) -> &Arc<BusMetrics> {
         &self.inner.metrics
     }
 

@@ -20,9 +20,7 @@ use crate::bus::Bus;
 pub struct CommandRequest {
     /// What to write where; the driver answers with [`CommandRequest::reply`]
     /// (dropping the request unanswered answers `failed` at once).
-
     pub cmd: CmdFrame,
-
     reply: oneshot::Sender<CmdAckFrame>,
 }
 

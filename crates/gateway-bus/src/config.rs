@@ -370,7 +370,6 @@ pub struct BusConfig {
     /// `[bus.batch]`: how frames published one at a time are grouped.
     #[serde(default)]
     pub batch: BatchConfig,
-
 }
 
 impl BusConfig {

@@ -43,6 +43,5 @@ pub enum TryPublishError {
     /// Not backpressure: the bus is closed, the batch too large or the WAL
     /// failed. The batch is not handed back.
     #[error(transparent)]
-
     Other(#[from] BusError),
 }

@@ -32,7 +32,6 @@ pub const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 25
 
 /// Every metric the bus keeps; [`BusMetrics::new`] registers them under the
 /// `gateway_bus_` prefix. Cloning a field shares the metric.
-
 #[derive(Debug)]
 pub struct BusMetrics {
     /// Frames held in the ring; set by `Bus::refresh_gauges`, not on publish.
@@ -49,7 +48,6 @@ pub struct BusMetrics {
     pub wal_flush_duration: Histogram,
     /// Frames per published batch ([`BATCH_SIZE_BUCKETS`]).
     pub batch_size: Histogram,
-
     /// Time from a batch's first frame to its publication (batching delay).
     pub batch_flush_duration: Histogram,
     /// Time `publish` takes, backpressure waits included.

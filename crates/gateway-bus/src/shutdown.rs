@@ -44,7 +44,6 @@ impl Shutdown {
 
 impl ShutdownSwitch {
     /// Tells every [`Shutdown`] of this switch to stop; calling it again does nothing.
-
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }

@@ -338,8 +338,7 @@ impl Subscriber {
 
     /// The next batch without waiting: `Ok(None)` if none is ready,
     /// `Err(Closed)` once the bus is closed and everything was delivered.
-    pub fn try_recv
-(&mut self) -> Result<Option<Delivery>, BusError> {
+    pub fn try_recv(&mut self) -> Result<Option<Delivery>, BusError> {
         if self.local.is_empty() {
             match self.fill()? {
                 Fill::Closed => return Err(BusError::Closed),

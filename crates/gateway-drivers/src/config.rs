@@ -30,7 +30,6 @@ pub struct TagConfig {
 
 /// A device as configured (file or API): the fields every device has, the
 /// driver with its own fields, and the tags.
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceConfig {
     /// Unique among devices; the first part of its tags' ids, so 1-64 of

@@ -236,7 +236,6 @@ impl TagParams {
     }
 }
 
-
 impl PartialEq for DriverParams {
     fn eq(&self, other: &Self) -> bool {
         self.0.eq_dyn(other.0.as_any())

@@ -119,8 +119,7 @@ impl DriverManager {
 
     /// The live status of a started device, `None` if it is not started
     /// (unknown, disabled or stopped); every (re)start begins a fresh one.
-    pub fn status
-(&self, name: &str) -> Option<Arc<DeviceStatus>> {
+    pub fn status(&self, name: &str) -> Option<Arc<DeviceStatus>> {
         self.lock().get(name).map(|r| r.status.clone())
     }
 }

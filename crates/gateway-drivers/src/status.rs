@@ -73,8 +73,7 @@ impl DeviceStatus {
 
     /// A copy for the API; each field is read on its own, so two counters may
     /// be a poll apart.
-    pub fn snapshot
-(&self) -> StatusSnapshot {
+    pub fn snapshot(&self) -> StatusSnapshot {
         let last = self.last_poll_ns.load(Ordering::Relaxed);
         StatusSnapshot {
             running: self.running.load(Ordering::Relaxed),

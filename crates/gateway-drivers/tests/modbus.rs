@@ -215,7 +215,6 @@ struct Gateway {
     /// Data frames received per tag since start, whatever their quality: how
     /// tests tell that polling goes on, and how often a deadband publishes.
     counts: HashMap<String, u64>,
-
 }
 
 impl Gateway {
@@ -372,7 +371,8 @@ async fn an_exception_marks_only_its_own_tags_bad_and_a_refused_merged_read_is_s
     let port = free_port();
     let peer = Peer::tcp(port);
     let mut gw = Gateway::new();
-    let mut tags: Vec<Json> = ["u16_ABCD", "island_a", "island_b"].iter().map(|n| tag_of(peer.point(n), false)).collect();
+    let mut tags: Vec<Json> =
+        ["u16_ABCD", "island_a", "island_b"].iter().map(|n| tag_of(peer.point(n), false)).collect();
     // Not mapped on the server: "illegal data address".
     tags.push(json!({"name": "nowhere", "area": "holding_register", "address": 2000}));
     tags.push(json!({"name": "nowhere_in", "area": "input_register", "address": 3000, "data_type": "f32"}));

@@ -377,8 +377,7 @@ impl Decoder {
     }
 
     /// Decode `bytes`, which must hold exactly one batch and nothing after it.
-    pub fn decode
-(&mut self, bytes: &[u8]) -> Result<Batch, CodecError> {
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Batch, CodecError> {
         let mut r = Reader { b: bytes, pos: 0 };
         let magic = r.u8()?;
         if magic != MAGIC {

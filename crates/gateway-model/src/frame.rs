@@ -312,7 +312,6 @@ impl Batch {
     }
 
     /// Append a frame at the end; takes a [`DataFrame`] or any other `Into<Frame>`.
-
     pub fn push(&mut self, f: impl Into<Frame>) {
         self.frames.push(f.into());
     }
@@ -323,8 +322,7 @@ impl Batch {
     }
 
     /// The frames in order, without copying them.
-    pub fn into_frames
-(self) -> Vec<Frame> {
+    pub fn into_frames(self) -> Vec<Frame> {
         self.frames
     }
 

@@ -78,7 +78,6 @@ impl TagPattern {
 
     /// `*`: matches every tag without looking at it.
     pub fn all() -> Self {
-
         TagPattern { text: "*".into(), shape: Shape::All }
     }
 

@@ -160,7 +160,6 @@ pub struct Quality {
 }
 
 const fn reason_none() -> Reason {
-
     Reason::NONE
 }
 

@@ -59,7 +59,6 @@ impl TagId {
 
     /// The whole name, `device.point`, exactly as it was validated.
     pub fn as_str(&self) -> &str {
-
         &self.0
     }
 

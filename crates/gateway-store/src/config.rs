@@ -165,7 +165,6 @@ fn check_range(field: &'static str, value: u64, max: u64) -> Result<(), FieldErr
 
 /// The database a URL's scheme names (`sqlite:`, `postgres:`, `postgresql:`);
 /// `None` for any other scheme.
-
 pub(crate) fn dialect_of(url: &str) -> Option<crate::Dialect> {
     if url.starts_with("sqlite:") {
         Some(crate::Dialect::Sqlite)

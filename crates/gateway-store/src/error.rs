@@ -6,7 +6,6 @@ use gateway_model::FieldError;
 
 /// Why a store operation failed. The API answers `NotFound` with 404 and
 /// `Conflict` with 409; anything else is a 500 with the detail in the log.
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The device (or tag) does not exist.
@@ -59,7 +58,6 @@ pub enum StoreError {
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
-
     },
     /// The database failed or could not be reached.
     #[error("database error: {0}")]

@@ -56,7 +56,6 @@ pub(crate) fn migrator(dialect: Dialect) -> Migrator {
 /// Turns a migration failure into a [`StoreError::Schema`] that tells the
 /// operator what to do (run the newer gateway, restore a backup, ...); a plain
 /// database failure stays [`StoreError::Db`].
-
 pub(crate) fn error(e: MigrateError, dialect: Dialect) -> StoreError {
     let latest = latest_version(dialect);
     match e {

@@ -75,9 +75,7 @@ pub struct DeviceRecord {
     pub tags: Vec<TagRecord>,
     /// Where it was defined, which decides who may change it; stored as given,
     /// except that [`crate::Store::sync_config_devices`] always stores `config`.
-
     pub source: Source,
-
     /// When it was first stored, in milliseconds since the Unix epoch. Set by
     /// the store; ignored when writing.
     pub created_at_ms: i64,

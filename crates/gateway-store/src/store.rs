@@ -165,8 +165,7 @@ impl Store {
     }
 
     /// Which database the configured URL's scheme chose (SQLite without a URL).
-    pub fn dialect
-(&self) -> Dialect {
+    pub fn dialect(&self) -> Dialect {
         self.dialect
     }
 

@@ -134,5 +134,4 @@ pub enum Corruption {
 }
 
 /// `Result` with [`WalError`] as the default error type.
-
 pub type Result<T, E = WalError> = std::result::Result<T, E>;

@@ -157,9 +157,7 @@ pub enum Scan {
     NeedMore,
     /// No record starts here: the header or payload fails its checks, or its
     /// sequence numbers are below `min_seq`.
-
     Invalid,
-
 }
 
 /// Checks for a valid record at `buf[at..]` whose sequence numbers start at or

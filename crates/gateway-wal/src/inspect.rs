@@ -39,7 +39,6 @@ pub struct Inspection {
     pub report: RecoveryReport,
     /// One entry per segment file, oldest first.
     pub segments: Vec<SegmentInfo>,
-
     /// Whether a process holds the directory's lock.
     pub in_use: bool,
 }

@@ -52,7 +52,6 @@ pub enum ReadItem {
         from: u64,
         /// One past the last missing; the reader goes on from here.
         to: u64,
-
     },
 }
 

@@ -51,7 +51,6 @@ pub struct RecoveryReport {
     pub unknown_files: Vec<String>,
     /// Wall time of the whole scan, cursors included.
     pub duration: Duration,
-
 }
 
 impl RecoveryReport {

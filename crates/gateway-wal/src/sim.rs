@@ -72,8 +72,7 @@ impl SimStorage {
 
     /// Storage calls that succeeded so far (injected failures not counted);
     /// the unit of [`SimStorage::fail_after`].
-    pub fn ops
-(&self) -> u64 {
+    pub fn ops(&self) -> u64 {
         lock(&self.state).ops
     }
 

@@ -80,8 +80,6 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// The real file system through `std::fs`; the directory lock is an advisory
 /// lock (`File::try_lock`), so it ends when the process dies.
-
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdStorage;
 

@@ -110,7 +110,6 @@ pub struct WalOptions {
     /// Cap on the bytes of all segments; default 8 GiB, at least twice
     /// `segment_bytes`.
     pub max_bytes: u64,
-
     /// What happens when the segments reach `max_bytes`; default `DropOldest`.
     pub overflow: OverflowPolicy,
     /// Pending bytes that make the flusher write before the interval ends.
@@ -257,7 +256,6 @@ pub struct Progress {
     pub cycles: u64,
     /// I/O errors the flusher met since open (each one retried); a
     /// [`Wal::flush`] fails if this grows while it waits.
-
     pub failures: u64,
     /// The last [`Wal::flush`] request served by a completed cycle.
     pub served: u64,
@@ -760,8 +758,7 @@ impl Wal {
 
     /// A snapshot of the counters and positions, taken under short locks
     /// (not atomically: fields may be a moment apart).
-    pub fn stats
-(&self) -> WalStats {
+    pub fn stats(&self) -> WalStats {
         let sh = &*self.shared;
         let (next_seq, pending, disk, last_error) = {
             let g = lock(&sh.inner);

@@ -53,7 +53,6 @@ struct CursorModel {
     floor: u64,
     /// The last position committed; after a crash the cursor may not be past it.
     committed: u64,
-
 }
 
 const DIR: &str = "/wal";

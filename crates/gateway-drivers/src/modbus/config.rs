@@ -289,7 +289,6 @@ pub struct ModbusRtuConfig {
     pub write_multiple_only: bool,
 }
 
-
 /// Tag fields of both Modbus drivers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -113,7 +113,6 @@ pub(crate) enum LineError {
         open: String,
         /// This device's settings, in the same form.
         asked: String,
-
     },
 }
 

@@ -20,7 +20,6 @@ use super::line::RtuLink;
 pub(crate) enum CallError {
     /// No answer within the device's `timeout_ms`, which the variant holds;
     /// the device is treated as unreachable.
-
     #[error("no answer within {0} ms")]
     Timeout(u64),
     /// The connection or serial line failed during the request (reset, closed,
@@ -232,7 +231,6 @@ pub(crate) enum Link {
     /// `modbus_rtu`: requests queued on the serial line the device shares
     /// with the other slaves on its port.
     Rtu(RtuLink),
-
 }
 
 impl Link {

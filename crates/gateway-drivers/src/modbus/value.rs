@@ -30,7 +30,6 @@ pub(crate) enum RegisterValueError {
     #[error("{value} does not fit in {ty}")]
     OutOfRange { ty: &'static str, value: String },
     /// A string tag was written with something else; holds that value's type name.
-
     #[error("expected a string, got {0}")]
     NotAString(&'static str),
     /// The string is longer than the tag's registers hold.
@@ -44,7 +43,6 @@ pub(crate) enum Encoded {
     /// The new state of a coil: FC 5, or FC 15 for devices that take only
     /// multiple writes.
     Coil(bool),
-
     /// One bit of a holding register (read-modify-write).
     Bit(bool),
     /// Whole registers, in wire order.
@@ -364,7 +362,10 @@ mod tests {
         let f32t = reg(DataType::F32, ByteOrder::Abcd);
         assert!(matches!(encode(&f32t, &Value::F64(1e39)), Err(RegisterValueError::OutOfRange { .. })));
         assert!(matches!(encode(&f32t, &Value::F64(f64::NAN)), Err(RegisterValueError::OutOfRange { .. })));
-        assert_eq!(encode(&reg(DataType::String, ByteOrder::Abcd), &Value::I64(1)), Err(RegisterValueError::NotAString("i64")));
+        assert_eq!(
+            encode(&reg(DataType::String, ByteOrder::Abcd), &Value::I64(1)),
+            Err(RegisterValueError::NotAString("i64"))
+        );
     }
 
     #[test]

@@ -83,13 +83,11 @@ pub struct SimConfig {
 
 /// Tag fields of the simulator: the signal and its shape. Fields that do not
 /// apply to the signal (`duty` of a sine, ...) are checked but have no effect.
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimTagConfig {
     /// Which signal the tag follows; the other fields shape it.
     pub signal: Signal,
-
     /// Height of the waveform (default 1).
     #[serde(default = "default_amplitude")]
     pub amplitude: f64,

@@ -22,7 +22,6 @@ pub struct TestDb {
     /// SQLite or PostgreSQL: the same tests run on both, and a few pick their
     /// SQL or expectations by it.
     pub dialect: Dialect,
-
     /// The data directory passed to `Store::open` (the SQLite file goes here).
     pub data_dir: PathBuf,
     url: Option<String>,
