@@ -31,7 +31,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Configuration tools.
+    /// Print the default configuration, or check a configuration file.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
@@ -51,7 +51,7 @@ enum ConfigCommand {
     Default,
     /// Check a configuration file; exit status 2 and the bad field's path if it is wrong.
     Check {
-        /// The file.
+        /// The configuration file (TOML) to check; no device, database or log is opened.
         file: PathBuf,
     },
 }
@@ -71,7 +71,7 @@ enum WalCommand {
     },
     /// Check every record; exit status 1 if anything is damaged.
     Verify {
-        /// The WAL directory.
+        /// The WAL directory (e.g. ./data/wal), read without taking its lock.
         dir: PathBuf,
     },
 }

@@ -53,10 +53,8 @@ async fn shutdown_signal() {
 pub struct Running {
     /// The bus (and its WAL).
     pub bus: Bus,
-    /// The device and tag store.
-    pub store: Store,
-    /// The devices and their drivers.
-    pub devices: Arc<Devices>,
+    store: Store,
+    devices: Arc<Devices>,
     /// Where the API listens (`api.bind`, with the port resolved).
     pub addr: SocketAddr,
     connectors: Connectors,

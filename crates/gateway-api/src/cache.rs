@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use gateway_bus::{Bus, BusError, SubscribeOptions};
 use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
 
-/// Newest reading per tag.
+/// The newest reading of every tag seen since start, whatever its quality;
+/// what `/values` answers from. It is not persisted: after a restart a tag
+/// is absent until its driver publishes again.
 #[derive(Debug, Default)]
 pub struct LatestCache {
     map: RwLock<HashMap<TagId, DataFrame>>,
@@ -60,12 +62,12 @@ impl LatestCache {
         self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|t, _| t.device() != device);
     }
 
-    /// Tags with a reading.
+    /// How many tags have a reading (`tags_with_values` in `/system/info`).
     pub fn len(&self) -> usize {
         self.map.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Whether no tag has a reading.
+    /// Whether no tag has a reading yet, as right after start.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -2,60 +2,68 @@
 //! gateway's: 30 s request timeout, 10 MiB bodies, 1,000 WebSocket connections,
 //! 60 s heartbeat timeout, 30 s clean-up).
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use gateway_model::FieldError;
 use serde::{Deserialize, Serialize};
 
-/// API settings.
+/// The `[api]` section. Every field may be left out; the defaults are the
+/// original gateway's, and [`ApiConfig::validate`] gives each its range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
-    /// Address of the REST, WebSocket and metrics endpoints.
+    /// Address of the REST, WebSocket and metrics endpoints (default
+    /// `127.0.0.1:8080`: local only).
     #[serde(default = "default_bind")]
     pub bind: SocketAddr,
-    /// A request that takes longer is answered 503 `request_timeout`.
-    #[serde(default = "default_timeout")]
+    /// A request that takes longer is answered 503 `request_timeout`
+    /// (default 30, 1 to 3600).
+    #[serde(default = "default_request_timeout_s")]
     pub request_timeout_s: u64,
-    /// Largest request body, in bytes (larger: 413).
-    #[serde(default = "default_max_request")]
+    /// Largest request body, in bytes (larger: 413; default 10 MiB).
+    #[serde(default = "default_max_request_size")]
     pub max_request_size: usize,
-    /// WebSocket connections at most; the next one is refused with 503.
-    #[serde(default = "default_ws_max")]
+    /// WebSocket connections at most; the next one is refused with 503
+    /// (default 1000).
+    #[serde(default = "default_ws_max_connections")]
     pub ws_max_connections: usize,
-    /// A WebSocket client silent this long (no message, no pong) is closed.
-    #[serde(default = "default_heartbeat")]
+    /// A WebSocket client silent this many seconds (no message, no pong) is
+    /// closed (default 60).
+    #[serde(default = "default_ws_heartbeat_timeout_s")]
     pub ws_heartbeat_timeout_s: u64,
-    /// How often silent WebSocket clients are looked for (and pinged).
-    #[serde(default = "default_cleanup")]
+    /// How often, in seconds, silent WebSocket clients are looked for (and
+    /// pinged); default 30, at most `ws_heartbeat_timeout_s`.
+    #[serde(default = "default_ws_cleanup_interval_s")]
     pub ws_cleanup_interval_s: u64,
-    /// Updates are pushed to WebSocket clients at most this often, batched.
-    #[serde(default = "default_push")]
+    /// Updates are pushed to WebSocket clients at most this often, batched
+    /// (milliseconds, default 5).
+    #[serde(default = "default_ws_push_interval_ms")]
     pub ws_push_interval_ms: u64,
-    /// Messages a WebSocket client may have queued; beyond, its updates are dropped and counted.
+    /// Messages a WebSocket client may have queued; beyond, its updates are
+    /// dropped and counted (default 64).
     #[serde(default = "default_ws_queue")]
     pub ws_queue: usize,
 }
 
-fn default_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
+const fn default_bind() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080))
 }
-const fn default_timeout() -> u64 {
+const fn default_request_timeout_s() -> u64 {
     30
 }
-const fn default_max_request() -> usize {
+const fn default_max_request_size() -> usize {
     10 << 20
 }
-const fn default_ws_max() -> usize {
+const fn default_ws_max_connections() -> usize {
     1000
 }
-const fn default_heartbeat() -> u64 {
+const fn default_ws_heartbeat_timeout_s() -> u64 {
     60
 }
-const fn default_cleanup() -> u64 {
+const fn default_ws_cleanup_interval_s() -> u64 {
     30
 }
-const fn default_push() -> u64 {
+const fn default_ws_push_interval_ms() -> u64 {
     5
 }
 const fn default_ws_queue() -> usize {
@@ -66,12 +74,12 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             bind: default_bind(),
-            request_timeout_s: default_timeout(),
-            max_request_size: default_max_request(),
-            ws_max_connections: default_ws_max(),
-            ws_heartbeat_timeout_s: default_heartbeat(),
-            ws_cleanup_interval_s: default_cleanup(),
-            ws_push_interval_ms: default_push(),
+            request_timeout_s: default_request_timeout_s(),
+            max_request_size: default_max_request_size(),
+            ws_max_connections: default_ws_max_connections(),
+            ws_heartbeat_timeout_s: default_ws_heartbeat_timeout_s(),
+            ws_cleanup_interval_s: default_ws_cleanup_interval_s(),
+            ws_push_interval_ms: default_ws_push_interval_ms(),
             ws_queue: default_ws_queue(),
         }
     }

@@ -74,7 +74,9 @@ pub fn from_record(rec: &DeviceRecord) -> Result<DeviceConfig, gateway_drivers::
     DeviceConfig::from_json(Value::Object(m))
 }
 
-/// The configured devices.
+/// The configured devices: kept in the store, mirrored in memory for
+/// lookups, and applied to the driver manager. Changes are serialised, one
+/// at a time.
 pub struct Devices {
     store: Store,
     manager: Arc<DriverManager>,
@@ -146,7 +148,7 @@ impl Devices {
         self.map().values().cloned().collect()
     }
 
-    /// One device.
+    /// The device named `name` and where it was defined; `None` if unknown.
     pub fn get(&self, name: &str) -> Option<(Arc<DeviceConfig>, Source)> {
         self.map().get(name).cloned()
     }
@@ -156,17 +158,18 @@ impl Devices {
         self.map().get(id.device()).and_then(|(d, _)| d.tag(id.point()).cloned())
     }
 
-    /// Number of devices.
+    /// Number of configured devices, disabled ones included.
     pub fn len(&self) -> usize {
         self.map().len()
     }
 
-    /// Whether there are none.
+    /// Whether no device is configured (none in the file or the store).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The driver manager.
+    /// The driver manager the devices are applied to, for their running
+    /// status.
     pub fn manager(&self) -> &DriverManager {
         &self.manager
     }

@@ -11,34 +11,37 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-/// An error answer.
+/// An error as the API answers it: a status and
+/// `{"error": {"code", "message"}}`. Every handler fails with this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// HTTP status.
+    /// 4xx for the caller's mistakes, 5xx for failures of the gateway or a device.
     pub status: StatusCode,
     /// Machine-readable code (`not_found`, `invalid_json`, ...).
     pub code: &'static str,
-    /// For people.
+    /// What went wrong and what to fix, for people; for a 500 only a generic
+    /// text, the detail being logged.
     pub message: String,
 }
 
 impl ApiError {
-    /// Any error.
+    /// An error with any status; the helpers below cover the common ones.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
 
-    /// 404 for a named thing.
+    /// 404 `not_found`, with the message `{what} "{name}" does not exist`.
     pub fn not_found(what: &str, name: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {name:?} does not exist"))
     }
 
-    /// 400.
+    /// 400: the request itself is wrong; `message` should say how to fix it.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// 409.
+    /// 409: the request is well formed but clashes with the current state (a
+    /// name taken, a tag not writable, a device owned by the config file).
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
@@ -58,10 +61,12 @@ impl IntoResponse for ApiError {
 
 impl From<gateway_store::StoreError> for ApiError {
     fn from(e: gateway_store::StoreError) -> Self {
-        use gateway_store::StoreError as E;
+        use gateway_store::StoreError;
         match e {
-            E::NotFound { what, name } => ApiError::not_found(what, &name),
-            E::Conflict { what, name } => ApiError::conflict("exists", format!("{what} {name:?} already exists")),
+            StoreError::NotFound { what, name } => ApiError::not_found(what, &name),
+            StoreError::Conflict { what, name } => {
+                ApiError::conflict("exists", format!("{what} {name:?} already exists"))
+            }
             other => ApiError::internal(other),
         }
     }

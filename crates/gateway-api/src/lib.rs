@@ -68,28 +68,29 @@ impl std::fmt::Debug for AppState {
 /// The parts an [`AppState`] is made of.
 #[derive(Debug)]
 pub struct Parts {
-    /// The bus.
+    /// The running bus: commands go out on it, health and info read its stats.
     pub bus: Bus,
-    /// The latest-value cache.
+    /// The newest reading of every tag, which `/values` answers from.
     pub cache: Arc<LatestCache>,
-    /// The devices.
+    /// The configured devices, which the device and tag routes change.
     pub devices: Arc<Devices>,
-    /// The store.
+    /// The metadata store, for the health check; device changes go through
+    /// `devices`.
     pub store: Store,
     /// All metrics (rendered at `/metrics`).
     pub registry: Arc<Registry>,
     /// The API's own metrics.
     pub metrics: Arc<ApiMetrics>,
-    /// The WebSocket hub.
+    /// The hub that feeds every `/ws` connection.
     pub ws: WsHub,
-    /// The API settings.
+    /// The `[api]` section: limits and timeouts the handlers apply.
     pub cfg: ApiConfig,
     /// Name of the bus preset, for `/system/info`.
     pub preset: String,
 }
 
 impl AppState {
-    /// Assembles the state.
+    /// The state over `p`; the uptime in `/system/info` counts from here.
     pub fn new(p: Parts) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -107,48 +108,42 @@ impl AppState {
         }
     }
 
-    /// The bus.
-    pub fn bus(&self) -> &Bus {
+    pub(crate) fn bus(&self) -> &Bus {
         &self.inner.bus
     }
-    /// The latest-value cache.
-    pub fn cache(&self) -> &LatestCache {
+    pub(crate) fn cache(&self) -> &LatestCache {
         &self.inner.cache
     }
-    /// The devices.
-    pub fn devices(&self) -> &Devices {
+    pub(crate) fn devices(&self) -> &Devices {
         &self.inner.devices
     }
     /// The devices, shared (for work that must outlive a request).
-    pub fn devices_arc(&self) -> Arc<Devices> {
+    pub(crate) fn devices_arc(&self) -> Arc<Devices> {
         self.inner.devices.clone()
     }
-    /// The store.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
-    /// The metrics registry.
-    pub fn registry(&self) -> &Registry {
+    pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
     }
-    /// The API's metrics.
+    /// The API's own metrics (requests, WebSocket connections and drops), as
+    /// given in [`Parts::metrics`].
     pub fn metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
-    /// The WebSocket hub.
+    /// The hub behind `/ws`, for its connection count.
     pub fn ws(&self) -> &WsHub {
         &self.inner.ws
     }
-    /// The API settings.
-    pub fn cfg(&self) -> &ApiConfig {
+    pub(crate) fn cfg(&self) -> &ApiConfig {
         &self.inner.cfg
     }
-    /// When the API started.
-    pub fn started(&self) -> Instant {
+    /// When [`AppState::new`] ran; `/system/info` reports the uptime from it.
+    pub(crate) fn started(&self) -> Instant {
         self.inner.started
     }
-    /// The bus preset's name.
-    pub fn preset(&self) -> &str {
+    pub(crate) fn preset(&self) -> &str {
         &self.inner.preset
     }
 }
@@ -175,7 +170,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/openapi.json"),
 ];
 
-/// The router.
+/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit
+/// and request metrics applied; unknown paths and methods get JSON errors.
 pub fn router(state: AppState) -> Router {
     use routes::*;
     let limit = state.cfg().max_request_size;

@@ -18,23 +18,25 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Labels of a finished request.
+/// Labels of `gateway_http_requests`: one counter per method, route and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// HTTP method.
+    /// The request's method as sent, upper case (`GET`, `POST`, ...).
     pub method: String,
     /// Route template (`/api/v1/devices/{name}`), or `unmatched`.
     pub route: String,
-    /// Response status.
+    /// The status sent back, 503 when `request_timeout_s` ran out.
     pub status: u16,
 }
 
-/// Labels of a route.
+/// Labels of `gateway_http_request_duration`: one histogram per method and
+/// route, whatever the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// HTTP method.
+    /// The request's method as sent, upper case (`GET`, `POST`, ...).
     pub method: String,
-    /// Route template.
+    /// Route template, as in [`RequestLabels::route`]; path parameters never
+    /// become labels, so their number stays bounded.
     pub route: String,
 }
 
@@ -49,7 +51,7 @@ pub struct ApiMetrics {
     pub requests: Family<RequestLabels, Counter>,
     /// Request latency by method and route.
     pub duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// Open WebSocket connections.
+    /// WebSocket connections open now; moves with every connect and close.
     pub ws_connections: Gauge,
     /// WebSocket connections refused at the limit.
     pub ws_refused: Counter,
@@ -65,7 +67,8 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
-    /// Registers the metrics.
+    /// The metrics, registered in `registry` under `gateway_http_`, `gateway_ws_`
+    /// and `process_`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = ApiMetrics {
             requests: Family::default(),

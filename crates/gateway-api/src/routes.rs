@@ -12,7 +12,7 @@ use gateway_drivers::{DeviceConfig, TagConfig};
 use gateway_model::{CmdStatus, TagId, TagPattern, Value};
 use gateway_store::Source;
 use serde::Deserialize;
-use serde_json::{Value as Json_, json};
+use serde_json::{Value as JsonValue, json};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiJson};
@@ -59,7 +59,7 @@ pub async fn health(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /api/v1/system/info`.
-pub async fn info(State(s): State<AppState>) -> Json<Json_> {
+pub async fn info(State(s): State<AppState>) -> Json<JsonValue> {
     let bus = s.bus().stats();
     let wal = bus.wal.as_ref().map(|w| {
         json!({
@@ -81,9 +81,9 @@ pub async fn info(State(s): State<AppState>) -> Json<Json_> {
     }))
 }
 
-fn device_json(s: &AppState, dev: &DeviceConfig, source: Source) -> Json_ {
+fn device_json(s: &AppState, dev: &DeviceConfig, source: Source) -> JsonValue {
     let mut v = dev.to_json();
-    if let Json_::Object(m) = &mut v {
+    if let JsonValue::Object(m) = &mut v {
         m.insert("source".into(), json!(source));
         let status = s.devices().manager().status(&dev.name).map(|st| st.snapshot());
         m.insert("status".into(), json!(status));
@@ -91,18 +91,18 @@ fn device_json(s: &AppState, dev: &DeviceConfig, source: Source) -> Json_ {
     v
 }
 
-fn parse_device(body: Json_) -> ApiResult<DeviceConfig> {
+fn parse_device(body: JsonValue) -> ApiResult<DeviceConfig> {
     DeviceConfig::from_json(body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
 }
 
 /// `GET /api/v1/devices`.
-pub async fn list_devices(State(s): State<AppState>) -> Json<Json_> {
-    let devices: Vec<Json_> = s.devices().list().iter().map(|(d, src)| device_json(&s, d, *src)).collect();
+pub async fn list_devices(State(s): State<AppState>) -> Json<JsonValue> {
+    let devices: Vec<JsonValue> = s.devices().list().iter().map(|(d, src)| device_json(&s, d, *src)).collect();
     Json(json!({ "devices": devices }))
 }
 
 /// `POST /api/v1/devices`: 201 with a `Location`.
-pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<Json_>) -> ApiResult<Response> {
+pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<JsonValue>) -> ApiResult<Response> {
     let dev = parse_device(body)?;
     let name = dev.name.clone();
     let (devices, d) = (s.devices_arc(), dev.clone());
@@ -115,7 +115,7 @@ pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<Jso
 }
 
 /// `GET /api/v1/devices/{name}`.
-pub async fn get_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+pub async fn get_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<JsonValue>> {
     let (d, src) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
     Ok(Json(device_json(&s, &d, src)))
 }
@@ -124,10 +124,10 @@ pub async fn get_device(State(s): State<AppState>, Path(name): Path<String>) -> 
 pub async fn put_device(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(mut body): ApiJson<Json_>,
+    ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
-    if let Json_::Object(m) = &mut body {
-        match m.get("name").and_then(Json_::as_str) {
+    if let JsonValue::Object(m) = &mut body {
+        match m.get("name").and_then(JsonValue::as_str) {
             None => {
                 m.insert("name".into(), name.clone().into());
             }
@@ -155,12 +155,12 @@ pub async fn delete_device(State(s): State<AppState>, Path(name): Path<String>) 
 }
 
 /// `GET /api/v1/devices/{name}/tags`.
-pub async fn list_tags(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Json_>> {
+pub async fn list_tags(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<JsonValue>> {
     let (d, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
     Ok(Json(json!({ "tags": d.tags.iter().map(TagConfig::to_json).collect::<Vec<_>>() })))
 }
 
-fn parse_tag(s: &AppState, device: &str, body: Json_) -> ApiResult<TagConfig> {
+fn parse_tag(s: &AppState, device: &str, body: JsonValue) -> ApiResult<TagConfig> {
     let (d, _) = s.devices().get(device).ok_or_else(|| ApiError::not_found("device", device))?;
     TagConfig::from_json(&d.params, body).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
 }
@@ -169,7 +169,7 @@ fn parse_tag(s: &AppState, device: &str, body: Json_) -> ApiResult<TagConfig> {
 pub async fn create_tag(
     State(s): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<Json_>,
+    ApiJson(body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
     let tag = parse_tag(&s, &name, body)?;
     if s.devices().get(&name).is_some_and(|(d, _)| d.tag(&tag.name).is_some()) {
@@ -182,7 +182,10 @@ pub async fn create_tag(
 }
 
 /// `GET /api/v1/devices/{name}/tags/{tag}`.
-pub async fn get_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<Json<Json_>> {
+pub async fn get_tag(
+    State(s): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+) -> ApiResult<Json<JsonValue>> {
     let (d, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
     let t = d.tag(&tag).ok_or_else(|| ApiError::not_found("tag", &format!("{name}.{tag}")))?;
     Ok(Json(t.to_json()))
@@ -192,10 +195,10 @@ pub async fn get_tag(State(s): State<AppState>, Path((name, tag)): Path<(String,
 pub async fn put_tag(
     State(s): State<AppState>,
     Path((name, tag)): Path<(String, String)>,
-    ApiJson(mut body): ApiJson<Json_>,
+    ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
-    if let Json_::Object(m) = &mut body {
-        match m.get("name").and_then(Json_::as_str) {
+    if let JsonValue::Object(m) = &mut body {
+        match m.get("name").and_then(JsonValue::as_str) {
             None => {
                 m.insert("name".into(), tag.clone().into());
             }
@@ -234,7 +237,7 @@ pub struct ValuesQuery {
 pub async fn values(
     State(s): State<AppState>,
     q: Result<Query<ValuesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Json_>> {
+) -> ApiResult<Json<JsonValue>> {
     let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let pattern = match q.pattern.as_deref() {
         None | Some("") => TagPattern::all(),
@@ -245,7 +248,7 @@ pub async fn values(
 }
 
 /// `GET /api/v1/values/{tag}`: `{"tag","value","quality","ts"}`.
-pub async fn value(State(s): State<AppState>, Path(tag): Path<String>) -> ApiResult<Json<Json_>> {
+pub async fn value(State(s): State<AppState>, Path(tag): Path<String>) -> ApiResult<Json<JsonValue>> {
     let id = TagId::new(&tag).map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))?;
     match s.cache().get(id.as_str()) {
         Some(f) => Ok(Json(json!(f))),
@@ -262,9 +265,10 @@ pub async fn value(State(s): State<AppState>, Path(tag): Path<String>) -> ApiRes
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
-    /// The tag to write.
+    /// The tag to write, `device.point`; it must be configured and writable.
     tag: String,
-    /// The value.
+    /// The value to write; the driver converts it to the tag's type or the
+    /// command is refused with 400.
     value: Value,
     /// How long to wait for the device (default 5000 ms, at most the request timeout).
     timeout_ms: Option<u64>,

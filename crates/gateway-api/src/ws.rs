@@ -70,13 +70,14 @@ impl std::fmt::Debug for WsHub {
     }
 }
 
-/// A connection slot; dropping it frees the slot.
+/// One of the `ws_max_connections` WebSocket slots, held for the life of a
+/// connection; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Slot {
+pub struct ConnectionSlot {
     hub: WsHub,
 }
 
-impl Drop for Slot {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.inner.connections.fetch_sub(1, Ordering::AcqRel);
         self.hub.inner.metrics.ws_connections.dec();
@@ -145,13 +146,13 @@ impl WsHub {
         Ok(hub)
     }
 
-    /// Open connections.
+    /// WebSocket connections holding a slot now, at most `ws_max_connections`.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Acquire)
     }
 
     /// Takes a connection slot, or `None` at `ws_max_connections`.
-    pub fn try_acquire(&self) -> Option<Slot> {
+    pub fn try_acquire(&self) -> Option<ConnectionSlot> {
         let max = self.inner.cfg.ws_max_connections;
         let taken = self
             .inner
@@ -160,7 +161,7 @@ impl WsHub {
             .is_ok();
         if taken {
             self.inner.metrics.ws_connections.inc();
-            Some(Slot { hub: self.clone() })
+            Some(ConnectionSlot { hub: self.clone() })
         } else {
             self.inner.metrics.ws_refused.inc();
             None
@@ -217,7 +218,7 @@ impl WsHub {
 
     /// Serves one client over any message sink and stream (the WebSocket in
     /// production, channels in tests) until it leaves or goes silent.
-    pub async fn serve<S, E>(self, socket: S, _slot: Slot)
+    pub async fn serve<S, E>(self, socket: S, _slot: ConnectionSlot)
     where
         S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     {

@@ -65,12 +65,12 @@ impl Batcher {
         self.first_at.map(|t| t + self.cfg.flush_interval)
     }
 
-    /// Frames waiting.
+    /// Frames pushed but not yet published.
     pub fn len(&self) -> usize {
         self.frames.len()
     }
 
-    /// Whether nothing is waiting.
+    /// Whether no frame waits, so [`Batcher::flush`] would publish nothing.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     pub ring: Mutex<Ring>,
     /// New data (or closing).
     pub data: Notify,
-    /// Ring pause lifted.
+    /// Woken when the ring pause is lifted, so that paused publishers retry.
     pub space: Notify,
     pub wal: Option<Arc<Wal>>,
     pub wal_paused: AtomicBool,
@@ -166,7 +166,8 @@ impl std::fmt::Debug for Bus {
 /// A snapshot of a subscriber's state.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct SubscriberStats {
-    /// Its name.
+    /// The name it subscribed with; in WAL mode a durable subscriber's cursor
+    /// has the same name.
     pub name: String,
     /// `lossy`, `durable`.
     pub kind: &'static str,
@@ -174,7 +175,8 @@ pub struct SubscriberStats {
     pub position: u64,
     /// Frames between the head and its position.
     pub lag: u64,
-    /// Frames it lost.
+    /// Frames it lost since it subscribed: skipped while too far behind
+    /// (lossy) or missing from the WAL (durable).
     pub drops: u64,
 }
 
@@ -183,11 +185,11 @@ pub struct SubscriberStats {
 pub struct BusStats {
     /// Next sequence number to be assigned.
     pub head_seq: u64,
-    /// Frames held in the ring.
+    /// Frames published and still held in the ring for subscribers.
     pub ring_frames: u64,
-    /// Batches held in the ring.
+    /// Batches those frames arrived in; each takes one ring slot.
     pub ring_batches: u64,
-    /// Ring capacity in frames.
+    /// Frames the ring can hold, `2^ring_pow`.
     pub capacity: u64,
     /// Bytes of the ring's slot array as allocated (16 per slot).
     pub ring_slot_bytes: u64,
@@ -195,7 +197,7 @@ pub struct BusStats {
     pub paused: bool,
     /// Batches published since start.
     pub published_batches: u64,
-    /// The subscribers.
+    /// One entry per subscriber registered now, in the order they subscribed.
     pub subscribers: Vec<SubscriberStats>,
     /// WAL statistics, in WAL mode.
     #[serde(skip)]
@@ -276,12 +278,14 @@ impl Bus {
         Ok(Bus { inner: Arc::new(inner) })
     }
 
-    /// The settings the bus runs with.
+    /// The settings it was opened with, preset and overrides resolved; they do
+    /// not change while it runs.
     pub fn settings(&self) -> &BusSettings {
         &self.inner.cfg
     }
 
-    /// The metrics.
+    /// The metrics it updates, as passed to [`Bus::open`]; the gauges are
+    /// current only after [`Bus::refresh_gauges`].
     pub fn metrics(&self) -> &Arc<BusMetrics> {
         &self.inner.metrics
     }

@@ -18,7 +18,8 @@ use crate::bus::Bus;
 /// A command on its way to a driver, with the means to answer it.
 #[derive(Debug)]
 pub struct CommandRequest {
-    /// The command.
+    /// What to write where; the driver answers with [`CommandRequest::reply`]
+    /// (dropping the request unanswered answers `failed` at once).
     pub cmd: CmdFrame,
     reply: oneshot::Sender<CmdAckFrame>,
 }

@@ -46,13 +46,14 @@ pub enum WalOverflow {
     DropOldest,
 }
 
-/// Per-record WAL compression.
+/// Per-record WAL compression (`wal_compression`); records written with one
+/// setting stay readable under the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WalCompression {
     /// Off (the default: the codec is already compact).
     None,
-    /// LZ4 per record.
+    /// LZ4 for records of 128 bytes or more, kept only where it saves space.
     Lz4,
 }
 
@@ -60,7 +61,8 @@ pub enum WalCompression {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSettings {
-    /// Frames per batch at most.
+    /// A batcher publishes as soon as it holds this many frames; 1 to half the
+    /// ring, default 2000.
     pub max_batch_size: usize,
     /// A batch is published at the latest this long after its first frame.
     pub flush_interval: Duration,
@@ -90,7 +92,8 @@ pub struct BusSettings {
     pub resume_lo: f64,
     /// Directory of the write-ahead log.
     pub wal_dir: PathBuf,
-    /// Group commit interval.
+    /// Group commit interval in milliseconds under `wal_durability = interval`
+    /// (at most 60000); other durabilities ignore it.
     pub wal_flush_ms: u64,
     /// Cap on the WAL's size on disk.
     pub wal_max_bytes: u64,
@@ -105,15 +108,15 @@ pub struct BusSettings {
     /// 16 bytes, per 16 frames of ring capacity), so the hot path does not
     /// allocate or page-fault; off, the array grows on demand.
     pub high_performance_mode: bool,
-    /// Batching of single frames.
+    /// How a [`crate::Batcher`] groups frames published one at a time.
     pub batch: BatchSettings,
-    /// WAL or memory only.
+    /// Whether batches go through the WAL (default) or stay in memory only.
     pub persistence: Persistence,
-    /// WAL durability.
+    /// When a WAL append counts as durable; default `interval`.
     pub wal_durability: WalDurability,
-    /// WAL overflow policy.
+    /// What happens when the WAL reaches `wal_max_bytes`; default `drop_oldest`.
     pub wal_overflow: WalOverflow,
-    /// WAL compression.
+    /// Per-record WAL compression; default `none`.
     pub wal_compression: WalCompression,
     /// WAL segment size; `None` picks `min(64 MiB, wal_max_bytes / 8)`.
     pub wal_segment_bytes: Option<u64>,
@@ -127,7 +130,8 @@ impl Default for BusSettings {
     }
 }
 
-/// The named presets.
+/// The named sets of values a `[bus]` section starts from (`preset = "..."`);
+/// explicit fields override them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
@@ -242,7 +246,8 @@ impl BusSettings {
         1u64 << self.ring_pow
     }
 
-    /// WAL segment size in effect.
+    /// The WAL segment size in bytes: `wal_segment_bytes` if set, else
+    /// `min(64 MiB, wal_max_bytes / 8)` but at least 64 KiB.
     pub fn segment_bytes(&self) -> u64 {
         self.wal_segment_bytes.unwrap_or_else(|| (64 << 20).min(self.wal_max_bytes / 8).max(64 << 10))
     }
@@ -344,7 +349,7 @@ pub struct BusConfig {
     pub wal_dir: Option<PathBuf>,
     /// WAL group commit interval in milliseconds.
     pub wal_flush_ms: Option<u64>,
-    /// WAL size cap in bytes.
+    /// WAL size cap in bytes (at least 1 MiB); what happens there is `wal_overflow`.
     pub wal_max_bytes: Option<u64>,
     /// Frames that may wait for the WAL before publishers pause.
     pub async_write_queue_size: Option<usize>,
@@ -362,7 +367,7 @@ pub struct BusConfig {
     pub wal_compression: Option<WalCompression>,
     /// WAL segment size in bytes (default: min(64 MiB, wal_max_bytes / 8)).
     pub wal_segment_bytes: Option<u64>,
-    /// Batching.
+    /// `[bus.batch]`: how frames published one at a time are grouped.
     #[serde(default)]
     pub batch: BatchConfig,
 }

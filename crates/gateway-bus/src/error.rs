@@ -4,24 +4,26 @@ use std::sync::Arc;
 
 use gateway_model::Batch;
 
-/// An error of the bus.
+/// Why the bus refused to open, publish or subscribe.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    /// Invalid configuration.
+    /// The settings failed validation; the field error names the bad field.
     #[error("invalid bus configuration: {0}")]
     Config(#[from] gateway_model::FieldError),
-    /// The write-ahead log failed.
+    /// The write-ahead log could not be opened or refused an append; in WAL
+    /// mode nothing is published without it.
     #[error("write-ahead log: {0}")]
     Wal(#[from] gateway_wal::WalError),
-    /// The bus was closed.
+    /// The bus was closed ([`crate::Bus::close`]): publishers get this at once,
+    /// subscribers once they were given everything published before the close.
     #[error("the bus is closed")]
     Closed,
     /// A batch with more frames than the ring can ever hold.
     #[error("a batch of {len} frames is larger than the bus accepts ({max})")]
     TooLarge {
-        /// Frames in the batch.
+        /// Frames in the refused batch.
         len: usize,
-        /// The limit.
+        /// The most frames one batch may carry: half the ring's capacity.
         max: usize,
     },
     /// A subscriber name that is already in use.
@@ -38,7 +40,8 @@ pub enum TryPublishError {
     /// Backpressure: the ring or the WAL queue is above its threshold.
     #[error("the bus is applying backpressure")]
     Full(Arc<Batch>),
-    /// Any other error.
+    /// Not backpressure: the bus is closed, the batch too large or the WAL
+    /// failed. The batch is not handed back.
     #[error(transparent)]
     Other(#[from] BusError),
 }

@@ -30,12 +30,13 @@ pub const BATCH_SEND_BUCKETS: [f64; 7] = [0.000_01, 0.0001, 0.0005, 0.001, 0.002
 /// Batch size buckets: the original's 1..500, then 1000 and 2000 (the default `max_batch_size`).
 pub const BATCH_SIZE_BUCKETS: [f64; 10] = [1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0];
 
-/// The bus's metrics.
+/// Every metric the bus keeps; [`BusMetrics::new`] registers them under the
+/// `gateway_bus_` prefix. Cloning a field shares the metric.
 #[derive(Debug)]
 pub struct BusMetrics {
-    /// Frames held in the ring.
+    /// Frames held in the ring; set by `Bus::refresh_gauges`, not on publish.
     pub ring_used: Gauge,
-    /// Frames published.
+    /// Frames published since start, counted when a publish succeeds.
     pub publish_total: Counter,
     /// Frames a subscriber lost (lossy lag, WAL overflow), by subscriber.
     pub drop_total: Family<SubscriberLabel, Counter>,
@@ -45,7 +46,7 @@ pub struct BusMetrics {
     pub wal_bytes: Gauge,
     /// Time of each WAL write + sync.
     pub wal_flush_duration: Histogram,
-    /// Frames per published batch.
+    /// Frames per published batch ([`BATCH_SIZE_BUCKETS`]).
     pub batch_size: Histogram,
     /// Time from a batch's first frame to its publication (batching delay).
     pub batch_flush_duration: Histogram,

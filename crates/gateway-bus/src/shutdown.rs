@@ -43,7 +43,7 @@ impl Shutdown {
 }
 
 impl ShutdownSwitch {
-    /// Tells every listener to stop.
+    /// Tells every [`Shutdown`] of this switch to stop; calling it again does nothing.
     pub fn stop(&self) {
         let _ = self.0.send(true);
     }

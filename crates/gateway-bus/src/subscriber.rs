@@ -56,7 +56,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Every frame.
+    /// A filter that passes every frame; the subscriber then skips filtering.
     pub fn all() -> Self {
         Filter::default()
     }
@@ -93,7 +93,9 @@ impl Filter {
     }
 }
 
-/// How to subscribe.
+/// What a subscriber is: its name, lossy or durable, where it starts and which
+/// frames it wants. Start from [`SubscribeOptions::lossy`] or
+/// [`SubscribeOptions::durable`].
 #[derive(Clone, Debug)]
 pub struct SubscribeOptions {
     name: String,
@@ -226,7 +228,10 @@ enum Fill {
 }
 
 impl Bus {
-    /// Subscribes.
+    /// Registers a subscriber; fails if its name is taken or, for a durable
+    /// one in WAL mode, is not a valid cursor name. A durable subscriber in WAL
+    /// mode resumes at its cursor; any other starts at the newest frame (or
+    /// the oldest held, with `from_oldest`).
     pub fn subscribe(&self, opts: SubscribeOptions) -> Result<Subscriber, BusError> {
         let inner = &self.inner;
         let kind = match (opts.durable, inner.wal.is_some()) {
@@ -279,7 +284,8 @@ impl Subscriber {
         self.local.front().map_or(self.pos, |d| d.first_seq())
     }
 
-    /// Frames it lost so far.
+    /// Frames it lost since it subscribed: skipped while too far behind
+    /// (lossy) or missing from the WAL (durable).
     pub fn drops(&self) -> u64 {
         self.st.drops.load(Ordering::Relaxed)
     }
@@ -330,7 +336,8 @@ impl Subscriber {
         }
     }
 
-    /// The next batch if one is ready.
+    /// The next batch without waiting: `Ok(None)` if none is ready,
+    /// `Err(Closed)` once the bus is closed and everything was delivered.
     pub fn try_recv(&mut self) -> Result<Option<Delivery>, BusError> {
         if self.local.is_empty() {
             match self.fill()? {

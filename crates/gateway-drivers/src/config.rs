@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 use crate::driver::{DriverParams, TagParams};
 use crate::registry::{self, DRIVERS, DriverEntry};
 
-/// A configured tag.
+/// A tag as configured (file or API): the fields every tag has and the
+/// driver's own, parsed by the device's driver.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TagConfig {
     /// The point name, unique within its device; the tag id is `device.name`.
@@ -27,7 +28,8 @@ pub struct TagConfig {
     pub params: TagParams,
 }
 
-/// A configured device.
+/// A device as configured (file or API): the fields every device has, the
+/// driver with its own fields, and the tags.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceConfig {
     /// Unique among devices; the first part of its tags' ids, so 1-64 of

@@ -147,7 +147,8 @@ pub struct Stop;
 /// Everything a driver task may touch; it meets the rest of the gateway only here.
 #[derive(Debug)]
 pub struct DriverContext {
-    /// Where readings are published.
+    /// The gateway's bus; publish through [`DriverContext::publish`], which
+    /// also gives up when `shutdown` fires.
     pub bus: Bus,
     /// Fires when the driver must stop (the device was changed, disabled or
     /// removed, or the gateway stops).
@@ -229,7 +230,7 @@ impl TagParams {
         self.0.as_any().downcast_ref()
     }
 
-    /// The fields as a JSON object.
+    /// The tag's own fields as a JSON object, without `name` and `writable`.
     pub fn to_json(&self) -> Map<String, Value> {
         self.0.to_json()
     }

@@ -106,7 +106,8 @@ impl DriverManager {
         tracing::info!("Device drivers stopped.");
     }
 
-    /// Names of the running devices.
+    /// Names of the devices started and not stopped since, in name order (a
+    /// driver that ended by itself stays listed).
     pub fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
@@ -116,7 +117,8 @@ impl DriverManager {
         self.lock().get(name).map(|r| r.config.clone())
     }
 
-    /// The status of a running device.
+    /// The live status of a started device, `None` if it is not started
+    /// (unknown, disabled or stopped); every (re)start begins a fresh one.
     pub fn status(&self, name: &str) -> Option<Arc<DeviceStatus>> {
         self.lock().get(name).map(|r| r.status.clone())
     }

@@ -21,13 +21,14 @@ pub struct DeviceStatus {
 /// A copy of [`DeviceStatus`] for the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StatusSnapshot {
-    /// The driver task runs.
+    /// Whether the driver task is still running; false once it ended by
+    /// itself (a stopped device has no status at all).
     pub running: bool,
-    /// The device is reachable.
+    /// Whether the driver reached the device at its last attempt.
     pub connected: bool,
-    /// Successful polls.
+    /// Polls that succeeded since the device was last (re)started.
     pub polls: u64,
-    /// Failed polls.
+    /// Polls and connection attempts that failed since the last (re)start.
     pub failures: u64,
     /// Connection attempts after the first.
     pub reconnects: u64,
@@ -65,12 +66,13 @@ impl DeviceStatus {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     }
 
-    /// A reconnection attempt.
+    /// Counts a connection attempt after the first (`reconnects`).
     pub fn reconnecting(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A copy for the API.
+    /// A copy for the API; each field is read on its own, so two counters may
+    /// be a poll apart.
     pub fn snapshot(&self) -> StatusSnapshot {
         let last = self.last_poll_ns.load(Ordering::Relaxed);
         StatusSnapshot {

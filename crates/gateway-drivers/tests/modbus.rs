@@ -20,7 +20,7 @@ use gateway_bench::{free_port, wait_until_blocking};
 use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, SubscribeOptions, Subscriber};
 use gateway_drivers::{DeviceConfig, DriverManager};
 use gateway_model::{CmdStatus, Frame, Quality, QualityLevel, Reason, TagId, Value};
-use serde_json::{Value as J, json};
+use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
@@ -54,7 +54,7 @@ struct Peer {
     child: Child,
     lines: std_mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
-    points: Vec<J>,
+    points: Vec<Json>,
 }
 
 impl Peer {
@@ -89,7 +89,7 @@ impl Peer {
         });
         let mut peer = Peer { child, lines, stderr, points: Vec::new() };
         let ready = peer.line("READY ", Duration::from_secs(30));
-        let v: J = serde_json::from_str(&ready).unwrap();
+        let v: Json = serde_json::from_str(&ready).unwrap();
         peer.points = v["points"].as_array().unwrap().clone();
         peer
     }
@@ -122,13 +122,13 @@ impl Peer {
     /// write (a write reports every point it touched, so earlier writes to
     /// neighbours may have reported `name` with its old value); returns the
     /// last value it reported.
-    fn wrote(&mut self, name: &str, want: &J) -> J {
+    fn wrote(&mut self, name: &str, want: &Json) -> Json {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = J::Null;
+        let mut last = Json::Null;
         while Instant::now() < deadline {
             let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) else { break };
             let Some(rest) = l.strip_prefix("WROTE ") else { continue };
-            let v: J = serde_json::from_str(rest).unwrap();
+            let v: Json = serde_json::from_str(rest).unwrap();
             if v["name"] == name {
                 last = v["value"].clone();
                 if last == *want {
@@ -139,7 +139,7 @@ impl Peer {
         last
     }
 
-    fn point(&self, name: &str) -> &J {
+    fn point(&self, name: &str) -> &Json {
         self.points.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no point {name}"))
     }
 }
@@ -204,7 +204,8 @@ struct Gateway {
     drivers: DriverManager,
     sub: Subscriber,
     latest: HashMap<String, (Value, Quality)>,
-    /// Frames seen per tag.
+    /// Data frames received per tag since start, whatever their quality: how
+    /// tests tell that polling goes on, and how often a deadband publishes.
     counts: HashMap<String, u64>,
 }
 
@@ -219,7 +220,7 @@ impl Gateway {
         Gateway { drivers: DriverManager::new(bus.clone()), bus, sub, latest: HashMap::new(), counts: HashMap::new() }
     }
 
-    async fn start(&self, dev: J) {
+    async fn start(&self, dev: Json) {
         let dev = DeviceConfig::from_json(dev).expect("valid device");
         self.drivers.apply(dev).await;
     }
@@ -271,19 +272,19 @@ impl Gateway {
 }
 
 /// Whether a published value is exactly the server's (and of the right kind).
-fn same(v: &Value, j: &J) -> bool {
+fn same(v: &Value, j: &Json) -> bool {
     match (v, j) {
-        (Value::Bool(a), J::Bool(b)) => a == b,
-        (Value::I64(a), J::Number(n)) => n.as_i64() == Some(*a),
-        (Value::U64(a), J::Number(n)) => n.as_u64() == Some(*a),
-        (Value::F64(a), J::Number(n)) => n.as_f64() == Some(*a),
-        (Value::Str(a), J::String(b)) => **a == *b,
+        (Value::Bool(a), Json::Bool(b)) => a == b,
+        (Value::I64(a), Json::Number(n)) => n.as_i64() == Some(*a),
+        (Value::U64(a), Json::Number(n)) => n.as_u64() == Some(*a),
+        (Value::F64(a), Json::Number(n)) => n.as_f64() == Some(*a),
+        (Value::Str(a), Json::String(b)) => **a == *b,
         _ => false,
     }
 }
 
 /// The tag of a catalogue point (its fields less the value).
-fn tag_of(p: &J, writable: bool) -> J {
+fn tag_of(p: &Json, writable: bool) -> Json {
     let mut t = p.clone();
     let m = t.as_object_mut().unwrap();
     m.remove("value");
@@ -301,7 +302,7 @@ fn bad_for(latest: &HashMap<String, (Value, Quality)>, tag: &str, reasons: &[Rea
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn tcp_device(name: &str, port: u16, tags: Vec<J>) -> J {
+fn tcp_device(name: &str, port: u16, tags: Vec<Json>) -> Json {
     json!({
         "name": name, "driver": "modbus_tcp", "address": format!("127.0.0.1:{port}"),
         "poll_interval_ms": 100, "timeout_ms": 500, "reconnect_min_ms": 100, "reconnect_max_ms": 400,
@@ -309,7 +310,7 @@ fn tcp_device(name: &str, port: u16, tags: Vec<J>) -> J {
     })
 }
 
-fn rtu_device(name: &str, port: &str, unit: u8, tags: Vec<J>) -> J {
+fn rtu_device(name: &str, port: &str, unit: u8, tags: Vec<Json>) -> Json {
     json!({
         "name": name, "driver": "modbus_rtu", "port": port, "unit_id": unit, "baud_rate": 9600,
         "poll_interval_ms": 100, "timeout_ms": 400, "reconnect_min_ms": 200, "reconnect_max_ms": 800,
@@ -331,7 +332,7 @@ async fn reads_every_point(gw: &mut Gateway, peer: &Peer, dev: &str) {
     .await;
 }
 
-fn all_tags(peer: &Peer) -> Vec<J> {
+fn all_tags(peer: &Peer) -> Vec<Json> {
     peer.points.iter().map(|p| tag_of(p, false)).collect()
 }
 
@@ -362,7 +363,8 @@ async fn an_exception_marks_only_its_own_tags_bad_and_a_refused_merged_read_is_s
     let port = free_port();
     let peer = Peer::tcp(port);
     let mut gw = Gateway::new();
-    let mut tags: Vec<J> = ["u16_ABCD", "island_a", "island_b"].iter().map(|n| tag_of(peer.point(n), false)).collect();
+    let mut tags: Vec<Json> =
+        ["u16_ABCD", "island_a", "island_b"].iter().map(|n| tag_of(peer.point(n), false)).collect();
     // Not mapped on the server: "illegal data address".
     tags.push(json!({"name": "nowhere", "area": "holding_register", "address": 2000}));
     tags.push(json!({"name": "nowhere_in", "area": "input_register", "address": 3000, "data_type": "f32"}));
@@ -387,11 +389,11 @@ async fn an_exception_marks_only_its_own_tags_bad_and_a_refused_merged_read_is_s
 // Writing
 
 /// A new value for each kind of writable point, and how the server shows it.
-fn new_value(p: &J) -> Option<(Value, J)> {
+fn new_value(p: &Json) -> Option<(Value, Json)> {
     let ty = p["data_type"].as_str().unwrap();
     if p.get("bit").is_some() || ty == "bool" {
         let b = !p["value"].as_bool().unwrap();
-        return Some((Value::Bool(b), J::Bool(b)));
+        return Some((Value::Bool(b), Json::Bool(b)));
     }
     if p.get("scale").is_some() {
         // Raw 700, read back as the server computes it: 700 × 0.1 − 40.
@@ -411,7 +413,7 @@ fn new_value(p: &J) -> Option<(Value, J)> {
     })
 }
 
-fn writable(p: &J) -> bool {
+fn writable(p: &Json) -> bool {
     matches!(p["area"].as_str(), Some("coil" | "holding_register"))
         && p["name"] != "island_a"
         && p["name"] != "island_b"
@@ -438,7 +440,7 @@ async fn tcp_writes_land_on_the_server_in_every_data_type_and_byte_order() {
     let port = free_port();
     let mut peer = Peer::tcp(port);
     let mut gw = Gateway::new();
-    let tags: Vec<J> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
+    let tags: Vec<Json> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
     gw.start(tcp_device("plc", port, tags)).await;
     reads_every_point(&mut gw, &peer, "plc").await;
     let names: Vec<String> = peer
@@ -458,7 +460,7 @@ async fn rtu_writes_land_on_the_server() {
     let pty = Pty::new();
     let mut peer = pty.serve("1");
     let mut gw = Gateway::new();
-    let tags: Vec<J> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
+    let tags: Vec<Json> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
     gw.start(rtu_device("meter", &pty.driver_end(), 1, tags)).await;
     reads_every_point(&mut gw, &peer, "meter").await;
     let names = ["i16_BADC", "u32_CDAB", "f32_DCBA", "f64_ABCD", "i64_CDAB", "string_BADC", "bit4", "scaled", "coil2"];

@@ -37,7 +37,8 @@ use crate::{
 const MAGIC: u8 = 0xEB;
 const VERSION: u8 = 1;
 
-/// Why bytes are not a batch.
+/// Why [`Decoder::decode`] refused its input: the bytes are not one whole batch
+/// in the format this build writes (corrupt, cut short, or a newer version).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
     /// The input ended in the middle of an item.
@@ -55,7 +56,7 @@ pub enum CodecError {
     /// A count larger than the remaining input could hold.
     #[error("count {0} is larger than the input can hold")]
     CountTooLarge(u64),
-    /// A string that is not UTF-8.
+    /// A tag name, string value or text field whose bytes are not UTF-8.
     #[error("string is not valid UTF-8")]
     BadUtf8,
     /// A tag name that does not validate.
@@ -67,12 +68,14 @@ pub enum CodecError {
     /// A value type, quality level, status or severity out of range.
     #[error("invalid {what} code {code}")]
     BadCode {
-        /// What was being decoded.
+        /// Which field held the code: `value type`, `frame head`, `reason`,
+        /// `quality`, `status` or `severity`.
         what: &'static str,
-        /// The code found.
+        /// The number found in that field.
         code: u64,
     },
-    /// Bytes after the last frame.
+    /// Every frame decoded but this many bytes were left over; the whole batch
+    /// is refused, as it cannot be what the encoder wrote.
     #[error("{0} bytes after the last frame")]
     Trailing(usize),
 }
@@ -106,7 +109,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// A new encoder.
+    /// An encoder with no buffers yet; they grow on the first batch and are kept.
     pub fn new() -> Self {
         Self::default()
     }
@@ -373,7 +376,7 @@ impl Decoder {
         self.dict.get(idx as usize).cloned().ok_or(CodecError::TagIndex(idx))
     }
 
-    /// Decode one batch.
+    /// Decode `bytes`, which must hold exactly one batch and nothing after it.
     pub fn decode(&mut self, bytes: &[u8]) -> Result<Batch, CodecError> {
         let mut r = Reader { b: bytes, pos: 0 };
         let magic = r.u8()?;

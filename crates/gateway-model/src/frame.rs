@@ -17,9 +17,10 @@ use crate::{Quality, QualityLevel, Reason, TagId, Value};
 pub struct DataFrame {
     /// `device.point`.
     pub tag: TagId,
-    /// The value read.
+    /// The value read, already converted to the tag's type (and scaled, where
+    /// the driver scales); when `quality` is bad it is a placeholder, not a reading.
     pub value: Value,
-    /// How far it can be trusted.
+    /// Whether `value` can be trusted, and if not, why.
     pub quality: Quality,
     /// When the device (or the driver, if the device gives no time) produced it,
     /// in nanoseconds since the Unix epoch.
@@ -27,7 +28,7 @@ pub struct DataFrame {
 }
 
 impl DataFrame {
-    /// A reading.
+    /// A reading of `tag`; `source_ts_ns` is nanoseconds since the Unix epoch.
     pub fn new(tag: TagId, value: Value, quality: Quality, source_ts_ns: u64) -> Self {
         DataFrame { tag, value, quality, source_ts_ns }
     }
@@ -65,7 +66,7 @@ struct DataFrameJson {
     ts: u64,
 }
 
-fn good() -> QualityLevel {
+const fn good() -> QualityLevel {
     QualityLevel::Good
 }
 
@@ -87,7 +88,7 @@ impl<'de> Deserialize<'de> for DataFrame {
 pub struct CmdFrame {
     /// Unique per gateway run; the acknowledgement carries it back.
     pub id: u64,
-    /// The tag to write.
+    /// The tag to write; it must be writable, or the answer is `rejected`.
     pub tag: TagId,
     /// The value to write; the driver converts it to the tag's data type.
     pub value: Value,
@@ -98,20 +99,20 @@ pub struct CmdFrame {
     pub issued_ts_ns: u64,
 }
 
-/// Outcome of a command.
+/// How a command ended, as the [`CmdAckFrame`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum CmdStatus {
-    /// The device accepted the write.
+    /// The device confirmed the write; it does not mean the value was read back.
     Ok = 0,
     /// The gateway refused it: the tag is not writable or the value does not fit.
     Rejected = 1,
     /// The device or the connection failed; the message says how.
     Failed = 2,
-    /// No answer in time.
+    /// The device did not answer in time; the write may or may not have happened.
     Timeout = 3,
-    /// No driver owns the tag.
+    /// No running driver owns the tag's device: it is unknown, disabled or stopped.
     NoRoute = 4,
 }
 
@@ -136,27 +137,27 @@ pub struct CmdAckFrame {
     pub id: u64,
     /// The command's tag.
     pub tag: TagId,
-    /// What happened.
+    /// Whether the write happened; see [`CmdStatus`] for what each outcome means.
     pub status: CmdStatus,
     /// Details for people (the device's error, ...); empty when all is well.
     pub message: Arc<str>,
-    /// When the outcome was known.
+    /// When the outcome was known, nanoseconds since the Unix epoch.
     #[serde(rename = "ts", with = "ts_json")]
     pub ts_ns: u64,
 }
 
-/// Severity of an event.
+/// Severity of an event, ordered: `Info < Warning < Error < Critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum Severity {
-    /// For the record.
+    /// Nothing is wrong; kept for the record (a config change, a start).
     Info = 0,
-    /// Needs attention.
+    /// Nothing has failed yet, but an operator should look.
     Warning = 1,
-    /// Something failed.
+    /// Something failed and data or control is affected.
     Error = 2,
-    /// Act now.
+    /// Failed in a way that needs someone to act now.
     Critical = 3,
 }
 
@@ -180,14 +181,14 @@ pub struct EventFrame {
     pub source: Arc<str>,
     /// Machine-readable kind (`device_down`, `high_limit`).
     pub code: Arc<str>,
-    /// How serious.
+    /// How serious; ordered, so `severity >= Severity::Error` selects failures.
     pub severity: Severity,
-    /// For people.
+    /// Free text for operators; machines should match on `code`.
     pub message: Arc<str>,
     /// The tag it concerns, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<TagId>,
-    /// When it happened.
+    /// When it happened, nanoseconds since the Unix epoch.
     #[serde(rename = "ts", with = "ts_json")]
     pub ts_ns: u64,
 }
@@ -207,7 +208,8 @@ pub enum FrameKind {
 }
 
 impl FrameKind {
-    /// Bit for kind sets.
+    /// This kind's bit in a `u8` set of kinds (`1 << kind`), as subscription
+    /// filters keep them.
     pub const fn bit(self) -> u8 {
         1 << self as u8
     }
@@ -217,18 +219,18 @@ impl FrameKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Frame {
-    /// A reading.
+    /// A reading; inline, because most frames are readings.
     Data(DataFrame),
-    /// A write request.
+    /// A request to write a tag; boxed to keep `Frame` at 56 bytes.
     Cmd(Box<CmdFrame>),
-    /// A write outcome.
+    /// The answer to a `Cmd`, matched by id; boxed.
     CmdAck(Box<CmdAckFrame>),
-    /// An event.
+    /// An alarm or a status change; boxed.
     Event(Box<EventFrame>),
 }
 
 impl Frame {
-    /// Which kind.
+    /// The variant as a [`FrameKind`], for filters that select by kind.
     pub fn kind(&self) -> FrameKind {
         match self {
             Frame::Data(_) => FrameKind::Data,
@@ -309,17 +311,17 @@ impl Batch {
         Batch { frames: Vec::with_capacity(n) }
     }
 
-    /// Append a frame.
+    /// Append a frame at the end; takes a [`DataFrame`] or any other `Into<Frame>`.
     pub fn push(&mut self, f: impl Into<Frame>) {
         self.frames.push(f.into());
     }
 
-    /// The frames.
+    /// The frames in the order they were pushed.
     pub fn frames(&self) -> &[Frame] {
         &self.frames
     }
 
-    /// Take the frames out.
+    /// The frames in order, without copying them.
     pub fn into_frames(self) -> Vec<Frame> {
         self.frames
     }

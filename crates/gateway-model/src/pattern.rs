@@ -7,21 +7,23 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Why a pattern was refused.
+/// Why [`TagPattern::new`] refused a pattern; the message is shown to whoever
+/// wrote it (a subscriber's filter, an API query).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
-    /// The pattern was empty.
+    /// The pattern was `""`; use `*` to match every tag.
     #[error("tag pattern is empty")]
     Empty,
-    /// The pattern was too long.
+    /// The pattern was longer than 256 bytes (the field holds its length); no
+    /// tag is longer than that either.
     #[error("tag pattern is {0} bytes long, the limit is 256")]
     TooLong(usize),
     /// The pattern had a character no tag can contain.
     #[error("tag pattern {pattern:?} contains {ch:?}, which no tag name can contain")]
     BadChar {
-        /// The pattern.
+        /// The whole pattern as given.
         pattern: String,
-        /// The offending character.
+        /// The first character that is neither allowed in a tag name nor `*`/`?`.
         ch: char,
     },
 }
@@ -35,7 +37,8 @@ enum Shape {
     Glob,
 }
 
-/// A compiled tag pattern.
+/// A tag pattern checked and sorted into its cheapest matching shape once, so
+/// that [`TagPattern::matches`] is cheap enough to run on every frame.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TagPattern {
     text: Box<str>,
@@ -43,7 +46,8 @@ pub struct TagPattern {
 }
 
 impl TagPattern {
-    /// Compile a pattern.
+    /// Check `text` and pick how to match it; refuses empty patterns, patterns
+    /// over 256 bytes and characters no tag name can contain.
     pub fn new(text: &str) -> Result<Self, PatternError> {
         if text.is_empty() {
             return Err(PatternError::Empty);
@@ -72,7 +76,7 @@ impl TagPattern {
         Ok(TagPattern { text: text.into(), shape })
     }
 
-    /// The pattern matching every tag.
+    /// `*`: matches every tag without looking at it.
     pub fn all() -> Self {
         TagPattern { text: "*".into(), shape: Shape::All }
     }

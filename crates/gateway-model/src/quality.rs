@@ -159,7 +159,7 @@ pub struct Quality {
     pub reason: Reason,
 }
 
-fn reason_none() -> Reason {
+const fn reason_none() -> Reason {
     Reason::NONE
 }
 
@@ -168,7 +168,8 @@ fn is_none(r: &Reason) -> bool {
 }
 
 impl Quality {
-    /// A good reading.
+    /// Level good with reason `none`: what a driver publishes after a read that
+    /// succeeded.
     pub const GOOD: Quality = Quality { level: QualityLevel::Good, reason: Reason::NONE };
 
     /// A bad reading for `reason`.
@@ -181,7 +182,7 @@ impl Quality {
         Quality { level: QualityLevel::Uncertain, reason }
     }
 
-    /// Whether the level is good.
+    /// Whether the level is [`QualityLevel::Good`]; the reason is not looked at.
     pub fn is_good(self) -> bool {
         self.level == QualityLevel::Good
     }

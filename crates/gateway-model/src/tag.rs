@@ -14,7 +14,7 @@ pub const MAX_TAG_LEN: usize = 256;
 /// Why a string is not a valid tag name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagError {
-    /// The name was empty.
+    /// The name was `""`: a tag needs both a device and a point.
     #[error("tag name is empty")]
     Empty,
     /// The name was longer than [`MAX_TAG_LEN`].
@@ -31,7 +31,7 @@ pub enum TagError {
         "tag name {name:?} contains {ch:?}; allowed are letters, digits, '_', '-', '.' and, in the point, '/', ':', '#'"
     )]
     BadChar {
-        /// The whole name.
+        /// The whole name as given, so the message shows where `ch` sits.
         name: String,
         /// The first character that is not allowed.
         ch: char,
@@ -57,7 +57,7 @@ impl TagId {
         Self::new(&format!("{device}.{point}"))
     }
 
-    /// The whole name.
+    /// The whole name, `device.point`, exactly as it was validated.
     pub fn as_str(&self) -> &str {
         &self.0
     }

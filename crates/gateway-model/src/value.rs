@@ -17,15 +17,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum Value {
     /// A boolean (coil, discrete input, a bit of a register).
     Bool(bool),
-    /// A signed integer.
+    /// A signed integer; JSON integers that fit in `i64` read as this.
     I64(i64),
     /// An unsigned integer (counters that may pass `i64::MAX`).
     U64(u64),
-    /// A float.
+    /// A 64-bit float; may be NaN or infinite, which JSON shows as `null`.
     F64(f64),
-    /// A UTF-8 string.
+    /// Text; shared, so cloning a frame does not copy it.
     Str(Arc<str>),
-    /// Raw bytes.
+    /// Opaque bytes, as `{"base64": "..."}` in JSON; shared like `Str`.
     Bytes(Arc<[u8]>),
 }
 

@@ -62,27 +62,27 @@ pub struct DatabaseConfig {
     pub slow_query_threshold_ms: u64,
 }
 
-fn default_max_connections() -> u32 {
+const fn default_max_connections() -> u32 {
     50
 }
 
-fn default_min_connections() -> u32 {
+const fn default_min_connections() -> u32 {
     5
 }
 
-fn default_acquire_timeout_s() -> u64 {
+const fn default_acquire_timeout_s() -> u64 {
     10
 }
 
-fn default_idle_timeout_s() -> u64 {
+const fn default_idle_timeout_s() -> u64 {
     600
 }
 
-fn default_max_lifetime_s() -> u64 {
+const fn default_max_lifetime_s() -> u64 {
     3600
 }
 
-fn default_slow_query_threshold_ms() -> u64 {
+const fn default_slow_query_threshold_ms() -> u64 {
     1000
 }
 
@@ -163,7 +163,8 @@ fn check_range(field: &'static str, value: u64, max: u64) -> Result<(), FieldErr
     Ok(())
 }
 
-/// The database a URL points at.
+/// The database a URL's scheme names (`sqlite:`, `postgres:`, `postgresql:`);
+/// `None` for any other scheme.
 pub(crate) fn dialect_of(url: &str) -> Option<crate::Dialect> {
     if url.starts_with("sqlite:") {
         Some(crate::Dialect::Sqlite)

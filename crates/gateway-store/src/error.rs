@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use gateway_model::FieldError;
 
-/// An error from the metadata store.
+/// Why a store operation failed. The API answers `NotFound` with 404 and
+/// `Conflict` with 409; anything else is a 500 with the detail in the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The device (or tag) does not exist.
@@ -20,7 +21,7 @@ pub enum StoreError {
     Conflict {
         /// `device`.
         what: &'static str,
-        /// Its name.
+        /// The name already taken.
         name: String,
     },
     /// The record cannot be stored as given (the database was not changed).
@@ -28,7 +29,7 @@ pub enum StoreError {
     Invalid {
         /// `device` or `tag`.
         what: &'static str,
-        /// Its name.
+        /// The device's name, or `device.tag` for a tag.
         name: String,
         /// Why, such as `tag "t1" appears twice`.
         reason: String,
@@ -36,9 +37,11 @@ pub enum StoreError {
     /// A stored row cannot be read back (edited by hand, or damaged).
     #[error("the stored device {name:?} is corrupt: {reason}; fix or delete its rows in the database")]
     Corrupt {
-        /// The device.
+        /// The device whose rows cannot be read (`(unreadable name)` if even
+        /// the name cannot).
         name: String,
-        /// What is wrong with it.
+        /// Which column holds what, such as ``column `source` holds "x"``, so
+        /// the operator knows which row to fix.
         reason: String,
     },
     /// The database schema is not one this build can use (for example it was
@@ -51,9 +54,9 @@ pub enum StoreError {
     /// The SQLite file's directory could not be created.
     #[error("cannot create the database directory {}: {source}", path.display())]
     Io {
-        /// The directory.
+        /// The data directory, or the directory of the configured SQLite file.
         path: PathBuf,
-        /// Why.
+        /// What the operating system said.
         source: std::io::Error,
     },
     /// The database failed or could not be reached.

@@ -53,7 +53,9 @@ pub(crate) fn migrator(dialect: Dialect) -> Migrator {
     Migrator::with_migrations(migrations)
 }
 
-/// Explains a migration failure.
+/// Turns a migration failure into a [`StoreError::Schema`] that tells the
+/// operator what to do (run the newer gateway, restore a backup, ...); a plain
+/// database failure stays [`StoreError::Db`].
 pub(crate) fn error(e: MigrateError, dialect: Dialect) -> StoreError {
     let latest = latest_version(dialect);
     match e {

@@ -11,9 +11,11 @@ use serde_json::{Map, Value};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// The config file.
+    /// Defined in the config file: the API refuses to change it, and every
+    /// start re-syncs it from the file (and deletes it once the file drops it).
     Config,
-    /// The REST API.
+    /// Created over the REST API; a config-file device of the same name is
+    /// then left out.
     Api,
 }
 
@@ -26,7 +28,7 @@ impl Source {
         }
     }
 
-    /// Reads the stored form.
+    /// The inverse of [`Source::as_str`]; `None` for any other text (a damaged row).
     pub fn parse(s: &str) -> Option<Source> {
         match s {
             "config" => Some(Source::Config),
@@ -42,10 +44,12 @@ impl fmt::Display for Source {
     }
 }
 
-/// A stored tag.
+/// A tag as stored: the common fields, and the driver's own as JSON that the
+/// store keeps but does not interpret.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TagRecord {
-    /// Unique within its device.
+    /// The point name, not empty and unique within its device (the store
+    /// refuses duplicates); the tag id is `device.name`.
     pub name: String,
     /// Whether commands may write it.
     pub writable: bool,
@@ -53,14 +57,15 @@ pub struct TagRecord {
     pub params: Map<String, Value>,
 }
 
-/// A stored device with its tags.
+/// A device as stored, with its tags. The store checks names and ranges only;
+/// the driver's fields are the caller's to validate before storing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
-    /// Unique name.
+    /// The primary key: unique among devices, not empty.
     pub name: String,
     /// The driver's name (`sim`, `modbus_tcp`, ...).
     pub driver: String,
-    /// Whether it is polled.
+    /// Whether the gateway starts its driver; a disabled device stays stored.
     pub enabled: bool,
     /// Time between polls. At most `i64::MAX` (the column is a signed BIGINT).
     pub poll_interval_ms: u64,
@@ -68,7 +73,8 @@ pub struct DeviceRecord {
     pub params: Map<String, Value>,
     /// The tags, in the order they were defined.
     pub tags: Vec<TagRecord>,
-    /// Where it was defined.
+    /// Where it was defined, which decides who may change it; stored as given,
+    /// except that [`crate::Store::sync_config_devices`] always stores `config`.
     pub source: Source,
     /// When it was first stored, in milliseconds since the Unix epoch. Set by
     /// the store; ignored when writing.

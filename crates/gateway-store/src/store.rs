@@ -31,7 +31,7 @@ use gateway_model::FieldError;
 pub enum Dialect {
     /// A SQLite file (the default).
     Sqlite,
-    /// A PostgreSQL server.
+    /// A PostgreSQL server, for a `postgres:` or `postgresql:` URL.
     Postgres,
 }
 
@@ -164,7 +164,7 @@ impl Store {
         Ok(store)
     }
 
-    /// The database behind this store.
+    /// Which database the configured URL's scheme chose (SQLite without a URL).
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }

@@ -5,17 +5,26 @@
 use std::io;
 use std::path::PathBuf;
 
-/// An error of the write-ahead log.
+/// Why a WAL operation failed. `Io` and `Backlogged` point at the disk; `Full`
+/// at consumers that do not acknowledge; `Config`, `TooLarge`, `EmptyRecord`
+/// and the cursor errors at the caller; `Closed` at a shutdown in progress.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
-    /// A file operation failed.
+    /// The operating system failed a file operation. From [`Wal::flush`] and
+    /// [`Wal::close`] it reports the flusher's last failure, which is retried.
+    ///
+    /// [`Wal::flush`]: crate::Wal::flush
+    /// [`Wal::close`]: crate::Wal::close
     #[error("{op} {path}: {source}")]
     Io {
-        /// What was being done.
+        /// The operation: `open`, `create`, `read`, `write`, `sync`, `rename`,
+        /// `remove`, `truncate`, `list`, `stat`, `lock`, or `flush`/`close`.
         op: &'static str,
-        /// On which file.
+        /// The file or directory it was done on (the WAL directory for
+        /// `flush` and `close`).
         path: PathBuf,
-        /// The OS error.
+        /// What the operating system said; for `flush` and `close`, the
+        /// flusher's last error as text.
         #[source]
         source: io::Error,
     },
@@ -26,16 +35,16 @@ pub enum WalError {
     /// until consumers acknowledge and whole segments can be deleted.
     #[error("WAL is full ({used} of {max} bytes) and the overflow policy is block")]
     Full {
-        /// Bytes in use.
+        /// Bytes on disk plus bytes pending, with the refused record included.
         used: u64,
-        /// The cap.
+        /// [`WalOptions::max_bytes`](crate::WalOptions::max_bytes).
         max: u64,
     },
     /// More than `max_pending_bytes` are waiting to be written: the disk is not
     /// keeping up (or failing). Appends wait; tried appends fail with this.
     #[error("WAL write queue is full ({pending} bytes not yet written)")]
     Backlogged {
-        /// Bytes waiting.
+        /// Bytes appended but not yet written by the flusher.
         pending: u64,
     },
     /// A record larger than the format allows.
@@ -44,38 +53,44 @@ pub enum WalError {
     /// A record with no sequence numbers.
     #[error("a record must cover at least one sequence number")]
     EmptyRecord,
-    /// An invalid cursor name.
+    /// A cursor name that is empty, longer than 64 bytes, starts with `.` or
+    /// has a character outside `A-Z a-z 0-9 _ - .`; also a commit on a cursor
+    /// that was removed (the name then ends in ` (removed)`).
     #[error("invalid cursor name {0:?}: use 1-64 of A-Z a-z 0-9 _ - .")]
     CursorName(String),
     /// An acknowledgement beyond what was appended.
     #[error("cursor {name} cannot move to {to}: the log ends at {end}")]
     CursorBeyondEnd {
-        /// The cursor.
+        /// The cursor's name.
         name: String,
-        /// The position asked for.
+        /// The position passed to [`Cursor::commit`](crate::Cursor::commit).
         to: u64,
-        /// The end of the log.
+        /// The next sequence number to be assigned when the commit was tried:
+        /// nothing at or past it has been appended.
         end: u64,
     },
-    /// The log was closed.
+    /// The log is closing or closed: appends, waits and flushes fail with this
+    /// once shutdown has begun.
     #[error("WAL is closed")]
     Closed,
-    /// Invalid options.
+    /// [`WalOptions::validate`](crate::WalOptions::validate) refused the
+    /// options, which `Wal::open` checks first.
     #[error("invalid WAL option {field}: {reason}")]
     Config {
-        /// The option.
+        /// The `WalOptions` field at fault, such as `segment_bytes`.
         field: &'static str,
-        /// Why.
+        /// What is wrong with its value, with the limit it broke.
         reason: String,
     },
-    /// A record's checksum failed while reading.
+    /// A damaged record. Nothing in this crate returns it today: readers skip
+    /// damaged records and count them in `WalStats::read_corrupt_records`.
     #[error("corrupt record in {path} at offset {offset}: {what}")]
     Corrupt {
-        /// Segment file.
+        /// The segment file that holds the record.
         path: PathBuf,
-        /// Offset of the record.
+        /// Byte offset of the record in that file.
         offset: u64,
-        /// What was wrong.
+        /// Which check failed.
         what: Corruption,
     },
 }
@@ -105,9 +120,9 @@ pub enum Corruption {
     /// The segment header names another base sequence than the file name.
     #[error("segment header says base {header}, file name says {name}")]
     BaseMismatch {
-        /// From the header.
+        /// The base sequence number written in the segment header.
         header: u64,
-        /// From the file name.
+        /// The base sequence number the file name gives.
         name: u64,
     },
     /// A record failed its checksum or sanity checks.
@@ -118,5 +133,5 @@ pub enum Corruption {
     Decompress,
 }
 
-/// Result of WAL operations.
+/// `Result` with [`WalError`] as the default error type.
 pub type Result<T, E = WalError> = std::result::Result<T, E>;

@@ -17,14 +17,14 @@ pub const SEGMENT_HEADER_LEN: u64 = 32;
 pub const RECORD_HEADER_LEN: usize = 28;
 /// Largest payload accepted; a header that claims more is corrupt.
 pub const MAX_RECORD_PAYLOAD: u32 = 64 << 20;
-/// Payload stored as given.
+/// Codec byte of a record whose payload is stored uncompressed.
 pub const CODEC_RAW: u8 = 0;
 /// Payload compressed as one LZ4 block.
 pub const CODEC_LZ4: u8 = 1;
 
 /// First eight bytes of a cursor file.
 pub const CURSOR_MAGIC: [u8; 8] = *b"EGWALCR1";
-/// Length of a cursor file.
+/// Size of a cursor file: magic, position (u64 LE), 4 reserved bytes, CRC32C.
 pub const CURSOR_FILE_LEN: usize = 24;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -151,11 +151,12 @@ impl RecordHeader {
 /// What the scanner found at an offset of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Scan {
-    /// A valid record at the offset.
+    /// A whole record starts here and its checksums hold.
     Record(RecordHeader),
     /// The buffer ends before a whole record does: read more, or it is a torn tail.
     NeedMore,
-    /// No valid record starts here.
+    /// No record starts here: the header or payload fails its checks, or its
+    /// sequence numbers are below `min_seq`.
     Invalid,
 }
 

@@ -10,16 +10,16 @@ use crate::format::{self, CODEC_LZ4, CODEC_RAW};
 use crate::recover::{self, RecoveryReport, ScanMode};
 use crate::storage::{StdStorage, Storage};
 
-/// One segment as found.
+/// One segment file as the inspection found it, without repairing anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
-    /// File name.
+    /// File name in the directory, `<base_seq, 20 digits>.seg`.
     pub file: String,
     /// Base sequence number (from the name).
     pub base_seq: u64,
-    /// File size.
+    /// File size in bytes, header included; 0 if it could not be read.
     pub bytes: u64,
-    /// Valid records.
+    /// Records whose checksums hold.
     pub records: u64,
     /// Sequence number after the last valid record.
     pub end_seq: u64,
@@ -31,12 +31,13 @@ pub struct SegmentInfo {
     pub header_damaged: bool,
 }
 
-/// What a directory holds.
+/// What a log directory holds, from [`inspect`]; safe to take while a gateway
+/// writes the log.
 #[derive(Clone, Debug, Default)]
 pub struct Inspection {
     /// Totals, as opening would report them (nothing is repaired).
     pub report: RecoveryReport,
-    /// Per segment.
+    /// One entry per segment file, oldest first.
     pub segments: Vec<SegmentInfo>,
     /// Whether a process holds the directory's lock.
     pub in_use: bool,

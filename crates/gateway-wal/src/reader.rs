@@ -20,14 +20,15 @@ use crate::wal::{Shared, decode_payload};
 /// Size of the reads a reader makes.
 const READ_CHUNK: u64 = 1 << 20;
 
-/// A record as read.
+/// A record as read back: the sequence numbers it covers and its payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// First sequence number.
+    /// The first sequence number the record covers, as its append returned.
     pub first_seq: u64,
-    /// Sequence numbers covered.
+    /// How many sequence numbers it covers (the `count` given to the append);
+    /// at least 1.
     pub count: u32,
-    /// The payload as appended.
+    /// The payload as appended, already decompressed.
     pub payload: Bytes,
 }
 
@@ -38,7 +39,7 @@ impl Record {
     }
 }
 
-/// What a reader yields.
+/// One step of a [`Reader`]: a record, or a range that will never be delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadItem {
     /// The next record. It may start before the reader's position when the
@@ -47,9 +48,9 @@ pub enum ReadItem {
     /// Sequence numbers `from..to` cannot be delivered: deleted by the overflow
     /// policy or lost to corruption.
     Gap {
-        /// First missing.
+        /// The first sequence number missing.
         from: u64,
-        /// One past the last missing.
+        /// One past the last missing; the reader goes on from here.
         to: u64,
     },
 }

@@ -15,11 +15,11 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 /// logged at start-up.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
-    /// Segments found.
+    /// Segments kept in the log after the scan.
     pub segments: usize,
-    /// Valid records found.
+    /// Records whose checksums hold, over all segments.
     pub records: u64,
-    /// Bytes of valid records.
+    /// Bytes those records take on disk, record headers included.
     pub record_bytes: u64,
     /// Oldest sequence number still in the log.
     pub first_seq: u64,
@@ -49,7 +49,7 @@ pub struct RecoveryReport {
     pub cursors_ahead: Vec<(String, u64)>,
     /// Files in the directory that are not part of the log.
     pub unknown_files: Vec<String>,
-    /// Time taken.
+    /// Wall time of the whole scan, cursors included.
     pub duration: Duration,
 }
 

@@ -58,7 +58,8 @@ fn injected() -> io::Error {
 }
 
 impl SimStorage {
-    /// An empty disk.
+    /// An empty disk that never fails and crashes cleanly (no torn writes)
+    /// until told otherwise.
     pub fn new() -> Self {
         Self::default()
     }
@@ -69,7 +70,8 @@ impl SimStorage {
         s.fail_after = n.map(|n| s.ops + n);
     }
 
-    /// Operations performed so far.
+    /// Storage calls that succeeded so far (injected failures not counted);
+    /// the unit of [`SimStorage::fail_after`].
     pub fn ops(&self) -> u64 {
         lock(&self.state).ops
     }

@@ -13,7 +13,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// How to open a file.
+/// How [`Storage::open`] opens a file: whether it must exist and whether it is
+/// emptied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenMode {
     /// Read only; the file must exist.
@@ -26,7 +27,7 @@ pub enum OpenMode {
 
 /// An open file: positional reads and writes, length, sync.
 pub trait StorageFile: Send + Sync + fmt::Debug {
-    /// Current length in bytes.
+    /// Length in bytes now, including writes not yet synced.
     fn len(&self) -> io::Result<u64>;
     /// Read up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -34,10 +35,10 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make the written data durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
-    /// Truncate or extend.
+    /// Truncate or extend (with zeros) to `len` bytes; not durable until synced.
     fn set_len(&self, len: u64) -> io::Result<()>;
 
-    /// Whether the file is empty.
+    /// Whether [`StorageFile::len`] is zero.
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
@@ -57,15 +58,16 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     }
 }
 
-/// A directory of files.
+/// The file system operations the log uses, one method per system call, so a
+/// test backend sees exactly what a disk would.
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Create a directory and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Names of the files in `dir` (not paths, no directories).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
-    /// Open a file.
+    /// Open the file at `path`; `mode` says whether it is created or emptied.
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn StorageFile>>;
-    /// Delete a file.
+    /// Delete the file at `path`; not durable until [`Storage::sync_dir`].
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Atomically replace `to` with `from`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -76,7 +78,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
 }
 
-/// The real file system.
+/// The real file system through `std::fs`; the directory lock is an advisory
+/// lock (`File::try_lock`), so it ends when the process dies.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdStorage;
 

@@ -65,10 +65,11 @@ pub enum OverflowPolicy {
     DropOldest,
 }
 
-/// Per-record compression.
+/// How payloads are stored. The choice is recorded in each record's header, so
+/// a log may mix both and can be reopened with another setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
-    /// Store payloads as given.
+    /// Payloads are written as appended: no CPU spent, most disk used.
     None,
     /// LZ4 block compression for payloads of 128 bytes or more, kept only when smaller.
     Lz4,
@@ -86,37 +87,42 @@ pub enum CursorStart {
 /// What a flush did, passed to [`WalOptions::on_flush`] (the bus turns it into metrics).
 #[derive(Clone, Copy, Debug)]
 pub struct FlushInfo {
-    /// Bytes written.
+    /// Record bytes written in this flush, headers included, after compression
+    /// (segment headers not counted).
     pub bytes: u64,
-    /// Whether the data was synced.
+    /// Whether the flush ended with `fdatasync`: false under
+    /// [`Durability::None`] unless a [`Wal::flush`] or the close forced one.
     pub synced: bool,
-    /// Time to write and sync.
+    /// Wall time for the writes and, if `synced`, the sync.
     pub duration: Duration,
 }
 
 /// Callback for [`FlushInfo`].
 pub type FlushHook = Arc<dyn Fn(&FlushInfo) + Send + Sync>;
 
-/// Options of a log.
+/// How a log behaves, fixed at [`Wal::open`], which validates it first.
 #[derive(Clone)]
 pub struct WalOptions {
-    /// When records become durable.
+    /// When appended records are synced to disk; default `Interval(10 ms)`.
     pub durability: Durability,
     /// Size at which a segment is sealed and a new one begun.
     pub segment_bytes: u64,
-    /// Cap on the bytes of all segments.
+    /// Cap on the bytes of all segments; default 8 GiB, at least twice
+    /// `segment_bytes`.
     pub max_bytes: u64,
-    /// What to do at the cap.
+    /// What happens when the segments reach `max_bytes`; default `DropOldest`.
     pub overflow: OverflowPolicy,
     /// Pending bytes that make the flusher write before the interval ends.
     pub flush_bytes: usize,
     /// Pending bytes beyond which appends wait (the disk is not keeping up).
     pub max_pending_bytes: usize,
-    /// Per-record compression.
+    /// How payloads are stored; default [`Compression::None`].
     pub compression: Compression,
-    /// The file system.
+    /// Where the files live: [`StdStorage`] by default, a [`crate::sim`] disk
+    /// in crash tests.
     pub storage: Arc<dyn Storage>,
-    /// Called after every flush.
+    /// Called on the flusher thread after every successful write of the buffer;
+    /// it delays the next flush while it runs, so it must not block.
     pub on_flush: Option<FlushHook>,
 }
 
@@ -179,18 +185,18 @@ impl WalOptions {
 /// A range of sequence numbers, `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SeqRange {
-    /// First sequence number.
+    /// The first sequence number in the range.
     pub start: u64,
-    /// One past the last.
+    /// One past the last; a caller waits for durability up to here.
     pub end: u64,
 }
 
 impl SeqRange {
-    /// Numbers in the range.
+    /// How many sequence numbers the range covers (`end - start`).
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
-    /// Whether the range is empty.
+    /// Whether `start == end`; a range returned by an append never is.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
@@ -207,13 +213,13 @@ pub struct WalStats {
     pub written_seq: u64,
     /// Sequence numbers below this are durable.
     pub durable_seq: u64,
-    /// Segment files.
+    /// Segment files in the directory now, the one being written included.
     pub segments: u64,
-    /// Bytes in segment files.
+    /// Bytes in segment files now, headers included; what `max_bytes` caps.
     pub disk_bytes: u64,
     /// Bytes appended but not yet written.
     pub pending_bytes: u64,
-    /// Records appended since open.
+    /// Records appended since this `Wal` was opened (not persisted).
     pub appended_records: u64,
     /// Payload bytes appended since open, before compression.
     pub appended_bytes: u64,
@@ -246,9 +252,10 @@ pub struct Progress {
     pub written: u64,
     /// Sequence numbers below this are durable.
     pub durable: u64,
-    /// Flusher cycles completed.
+    /// Flusher cycles completed since open, whether they succeeded or failed.
     pub cycles: u64,
-    /// Failed flush attempts so far.
+    /// I/O errors the flusher met since open (each one retried); a
+    /// [`Wal::flush`] fails if this grows while it waits.
     pub failures: u64,
     /// The last [`Wal::flush`] request served by a completed cycle.
     pub served: u64,
@@ -471,12 +478,12 @@ impl Wal {
         Ok(Wal { shared, flusher: Some(flusher) })
     }
 
-    /// The directory.
+    /// The directory the log was opened in, as given to [`Wal::open`].
     pub fn dir(&self) -> &Path {
         &self.shared.dir
     }
 
-    /// The options it was opened with.
+    /// The options it was opened with; they cannot change while it is open.
     pub fn options(&self) -> &WalOptions {
         &self.shared.opts
     }
@@ -749,7 +756,8 @@ impl Wal {
         lock(&self.shared.cursors).map.iter().map(|(k, v)| (k.clone(), v.position)).collect()
     }
 
-    /// Counters and positions.
+    /// A snapshot of the counters and positions, taken under short locks
+    /// (not atomically: fields may be a moment apart).
     pub fn stats(&self) -> WalStats {
         let sh = &*self.shared;
         let (next_seq, pending, disk, last_error) = {

@@ -48,9 +48,10 @@ struct Rec {
 
 #[derive(Default, Debug)]
 struct CursorModel {
-    /// Certainly persisted.
+    /// Position known to be on disk (as of the last successful flush or
+    /// reopen): after a crash the cursor may not be found below it.
     floor: u64,
-    /// Last committed.
+    /// The last position committed; after a crash the cursor may not be past it.
     committed: u64,
 }
 

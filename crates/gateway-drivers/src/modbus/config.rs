@@ -124,7 +124,7 @@ pub enum ByteOrder {
     /// Bytes swapped inside each register.
     #[serde(rename = "BADC", alias = "badc")]
     Badc,
-    /// Registers in reverse order.
+    /// Registers least significant first, the bytes inside each in order.
     #[serde(rename = "CDAB", alias = "cdab")]
     Cdab,
     /// Little-endian: registers reversed and bytes swapped.
@@ -153,7 +153,7 @@ pub enum Parity {
     None,
     /// Even parity (the Modbus specification's default, 8E1).
     Even,
-    /// Odd parity.
+    /// Odd parity (8O1).
     Odd,
 }
 
@@ -173,25 +173,25 @@ const fn default_unit_id() -> u8 {
 const fn default_stop_bits() -> u8 {
     1
 }
-const fn default_timeout() -> u64 {
+const fn default_timeout_ms() -> u64 {
     1000
 }
-const fn default_gap() -> u16 {
+const fn default_max_gap() -> u16 {
     8
 }
-const fn default_registers() -> u16 {
+const fn default_max_registers_per_read() -> u16 {
     125
 }
-const fn default_coils() -> u16 {
+const fn default_max_coils_per_read() -> u16 {
     2000
 }
-const fn default_reconnect_min() -> u64 {
+const fn default_reconnect_min_ms() -> u64 {
     500
 }
-const fn default_reconnect_max() -> u64 {
+const fn default_reconnect_max_ms() -> u64 {
     30_000
 }
-const fn default_baud() -> u32 {
+const fn default_baud_rate() -> u32 {
     9600
 }
 const fn default_data_bits() -> u8 {
@@ -215,24 +215,24 @@ pub struct ModbusTcpConfig {
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
     /// Time allowed for a connect and for each request, in milliseconds (default 1000).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// Largest run of unused registers read to join two tags into one request (default 8;
     /// for coils and discrete inputs 16 times as many bits, the same bytes on the wire).
-    #[serde(default = "default_gap")]
+    #[serde(default = "default_max_gap")]
     pub max_gap: u16,
     /// Most registers per read request (default and at most 125).
-    #[serde(default = "default_registers")]
+    #[serde(default = "default_max_registers_per_read")]
     pub max_registers_per_read: u16,
     /// Most coils or discrete inputs per read request (default and at most 2000).
-    #[serde(default = "default_coils")]
+    #[serde(default = "default_max_coils_per_read")]
     pub max_coils_per_read: u16,
     /// First delay before reconnecting after a failure, in milliseconds (default 500);
     /// doubles per failure, with ±20% jitter.
-    #[serde(default = "default_reconnect_min")]
+    #[serde(default = "default_reconnect_min_ms")]
     pub reconnect_min_ms: u64,
     /// Longest delay between reconnection attempts, in milliseconds (default 30000).
-    #[serde(default = "default_reconnect_max")]
+    #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
     /// Write single coils and registers with FC 15/16 instead of FC 5/6, for
     /// devices that implement only the "multiple" functions (default false).
@@ -248,7 +248,7 @@ pub struct ModbusRtuConfig {
     /// The serial port, e.g. `/dev/ttyUSB0` or `/dev/serial/by-id/...`.
     pub port: String,
     /// Bits per second (default 9600).
-    #[serde(default = "default_baud")]
+    #[serde(default = "default_baud_rate")]
     pub baud_rate: u32,
     /// `none` (default), `even` or `odd`.
     #[serde(default)]
@@ -263,26 +263,28 @@ pub struct ModbusRtuConfig {
     #[serde(default = "default_unit_id")]
     pub unit_id: u8,
     /// Time allowed for each request, in milliseconds (default 1000).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
-    /// As for TCP.
-    #[serde(default = "default_gap")]
+    /// Largest run of unused registers read to join two tags into one request
+    /// (default 8; for bits 16 times as many), as for TCP.
+    #[serde(default = "default_max_gap")]
     pub max_gap: u16,
-    /// As for TCP.
-    #[serde(default = "default_registers")]
+    /// Most registers per read request (default and at most 125).
+    #[serde(default = "default_max_registers_per_read")]
     pub max_registers_per_read: u16,
-    /// As for TCP.
-    #[serde(default = "default_coils")]
+    /// Most coils or discrete inputs per read request (default and at most 2000).
+    #[serde(default = "default_max_coils_per_read")]
     pub max_coils_per_read: u16,
     /// First delay before polling a slave again after it failed, in milliseconds
     /// (default 500); doubles per failure, with ±20% jitter. The serial port is
     /// reopened on the same schedule when it cannot be opened.
-    #[serde(default = "default_reconnect_min")]
+    #[serde(default = "default_reconnect_min_ms")]
     pub reconnect_min_ms: u64,
     /// Longest such delay, in milliseconds (default 30000).
-    #[serde(default = "default_reconnect_max")]
+    #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
-    /// As for TCP.
+    /// Write single coils and registers with FC 15/16 instead of FC 5/6
+    /// (default false), as for TCP.
     #[serde(default, skip_serializing_if = "is_false")]
     pub write_multiple_only: bool,
 }
@@ -374,12 +376,12 @@ impl ModbusTcpConfig {
         ModbusTcpConfig {
             address: address.into(),
             unit_id: 1,
-            timeout_ms: default_timeout(),
-            max_gap: default_gap(),
-            max_registers_per_read: default_registers(),
-            max_coils_per_read: default_coils(),
-            reconnect_min_ms: default_reconnect_min(),
-            reconnect_max_ms: default_reconnect_max(),
+            timeout_ms: default_timeout_ms(),
+            max_gap: default_max_gap(),
+            max_registers_per_read: default_max_registers_per_read(),
+            max_coils_per_read: default_max_coils_per_read(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
             write_multiple_only: false,
         }
     }
@@ -403,17 +405,17 @@ impl ModbusRtuConfig {
     pub fn new(port: impl Into<String>) -> Self {
         ModbusRtuConfig {
             port: port.into(),
-            baud_rate: default_baud(),
+            baud_rate: default_baud_rate(),
             parity: Parity::None,
             data_bits: 8,
             stop_bits: 1,
             unit_id: 1,
-            timeout_ms: default_timeout(),
-            max_gap: default_gap(),
-            max_registers_per_read: default_registers(),
-            max_coils_per_read: default_coils(),
-            reconnect_min_ms: default_reconnect_min(),
-            reconnect_max_ms: default_reconnect_max(),
+            timeout_ms: default_timeout_ms(),
+            max_gap: default_max_gap(),
+            max_registers_per_read: default_max_registers_per_read(),
+            max_coils_per_read: default_max_coils_per_read(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
             write_multiple_only: false,
         }
     }

@@ -40,21 +40,16 @@ use super::link::{Backoff, CallError, call_with_timeout};
 /// The settings of a serial line, which all its devices must share.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LineSettings {
-    /// The port path, as configured.
-    pub port: String,
-    /// Bits per second.
-    pub baud_rate: u32,
-    /// Parity.
-    pub parity: Parity,
-    /// Data bits.
-    pub data_bits: u8,
-    /// Stop bits.
-    pub stop_bits: u8,
+    /// The port path, as configured: two spellings of one port are two lines.
+    port: String,
+    baud_rate: u32,
+    parity: Parity,
+    data_bits: u8,
+    stop_bits: u8,
 }
 
 impl LineSettings {
-    /// The line settings of a device.
-    pub fn of(p: &ModbusRtuConfig) -> Self {
+    fn of(p: &ModbusRtuConfig) -> Self {
         LineSettings {
             port: p.port.clone(),
             baud_rate: p.baud_rate,
@@ -111,11 +106,12 @@ pub(crate) enum LineError {
     /// The port is open with other settings for other devices.
     #[error("serial port {port} is in use at {open} by other devices; this device asks for {asked}")]
     Mismatch {
-        /// The port.
+        /// The serial port path, as configured.
         port: String,
-        /// The settings it is open with.
+        /// The settings the line runs with, e.g. `9600 8E1`: those of the
+        /// device that opened it first.
         open: String,
-        /// The settings asked for.
+        /// This device's settings, in the same form.
         asked: String,
     },
 }

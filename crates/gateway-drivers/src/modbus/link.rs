@@ -18,10 +18,12 @@ use super::line::RtuLink;
 /// Why a request (or the connection it needed) failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum CallError {
-    /// No answer in time.
+    /// No answer within the device's `timeout_ms`, which the variant holds;
+    /// the device is treated as unreachable.
     #[error("no answer within {0} ms")]
     Timeout(u64),
-    /// The connection broke.
+    /// The connection or serial line failed during the request (reset, closed,
+    /// I/O error); the device is treated as unreachable.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
     /// There is no connection (the connect failed, or the serial port cannot be opened).
@@ -30,7 +32,8 @@ pub(crate) enum CallError {
     /// The device answered with a Modbus exception.
     #[error("Modbus exception {code} ({})", exception_name(*code))]
     Exception {
-        /// The exception code.
+        /// The code as the device sent it, 1 to 255; [`exception_name`] gives
+        /// its meaning.
         code: u8,
     },
     /// The answer was not a valid response to the request.
@@ -222,9 +225,11 @@ impl TcpLink {
 
 /// A device's way to its device.
 pub(crate) enum Link {
-    /// Its own TCP connection.
+    /// `modbus_tcp`: a TCP connection of the device's own, dropped and
+    /// reopened after a failure.
     Tcp(TcpLink),
-    /// A turn on a shared serial line.
+    /// `modbus_rtu`: requests queued on the serial line the device shares
+    /// with the other slaves on its port.
     Rtu(RtuLink),
 }
 

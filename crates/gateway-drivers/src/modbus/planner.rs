@@ -22,9 +22,9 @@ use super::config::Area;
 /// Where a tag sits: its table, first address and width (registers or bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Span {
-    /// The table.
+    /// The table; tags of different tables never share a request.
     pub area: Area,
-    /// First coil or register.
+    /// 0-based address of the first coil or register, as on the wire.
     pub start: u16,
     /// Coils or registers, at least 1.
     pub width: u16,
@@ -36,10 +36,10 @@ impl Span {
     }
 }
 
-/// The limits a plan keeps.
+/// The limits a plan keeps, from the device's `max_*` fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Registers per request.
+    /// Most registers per read (`max_registers_per_read`, at most 125).
     pub max_registers: u16,
     /// Coils or discrete inputs per request.
     pub max_coils: u16,
@@ -61,11 +61,11 @@ impl Limits {
 /// One read request and the tags (indexes into the device's tags) it serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Read {
-    /// The table.
+    /// The table, which picks the function code (FC 1 to 4).
     pub area: Area,
-    /// First coil or register read.
+    /// 0-based address the read starts at: that of its first tag.
     pub start: u16,
-    /// How many.
+    /// Coils or registers read, gaps between tags included.
     pub count: u16,
     /// The tags whose spans lie inside, in address order.
     pub tags: Vec<usize>,

@@ -11,23 +11,25 @@ use super::config::{DataType, ModbusTagConfig};
 
 /// Why registers could not become a value, or a value registers.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub(crate) enum CodecError {
+pub(crate) enum RegisterValueError {
     /// The response held fewer registers or bits than the tag needs.
     #[error("the response is {got} long, the tag needs {need}")]
     Short { got: usize, need: usize },
-    /// A bool was expected.
+    /// A write to a coil or bool tag got a value that is neither a bool nor
+    /// 0/1; holds the value's type name. The command is rejected.
     #[error("expected a boolean (true/false or 0/1), got {0}")]
     NotABool(&'static str),
-    /// A number was expected.
+    /// A write to a numeric tag got a string or bytes; holds the type name.
     #[error("expected a number, got {0}")]
     NotANumber(&'static str),
-    /// A whole number was expected.
+    /// A write to an unscaled integer tag got a number with a fraction
+    /// (scaled tags round to the nearest step instead).
     #[error("expected a whole number for {ty}, got {value}")]
     NotAnInteger { ty: &'static str, value: String },
     /// The number does not fit the data type.
     #[error("{value} does not fit in {ty}")]
     OutOfRange { ty: &'static str, value: String },
-    /// A string was expected.
+    /// A string tag was written with something else; holds that value's type name.
     #[error("expected a string, got {0}")]
     NotAString(&'static str),
     /// The string is longer than the tag's registers hold.
@@ -38,7 +40,8 @@ pub(crate) enum CodecError {
 /// What a write puts on the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Encoded {
-    /// One coil.
+    /// The new state of a coil: FC 5, or FC 15 for devices that take only
+    /// multiple writes.
     Coil(bool),
     /// One bit of a holding register (read-modify-write).
     Bit(bool),
@@ -87,16 +90,16 @@ fn scaled(p: &ModbusTagConfig, raw: Value) -> Value {
 }
 
 /// The value of a coil or discrete input from the bits of a read, starting at the tag.
-pub(crate) fn decode_bits(bits: &[bool]) -> Result<Value, CodecError> {
-    bits.first().map(|b| Value::Bool(*b)).ok_or(CodecError::Short { got: 0, need: 1 })
+pub(crate) fn decode_bits(bits: &[bool]) -> Result<Value, RegisterValueError> {
+    bits.first().map(|b| Value::Bool(*b)).ok_or(RegisterValueError::Short { got: 0, need: 1 })
 }
 
 /// The value of tag `p` from the registers of a read, starting at the tag.
-pub(crate) fn decode_words(p: &ModbusTagConfig, words: &[u16]) -> Result<Value, CodecError> {
+pub(crate) fn decode_words(p: &ModbusTagConfig, words: &[u16]) -> Result<Value, RegisterValueError> {
     let ty = p.data_type();
     let need = usize::from(ty.registers(p.length));
     if words.len() < need {
-        return Err(CodecError::Short { got: words.len(), need });
+        return Err(RegisterValueError::Short { got: words.len(), need });
     }
     let words = &words[..need];
     if ty == DataType::String {
@@ -123,7 +126,7 @@ pub(crate) fn decode_words(p: &ModbusTagConfig, words: &[u16]) -> Result<Value, 
         DataType::I64 => Value::I64(i64::from_be_bytes(b)),
         DataType::U64 => Value::U64(u64::from_be_bytes(b)),
         DataType::F64 => Value::F64(f64::from_be_bytes(b)),
-        DataType::String => return Err(CodecError::NotAString("registers")),
+        DataType::String => return Err(RegisterValueError::NotAString("registers")),
     };
     Ok(scaled(p, raw))
 }
@@ -158,13 +161,13 @@ fn range_of(ty: DataType) -> (i128, i128) {
 
 /// The raw integer to write for `v`: exact without scaling, rounded to the
 /// nearest step with it (a scaled tag's raw value is necessarily a step).
-fn raw_integer(p: &ModbusTagConfig, ty: DataType, v: &Value) -> Result<i128, CodecError> {
+fn raw_integer(p: &ModbusTagConfig, ty: DataType, v: &Value) -> Result<i128, RegisterValueError> {
     let name = ty.name();
     let raw = if p.is_scaled() {
-        let x = v.as_f64().ok_or(CodecError::NotANumber(v.type_name()))?;
+        let x = v.as_f64().ok_or(RegisterValueError::NotANumber(v.type_name()))?;
         let r = ((x - p.offset) / p.scale).round();
         if !r.is_finite() || r.abs() > 1.0e20 {
-            return Err(CodecError::OutOfRange { ty: name, value: v.to_string() });
+            return Err(RegisterValueError::OutOfRange { ty: name, value: v.to_string() });
         }
         r as i128
     } else {
@@ -173,23 +176,23 @@ fn raw_integer(p: &ModbusTagConfig, ty: DataType, v: &Value) -> Result<i128, Cod
             Value::I64(x) => i128::from(x),
             Value::U64(x) => i128::from(x),
             Value::F64(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1.0e20 => x as i128,
-            Value::F64(x) => return Err(CodecError::NotAnInteger { ty: name, value: x.to_string() }),
-            Value::Str(_) | Value::Bytes(_) => return Err(CodecError::NotANumber(v.type_name())),
+            Value::F64(x) => return Err(RegisterValueError::NotAnInteger { ty: name, value: x.to_string() }),
+            Value::Str(_) | Value::Bytes(_) => return Err(RegisterValueError::NotANumber(v.type_name())),
         }
     };
     let (lo, hi) = range_of(ty);
     if raw < lo || raw > hi {
         let shown = if p.is_scaled() { format!("{v} (raw {raw})") } else { v.to_string() };
-        return Err(CodecError::OutOfRange { ty: name, value: shown });
+        return Err(RegisterValueError::OutOfRange { ty: name, value: shown });
     }
     Ok(raw)
 }
 
 /// What to write to tag `p` for the commanded value `v`, or why it cannot be.
-pub(crate) fn encode(p: &ModbusTagConfig, v: &Value) -> Result<Encoded, CodecError> {
+pub(crate) fn encode(p: &ModbusTagConfig, v: &Value) -> Result<Encoded, RegisterValueError> {
     let ty = p.data_type();
     if ty == DataType::Bool {
-        let b = v.as_bool().ok_or(CodecError::NotABool(v.type_name()))?;
+        let b = v.as_bool().ok_or(RegisterValueError::NotABool(v.type_name()))?;
         return Ok(if p.area.is_bits() {
             Encoded::Coil(b)
         } else if p.bit.is_some() {
@@ -199,10 +202,10 @@ pub(crate) fn encode(p: &ModbusTagConfig, v: &Value) -> Result<Encoded, CodecErr
         });
     }
     if ty == DataType::String {
-        let Value::Str(s) = v else { return Err(CodecError::NotAString(v.type_name())) };
+        let Value::Str(s) = v else { return Err(RegisterValueError::NotAString(v.type_name())) };
         let max = usize::from(p.length.unwrap_or(0)) * 2;
         if s.len() > max {
-            return Err(CodecError::TooLong { len: s.len(), max });
+            return Err(RegisterValueError::TooLong { len: s.len(), max });
         }
         let mut bytes = s.as_bytes().to_vec();
         bytes.resize(max, 0);
@@ -210,15 +213,15 @@ pub(crate) fn encode(p: &ModbusTagConfig, v: &Value) -> Result<Encoded, CodecErr
     }
     let bytes: Vec<u8> = match ty {
         DataType::F32 | DataType::F64 => {
-            let x = v.as_f64().ok_or(CodecError::NotANumber(v.type_name()))?;
+            let x = v.as_f64().ok_or(RegisterValueError::NotANumber(v.type_name()))?;
             let x = if p.is_scaled() { (x - p.offset) / p.scale } else { x };
             // Writing NaN or infinity to a set-point is never what an operator meant.
             if !x.is_finite() {
-                return Err(CodecError::OutOfRange { ty: ty.name(), value: v.to_string() });
+                return Err(RegisterValueError::OutOfRange { ty: ty.name(), value: v.to_string() });
             }
             if ty == DataType::F32 {
                 if x.abs() > f64::from(f32::MAX) {
-                    return Err(CodecError::OutOfRange { ty: ty.name(), value: v.to_string() });
+                    return Err(RegisterValueError::OutOfRange { ty: ty.name(), value: v.to_string() });
                 }
                 (x as f32).to_be_bytes().to_vec()
             } else {
@@ -307,7 +310,7 @@ mod tests {
         p.byte_order = ByteOrder::Dcba;
         assert_eq!(decode_words(&p, &[0x4241, 0x0043, 0]), Ok(Value::from("ABC")));
         assert_eq!(encode(&p, &Value::from("ABC")), Ok(Encoded::Words(vec![0x4241, 0x0043, 0])));
-        assert_eq!(encode(&p, &Value::from("ABCDEFG")), Err(CodecError::TooLong { len: 7, max: 6 }));
+        assert_eq!(encode(&p, &Value::from("ABCDEFG")), Err(RegisterValueError::TooLong { len: 7, max: 6 }));
         assert_eq!(decode_words(&p, &[0xFFFF, 0, 0]), Ok(Value::from("\u{fffd}\u{fffd}")), "invalid UTF-8 is replaced");
     }
 
@@ -324,7 +327,7 @@ mod tests {
         assert_eq!(decode_words(&p, &[0x0100]), Ok(Value::Bool(true)), "a register is true when non-zero");
         let coil = ModbusTagConfig::new(Area::Coil, 0, DataType::Bool);
         assert_eq!(encode(&coil, &Value::I64(1)), Ok(Encoded::Coil(true)));
-        assert_eq!(encode(&coil, &Value::I64(2)), Err(CodecError::NotABool("i64")));
+        assert_eq!(encode(&coil, &Value::I64(2)), Err(RegisterValueError::NotABool("i64")));
         assert_eq!(decode_bits(&[true, false]), Ok(Value::Bool(true)));
         assert!(decode_bits(&[]).is_err());
     }
@@ -337,7 +340,7 @@ mod tests {
         assert_eq!(decode_words(&p, &[650]), Ok(Value::F64(650.0 * 0.1 - 40.0)));
         assert_eq!(encode(&p, &Value::F64(25.0)), Ok(Encoded::Words(vec![650])));
         assert_eq!(encode(&p, &Value::F64(25.04)), Ok(Encoded::Words(vec![650])), "rounded to the nearest step");
-        assert!(matches!(encode(&p, &Value::F64(4000.0)), Err(CodecError::OutOfRange { .. })));
+        assert!(matches!(encode(&p, &Value::F64(4000.0)), Err(RegisterValueError::OutOfRange { .. })));
         assert_eq!(neutral(&p), Value::F64(0.0));
         let mut f = reg(DataType::F32, ByteOrder::Abcd);
         f.scale = 2.0;
@@ -347,28 +350,31 @@ mod tests {
     #[test]
     fn values_that_do_not_fit_the_type_are_refused() {
         let u16t = reg(DataType::U16, ByteOrder::Abcd);
-        assert!(matches!(encode(&u16t, &Value::I64(65536)), Err(CodecError::OutOfRange { .. })));
-        assert!(matches!(encode(&u16t, &Value::I64(-1)), Err(CodecError::OutOfRange { .. })));
-        assert!(matches!(encode(&u16t, &Value::F64(1.5)), Err(CodecError::NotAnInteger { .. })));
+        assert!(matches!(encode(&u16t, &Value::I64(65536)), Err(RegisterValueError::OutOfRange { .. })));
+        assert!(matches!(encode(&u16t, &Value::I64(-1)), Err(RegisterValueError::OutOfRange { .. })));
+        assert!(matches!(encode(&u16t, &Value::F64(1.5)), Err(RegisterValueError::NotAnInteger { .. })));
         assert_eq!(encode(&u16t, &Value::F64(7.0)), Ok(Encoded::Words(vec![7])));
-        assert_eq!(encode(&u16t, &Value::from("7")), Err(CodecError::NotANumber("string")));
+        assert_eq!(encode(&u16t, &Value::from("7")), Err(RegisterValueError::NotANumber("string")));
         let u64t = reg(DataType::U64, ByteOrder::Abcd);
         assert_eq!(encode(&u64t, &Value::U64(u64::MAX)), Ok(Encoded::Words(vec![0xFFFF; 4])));
         let i16t = reg(DataType::I16, ByteOrder::Badc);
         assert_eq!(encode(&i16t, &Value::I64(-2)), Ok(Encoded::Words(vec![0xFEFF])));
         let f32t = reg(DataType::F32, ByteOrder::Abcd);
-        assert!(matches!(encode(&f32t, &Value::F64(1e39)), Err(CodecError::OutOfRange { .. })));
-        assert!(matches!(encode(&f32t, &Value::F64(f64::NAN)), Err(CodecError::OutOfRange { .. })));
-        assert_eq!(encode(&reg(DataType::String, ByteOrder::Abcd), &Value::I64(1)), Err(CodecError::NotAString("i64")));
+        assert!(matches!(encode(&f32t, &Value::F64(1e39)), Err(RegisterValueError::OutOfRange { .. })));
+        assert!(matches!(encode(&f32t, &Value::F64(f64::NAN)), Err(RegisterValueError::OutOfRange { .. })));
+        assert_eq!(
+            encode(&reg(DataType::String, ByteOrder::Abcd), &Value::I64(1)),
+            Err(RegisterValueError::NotAString("i64"))
+        );
     }
 
     #[test]
     fn short_responses_are_errors_not_panics() {
         for ty in [DataType::U16, DataType::F32, DataType::F64] {
-            assert!(matches!(decode_words(&reg(ty, ByteOrder::Cdab), &[]), Err(CodecError::Short { .. })));
+            assert!(matches!(decode_words(&reg(ty, ByteOrder::Cdab), &[]), Err(RegisterValueError::Short { .. })));
         }
         let mut s = reg(DataType::String, ByteOrder::Abcd);
         s.length = Some(10);
-        assert_eq!(decode_words(&s, &[0x4141]), Err(CodecError::Short { got: 1, need: 10 }));
+        assert_eq!(decode_words(&s, &[0x4141]), Err(RegisterValueError::Short { got: 1, need: 10 }));
     }
 }

@@ -41,7 +41,7 @@ pub enum Signal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SimType {
-    /// Float.
+    /// The signal's value as it is, a float.
     F64,
     /// Signed integer (rounded).
     I64,
@@ -55,9 +55,10 @@ pub enum SimType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Generate {
-    /// How many tags.
+    /// How many tags, at most 1000000; they are read-only.
     pub count: u32,
-    /// Their signal.
+    /// The signal every generated tag follows, each with its own period
+    /// (5 to about 18 s) and level (0 to 99) so that they do not move in lockstep.
     pub signal: Signal,
     /// Name prefix; tags are `{prefix}{index}`.
     #[serde(default = "default_prefix")]
@@ -80,11 +81,12 @@ pub struct SimConfig {
     pub generate: Option<Generate>,
 }
 
-/// Tag fields of the simulator.
+/// Tag fields of the simulator: the signal and its shape. Fields that do not
+/// apply to the signal (`duty` of a sine, ...) are checked but have no effect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimTagConfig {
-    /// The waveform.
+    /// Which signal the tag follows; the other fields shape it.
     pub signal: Signal,
     /// Height of the waveform (default 1).
     #[serde(default = "default_amplitude")]
@@ -93,7 +95,7 @@ pub struct SimTagConfig {
     #[serde(default)]
     pub offset: f64,
     /// Period of sine, ramp and square in milliseconds (default 10000).
-    #[serde(default = "default_period")]
+    #[serde(default = "default_period_ms")]
     pub period_ms: u64,
     /// Fraction of the period a square wave is high (default 0.5).
     #[serde(default = "default_duty")]
@@ -118,7 +120,7 @@ const fn default_amplitude() -> f64 {
 const fn default_duty() -> f64 {
     0.5
 }
-const fn default_period() -> u64 {
+const fn default_period_ms() -> u64 {
     10_000
 }
 
@@ -129,7 +131,7 @@ impl SimTagConfig {
             signal,
             amplitude: default_amplitude(),
             offset: 0.0,
-            period_ms: default_period(),
+            period_ms: default_period_ms(),
             duty: default_duty(),
             step: None,
             min: None,

@@ -18,7 +18,8 @@ use tempfile::TempDir;
 
 /// A fresh, empty database for one test.
 pub struct TestDb {
-    /// Which database.
+    /// SQLite or PostgreSQL: the same tests run on both, and a few pick their
+    /// SQL or expectations by it.
     pub dialect: Dialect,
     /// The data directory passed to `Store::open` (the SQLite file goes here).
     pub data_dir: PathBuf,
