@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::{ConnectorLabel, ConnectorMetrics};
 use crate::mqtt::{Format, MqttConfig};
 use crate::testing::Mosquitto;
-use crate::{ConnectorConfig, ConnectorKind, Connectors};
+use crate::{ConnectorConfig, Connectors};
 
 /// One measurement.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
         ..MqttConfig::new(&broker.url())
     };
     let connectors = Connectors::start(
-        &[ConnectorConfig { name: "bench".into(), enabled: true, kind: ConnectorKind::Mqtt(Box::new(cfg)) }],
+        &[ConnectorConfig::new("bench", cfg).map_err(|e| e.to_string())?],
         &bus,
         metrics.clone(),
         dir.path().to_owned(),

@@ -37,9 +37,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::ConnectorContext;
-use crate::config::FieldError;
+use gateway_model::FieldError;
+
 use crate::metrics::{CommandLabel, ConnectorLabel};
+use crate::{Connector, ConnectorContext, ConnectorError, ConnectorTask};
 use link::{Link, LinkEvent, LinkOptions};
 
 /// Payload formats.
@@ -237,7 +238,7 @@ impl MqttConfig {
     }
 
     /// Checks the fields; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), FieldError> {
+    fn check(&self) -> Result<(), FieldError> {
         let ep = self.endpoint()?;
         if self.qos > 2 {
             return Err(FieldError::new("qos", format!("must be 0, 1 or 2, got {}", self.qos)));
@@ -600,10 +601,23 @@ fn parse_json_command(topic: &str, payload: &[u8]) -> Result<(String, TagId, Val
     Ok((id, tag, cmd.value))
 }
 
+impl Connector for MqttConfig {
+    const KIND: &'static str = "mqtt";
+
+    fn validate(&self) -> Result<(), FieldError> {
+        self.check()
+    }
+
+    fn build(&self, name: &str, ctx: ConnectorContext) -> Result<ConnectorTask, ConnectorError> {
+        let sub = subscribe(name, self, &ctx.bus)?;
+        Ok(Box::pin(run(name.to_owned(), self.clone(), sub, ctx)))
+    }
+}
+
 /// The connector's durable subscription. Made before the connector's task
 /// starts, so nothing published after [`crate::Connectors::start`] returns is
 /// missed by a connector that never ran before.
-pub fn subscribe(name: &str, cfg: &MqttConfig, bus: &Bus) -> Result<Subscriber, gateway_bus::BusError> {
+fn subscribe(name: &str, cfg: &MqttConfig, bus: &Bus) -> Result<Subscriber, gateway_bus::BusError> {
     let mut opts = SubscribeOptions::durable(format!("mqtt-{name}")).filter(cfg.filter());
     if cfg.start_from == StartFrom::Oldest {
         opts = opts.from_oldest();
@@ -612,7 +626,7 @@ pub fn subscribe(name: &str, cfg: &MqttConfig, bus: &Bus) -> Result<Subscriber, 
 }
 
 /// Runs one MQTT connector until told to stop or the bus closes.
-pub async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: ConnectorContext) {
+async fn run(name: String, cfg: MqttConfig, mut sub: Subscriber, mut ctx: ConnectorContext) {
     let label = ConnectorLabel { connector: name.clone() };
     let ep = match cfg.endpoint() {
         Ok(e) => e,
