@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5 as m5;
 
-/// Which protocol.
+/// The MQTT protocol version spoken to the broker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// MQTT 3.1.1.
@@ -32,30 +32,30 @@ pub enum LinkEvent {
     Confirmed(u16),
     /// The broker refused the message with this packet id (MQTT 5 reason codes).
     Refused {
-        /// Packet id.
+        /// The packet id of the refused message.
         pkid: u16,
-        /// The reason code.
+        /// The reason code's name, for the log (`QuotaExceeded`, `NotAuthorized`, ...).
         reason: String,
     },
     /// A message was written with this packet id (0 for QoS 0).
     Written(u16),
     /// A message arrived on a subscribed topic.
     Message {
-        /// Its topic.
+        /// A command topic (for JSON, its last level is the command's id).
         topic: String,
-        /// Its payload.
+        /// The command: JSON, or a Sparkplug payload.
         payload: Bytes,
     },
     /// The disconnect was written.
     Disconnected,
     /// The connection failed or broke (it is retried after a backoff).
     Down(String),
-    /// Anything else.
+    /// Anything the connector does not act on (SUBACK, PINGRESP, ...).
     Other,
 }
 
-/// Quality of service, protocol-neutral.
-pub fn qos4(q: u8) -> rumqttc::QoS {
+/// QoS 0, 1 or 2 in the MQTT 3.1.1 client's type.
+fn qos_v311(q: u8) -> rumqttc::QoS {
     match q {
         0 => rumqttc::QoS::AtMostOnce,
         1 => rumqttc::QoS::AtLeastOnce,
@@ -63,7 +63,8 @@ pub fn qos4(q: u8) -> rumqttc::QoS {
     }
 }
 
-fn qos5(q: u8) -> m5::mqttbytes::QoS {
+/// QoS 0, 1 or 2 in the MQTT 5 client's type.
+fn qos_v5(q: u8) -> m5::mqttbytes::QoS {
     match q {
         0 => m5::mqttbytes::QoS::AtMostOnce,
         1 => m5::mqttbytes::QoS::AtLeastOnce,
@@ -74,23 +75,24 @@ fn qos5(q: u8) -> m5::mqttbytes::QoS {
 /// Connection settings shared by both protocols.
 #[derive(Clone)]
 pub struct LinkOptions {
-    /// Client id.
+    /// Names the session at the broker; a second connection with the same id drops the first.
     pub client_id: String,
-    /// Broker host.
+    /// Host name (checked against the broker's certificate with TLS) or address.
     pub host: String,
-    /// Broker port.
+    /// From the URL, or the scheme's default.
     pub port: u16,
-    /// Keep-alive.
+    /// Idle time after which the client pings; the broker drops a connection
+    /// silent for 1.5 times as long.
     pub keep_alive: std::time::Duration,
-    /// Start without a session.
+    /// Ask the broker for a new session on every connect.
     pub clean: bool,
-    /// MQTT 5 session expiry after a disconnect, seconds.
+    /// MQTT 5: seconds the broker keeps the session after a disconnect (unused when `clean`).
     pub session_expiry_s: u32,
-    /// Unconfirmed messages at most.
+    /// Unconfirmed messages the client holds at most; also sizes its request queue.
     pub inflight: u16,
     /// User name and password.
     pub credentials: Option<(String, String)>,
-    /// TLS transport, if any.
+    /// TLS, when the URL is `mqtts://`; plain TCP otherwise.
     pub transport: Option<rumqttc::Transport>,
 }
 
@@ -99,12 +101,12 @@ pub struct LinkOptions {
 pub type WillFn = Box<dyn FnMut() -> (String, Vec<u8>) + Send>;
 
 enum Client {
-    V4(rumqttc::AsyncClient),
+    V311(rumqttc::AsyncClient),
     V5(m5::AsyncClient),
 }
 
 enum Loop {
-    V4(Box<rumqttc::EventLoop>),
+    V311(Box<rumqttc::EventLoop>),
     V5(Box<m5::EventLoop>),
 }
 
@@ -156,7 +158,7 @@ impl Link {
                     m.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
                 }
                 let (c, e) = rumqttc::AsyncClient::new(m, cap);
-                (Client::V4(c), Loop::V4(Box::new(e)))
+                (Client::V311(c), Loop::V311(Box::new(e)))
             }
             Protocol::V5 => {
                 let mut m = m5::MqttOptions::new(o.client_id, o.host, o.port);
@@ -175,7 +177,7 @@ impl Link {
                     m.set_transport(t);
                 }
                 if let Some((topic, payload)) = will {
-                    m.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos5(1), false, None));
+                    m.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
                 }
                 let (c, e) = m5::AsyncClient::new(m, cap);
                 (Client::V5(c), Loop::V5(Box::new(e)))
@@ -194,23 +196,23 @@ impl Link {
     /// Queues a publish without waiting; `false` if the client's queue is full.
     pub fn try_publish(&self, topic: &str, qos: u8, payload: Bytes) -> bool {
         match &self.client {
-            Client::V4(c) => c.try_publish(topic, qos4(qos), false, payload).is_ok(),
-            Client::V5(c) => c.try_publish(topic, qos5(qos), false, payload).is_ok(),
+            Client::V311(c) => c.try_publish(topic, qos_v311(qos), false, payload).is_ok(),
+            Client::V5(c) => c.try_publish(topic, qos_v5(qos), false, payload).is_ok(),
         }
     }
 
     /// Queues a subscription (QoS 1).
     pub fn try_subscribe(&self, topic: &str) -> Result<(), String> {
         match &self.client {
-            Client::V4(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
-            Client::V5(c) => c.try_subscribe(topic, qos5(1)).map_err(|e| e.to_string()),
+            Client::V311(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_subscribe(topic, qos_v5(1)).map_err(|e| e.to_string()),
         }
     }
 
     /// Queues a disconnect.
     pub fn try_disconnect(&self) {
         let _ = match &self.client {
-            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
@@ -218,7 +220,7 @@ impl Link {
 
 async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
     match ev {
-        Loop::V4(ev) => {
+        Loop::V311(ev) => {
             use rumqttc::{Event, Outgoing, Packet};
             let e = ev.poll().await.map_err(|e| e.to_string())?;
             if let Event::Incoming(Packet::ConnAck(a)) = &e {
@@ -310,7 +312,7 @@ async fn drive(
                 if let Some(f) = will_fn.as_mut() {
                     let (topic, payload) = f();
                     match &mut ev {
-                        Loop::V4(e) => {
+                        Loop::V311(e) => {
                             e.mqtt_options.set_last_will(rumqttc::LastWill::new(
                                 topic,
                                 payload,
@@ -322,7 +324,7 @@ async fn drive(
                             e.options.set_last_will(m5::mqttbytes::v5::LastWill::new(
                                 topic,
                                 payload,
-                                qos5(1),
+                                qos_v5(1),
                                 false,
                                 None,
                             ));
