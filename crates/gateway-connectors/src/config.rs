@@ -124,6 +124,13 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_ca_file_is_refused_when_the_configuration_is_read() {
+        let table = json!({"name": "up", "kind": "mqtt", "url": "mqtts://h", "ca_file": "/nonexistent/ca.pem"});
+        let e = parse_connectors(vec![table], "connectors").unwrap_err().to_string();
+        assert!(e.starts_with("connectors[0].ca_file: cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
     fn a_config_reads_back_from_its_json_form() {
         let c = ConnectorConfig::from_json(json!({"name": "up", "kind": "mqtt", "url": "mqtt://h", "enabled": false}))
             .unwrap();

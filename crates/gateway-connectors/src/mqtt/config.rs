@@ -1,6 +1,8 @@
 //! `[[connectors]]` with `kind = "mqtt"`: the fields, their defaults, and
 //! the checks that name the first bad field. TLS files are read and turned
-//! into a client configuration here when the connector is built.
+//! into a client configuration here, during validation, so `config check`
+//! refuses a missing or unreadable CA, certificate or key file instead of the
+//! running connector finding out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -267,7 +269,7 @@ fn read_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
     Ok(roots)
 }
 
-/// Checks the fields; the error names the first bad one.
+/// Checks the fields, TLS files included; the error names the first bad one.
 pub(super) fn validate(cfg: &MqttConfig) -> Result<(), FieldError> {
     let ep = cfg.endpoint()?;
     if cfg.qos > 2 {
@@ -314,6 +316,7 @@ pub(super) fn validate(cfg: &MqttConfig) -> Result<(), FieldError> {
     {
         return Err(FieldError::new("sparkplug_edge_node_id", "must be non-empty, without / + #"));
     }
+    cfg.tls()?;
     Ok(())
 }
 
@@ -335,6 +338,41 @@ mod tests {
         assert_eq!(ep("mqtt://[::1]:9").unwrap(), Endpoint { tls: false, host: "::1".into(), port: 9 });
         assert_eq!(ep("http://h").unwrap_err().path, "url");
         assert_eq!(ep("mqtt://").unwrap_err().path, "url");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_refused_when_the_config_is_checked() {
+        let e = check("mqtts://h", |c| c.ca_file = Some("/nonexistent/ca.pem".into())).unwrap_err();
+        assert_eq!(e.path, "ca_file");
+        assert!(e.message.contains("cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = check("mqtts://h", |c| c.ca_file = Some(empty.clone())).unwrap_err();
+        assert_eq!(e.path, "ca_file", "{e}");
+    }
+
+    #[test]
+    fn a_missing_client_certificate_or_key_is_refused_with_its_field() {
+        let ca = Some(PathBuf::from(SYSTEM_CA_BUNDLE));
+        let e = check("mqtts://h", |c| {
+            c.ca_file = ca.clone();
+            c.client_cert_file = Some("/nonexistent/cert.pem".into());
+            c.client_key_file = Some("/nonexistent/key.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "client_cert_file", "{e}");
+        let e = check("mqtts://h", |c| {
+            c.ca_file = ca.clone();
+            c.client_cert_file = Some(SYSTEM_CA_BUNDLE.into());
+            c.client_key_file = Some("/nonexistent/key.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "client_key_file", "{e}");
     }
 
     #[test]
