@@ -236,20 +236,20 @@ impl DeliveryState {
     /// Queues messages behind everything queued (live values, births of a
     /// rebirth that follows the readings already queued).
     pub fn queue(&mut self, messages: Vec<Outgoing>) {
-        for out in messages {
-            debug_assert!(out.kind != Kind::Data, "readings of the cursor go through queue_delivery");
-            let m = self.message(out, None);
-            self.queued.push_back(m);
-        }
+        self.queue_off_cursor(messages, false);
     }
 
     /// Queues messages ahead of every queued reading (command
     /// acknowledgements, births of a new session), in their order.
     pub fn queue_ahead(&mut self, messages: Vec<Outgoing>) {
+        self.queue_off_cursor(messages, true);
+    }
+
+    fn queue_off_cursor(&mut self, messages: Vec<Outgoing>, ahead: bool) {
         for out in messages {
             debug_assert!(out.kind != Kind::Data, "readings of the cursor go through queue_delivery");
             let m = self.message(out, None);
-            self.ahead.push_back(m);
+            if ahead { self.ahead.push_back(m) } else { self.queued.push_back(m) }
         }
     }
 

@@ -21,6 +21,13 @@ fn data(topic: &str) -> Outgoing {
     msg(topic, Kind::Data)
 }
 
+/// Queues one-message deliveries, given as (end, topic).
+fn readings(s: &mut DeliveryState, deliveries: &[(u64, &str)]) {
+    for &(end, topic) in deliveries {
+        s.queue_delivery(end, vec![data(topic)]);
+    }
+}
+
 /// Hands everything the window allows; returns the topics handed, in order.
 fn hand(s: &mut DeliveryState, now: Instant) -> Vec<String> {
     let mut topics = Vec::new();
@@ -48,9 +55,7 @@ fn ack(c: Option<Confirmed>) -> Option<u64> {
 fn the_cursor_moves_only_when_every_earlier_message_is_confirmed() {
     let now = Instant::now();
     let mut s = state(8);
-    for (end, t) in [(10, "a"), (20, "b"), (30, "c")] {
-        assert_eq!(s.queue_delivery(end, vec![data(t)]), None);
-    }
+    readings(&mut s, &[(10, "a"), (20, "b"), (30, "c")]);
     assert_eq!(send(&mut s, now, 1), ["a", "b", "c"]);
     assert_eq!(ack(s.confirmed(3)), None, "c is confirmed, a and b are not");
     assert_eq!(ack(s.confirmed(2)), None, "a is not");
@@ -83,8 +88,7 @@ fn a_delivery_without_messages_moves_the_cursor_once_everything_before_it_is() {
 fn a_duplicate_confirmation_changes_nothing() {
     let now = Instant::now();
     let mut s = state(8);
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
+    readings(&mut s, &[(10, "a"), (20, "b")]);
     send(&mut s, now, 1);
     assert_eq!(ack(s.confirmed(2)), None);
     assert_eq!(s.confirmed(2), None, "b again");
@@ -98,14 +102,12 @@ fn a_duplicate_confirmation_changes_nothing() {
 fn a_confirmation_for_a_packet_id_of_a_lost_session_changes_nothing() {
     let now = Instant::now();
     let mut s = state(8);
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
+    readings(&mut s, &[(10, "a"), (20, "b")]);
     send(&mut s, now, 1);
     s.down();
     assert_eq!(s.connected(false), Session::New);
     // The subscriber rewound: `a` and `b` come again.
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
+    readings(&mut s, &[(10, "a"), (20, "b")]);
     assert_eq!(send(&mut s, now, 5), ["a", "b"]);
     assert_eq!(s.confirmed(2), None, "b of the old session");
     assert_eq!(s.confirmed(1), None, "a of the old session");
@@ -117,9 +119,7 @@ fn a_confirmation_for_a_packet_id_of_a_lost_session_changes_nothing() {
 fn a_lost_session_forgets_unconfirmed_readings_so_they_are_read_again_from_the_cursor() {
     let now = Instant::now();
     let mut s = state(8);
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
-    s.queue_delivery(30, vec![data("c")]);
+    readings(&mut s, &[(10, "a"), (20, "b"), (30, "c")]);
     send(&mut s, now, 1);
     assert_eq!(ack(s.confirmed(1)), Some(10), "the last confirmed point");
     s.queue_delivery(40, vec![data("d")]);
@@ -154,8 +154,7 @@ fn a_lost_session_keeps_command_acks_queued_handed_or_in_flight_in_their_order()
 fn a_resumed_session_keeps_everything_in_flight() {
     let now = Instant::now();
     let mut s = state(8);
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
+    readings(&mut s, &[(10, "a"), (20, "b")]);
     send(&mut s, now, 1);
     s.down();
     assert_eq!(s.connected(true), Session::Resumed);
@@ -169,9 +168,7 @@ fn a_resumed_session_keeps_everything_in_flight() {
 fn a_refused_reading_is_sent_again_in_order_with_the_readings_after_it() {
     let now = Instant::now();
     let mut s = state(8);
-    for (end, t) in [(10, "a"), (20, "b"), (30, "c"), (40, "d")] {
-        s.queue_delivery(end, vec![data(t)]);
-    }
+    readings(&mut s, &[(10, "a"), (20, "b"), (30, "c"), (40, "d")]);
     assert_eq!(send(&mut s, now, 1), ["a", "b", "c", "d"]);
     assert_eq!(ack(s.confirmed(1)), Some(10));
     assert_eq!(s.refused(2, now), Refusal::Restart { pause: MIN }, "b refused: rewind to 10");
@@ -179,9 +176,7 @@ fn a_refused_reading_is_sent_again_in_order_with_the_readings_after_it() {
     assert_eq!(s.refused(4, now), Refusal::Ignored, "d was given up too: no second restart");
     assert_eq!(hand(&mut s, now), Vec::<String>::new(), "sending pauses");
     // The subscriber rewound to 10: b, c and d come again, in order.
-    for (end, t) in [(20, "b"), (30, "c"), (40, "d")] {
-        s.queue_delivery(end, vec![data(t)]);
-    }
+    readings(&mut s, &[(20, "b"), (30, "c"), (40, "d")]);
     let later = now + MIN;
     assert_eq!(send(&mut s, later, 5), ["b"], "b alone first");
     assert_eq!(ack(s.confirmed(5)), Some(20));
@@ -194,8 +189,7 @@ fn a_refused_reading_is_sent_again_in_order_with_the_readings_after_it() {
 fn messages_given_up_stay_in_the_window_until_the_client_is_done_with_them() {
     let now = Instant::now();
     let mut s = state(2);
-    s.queue_delivery(10, vec![data("a")]);
-    s.queue_delivery(20, vec![data("b")]);
+    readings(&mut s, &[(10, "a"), (20, "b")]);
     assert_eq!(hand(&mut s, now), ["a", "b"]);
     assert_eq!(s.written(1), None);
     assert!(matches!(s.refused(1, now), Refusal::Restart { .. }));
