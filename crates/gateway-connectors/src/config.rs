@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::CONNECTORS;
 use crate::connector::{Connector, ConnectorParams};
 
-/// A configured connector.
+/// One `[[connectors]]` table: the fields every connector has, and its kind's own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectorConfig {
     /// Unique among connectors; also names its durable bus cursor, so

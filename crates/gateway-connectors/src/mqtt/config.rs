@@ -120,7 +120,7 @@ pub struct MqttConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartFrom {
-    /// At the newest frame.
+    /// At the head: only what is published from now on.
     #[default]
     Latest,
     /// At the oldest frame still in the WAL.
@@ -194,7 +194,7 @@ impl MqttConfig {
         serde_json::from_value(json!({ "url": url })).expect("defaults are valid")
     }
 
-    /// Parses the URL.
+    /// Host, port and TLS from `url`; an error names `url`.
     pub fn endpoint(&self) -> Result<Endpoint, FieldError> {
         let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
             (false, r)

@@ -14,7 +14,7 @@ use prost::Message as _;
 use super::link::WillFn;
 use super::sparkplug::{self, NodeState};
 
-/// One Sparkplug edge node.
+/// The node a Sparkplug connector speaks as: its identity and its session state.
 pub(super) struct EdgeNode {
     group: String,
     node: String,

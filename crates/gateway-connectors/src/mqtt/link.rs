@@ -46,7 +46,7 @@ pub enum LinkEvent {
         /// The command: JSON, or a Sparkplug payload.
         payload: Bytes,
     },
-    /// The disconnect was written.
+    /// The DISCONNECT was written: a clean stop may end the task now.
     Disconnected,
     /// The connection failed or broke (it is retried after a backoff).
     Down(String),
@@ -90,7 +90,7 @@ pub struct LinkOptions {
     pub session_expiry_s: u32,
     /// Unconfirmed messages the client holds at most; also sizes its request queue.
     pub inflight: u16,
-    /// User name and password.
+    /// From `username` and `password` (an absent password is sent empty).
     pub credentials: Option<(String, String)>,
     /// TLS, when the URL is `mqtts://`; plain TCP otherwise.
     pub transport: Option<rumqttc::Transport>,
@@ -209,7 +209,7 @@ impl Link {
         }
     }
 
-    /// Queues a disconnect.
+    /// Queues a DISCONNECT: a clean goodbye, after which the broker does not publish the will.
     pub fn try_disconnect(&self) {
         let _ = match &self.client {
             Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
