@@ -3,6 +3,8 @@
 //! (publish, subscribe, the events that confirm or refuse a message, the will).
 //! The connector speaks to [`Link`] and never to either client directly.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -115,10 +117,22 @@ enum Loop {
 /// future: a connect (DNS, TCP, TLS, CONNECT, CONNACK) happens inside one poll,
 /// and abandoning it means never connecting to a broker slower than the
 /// shortest other branch. So it runs alone and reports through a channel.
+///
+/// A publish queued after the connection broke but before its owner has read
+/// the `Down` event would be written on the next connection even when that
+/// one starts a new session, and the connector, which matches packet ids to
+/// messages by the order it queued them, would pair later packet ids with the
+/// wrong messages. So the link counts failures as they happen and refuses a
+/// publish once one happened after the connection its owner last saw.
 pub struct Link {
     client: Client,
-    events: tokio::sync::mpsc::Receiver<LinkEvent>,
+    /// Each event with the number of failures when it was reported.
+    events: tokio::sync::mpsc::Receiver<(u64, LinkEvent)>,
     task: tokio::task::JoinHandle<()>,
+    /// Connection failures so far, counted by the task as they happen.
+    failures: Arc<AtomicU64>,
+    /// `failures` as of the last `ConnAck` handed out by [`Link::next`].
+    failures_at_connack: u64,
 }
 
 impl Drop for Link {
@@ -184,17 +198,26 @@ impl Link {
             }
         };
         let (tx, events) = tokio::sync::mpsc::channel(1024);
-        let task = tokio::spawn(drive(ev, tx, reconnect, will_fn));
-        Link { client, events, task }
+        let failures = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(drive(ev, tx, failures.clone(), reconnect, will_fn));
+        Link { client, events, task, failures, failures_at_connack: 0 }
     }
 
     /// The next event; `None` once the connection task ended.
     pub async fn next(&mut self) -> Option<LinkEvent> {
-        self.events.recv().await
+        let (failures, event) = self.events.recv().await?;
+        if matches!(event, LinkEvent::ConnAck { .. }) {
+            self.failures_at_connack = failures;
+        }
+        Some(event)
     }
 
-    /// Queues a publish without waiting; `false` if the client's queue is full.
+    /// Queues a publish without waiting; `false` if the client's queue is
+    /// full, or if the connection broke since the last `ConnAck` (see [`Link`]).
     pub fn try_publish(&self, topic: &str, qos: u8, payload: Bytes) -> bool {
+        if self.failures.load(Ordering::Acquire) != self.failures_at_connack {
+            return false;
+        }
         match &self.client {
             Client::V311(c) => c.try_publish(topic, qos_v311(qos), false, payload).is_ok(),
             Client::V5(c) => c.try_publish(topic, qos_v5(qos), false, payload).is_ok(),
@@ -283,7 +306,8 @@ async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
 /// waits (backoff with ±25 % jitter) and sets the next will before the next attempt.
 async fn drive(
     mut ev: Loop,
-    tx: tokio::sync::mpsc::Sender<LinkEvent>,
+    tx: tokio::sync::mpsc::Sender<(u64, LinkEvent)>,
+    failures: Arc<AtomicU64>,
     (min, max): (Duration, Duration),
     mut will_fn: Option<WillFn>,
 ) {
@@ -295,12 +319,14 @@ async fn drive(
                 if matches!(e, LinkEvent::ConnAck { .. }) {
                     backoff = min;
                 }
-                if tx.send(e).await.is_err() {
+                if tx.send((failures.load(Ordering::Acquire), e)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                if tx.send(LinkEvent::Down(e)).await.is_err() {
+                // At once, before the owner reads this: it may be queueing publishes now.
+                let n = failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if tx.send((n, LinkEvent::Down(e))).await.is_err() {
                     return;
                 }
                 jitter ^= jitter << 13;
@@ -333,5 +359,51 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use m5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_after_the_connection_broke_waits_for_the_next_connack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A broker that answers the first CONNECT, then hangs up.
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let _ = sock.read(&mut [0u8; 1024]).await;
+            let mut connack = BytesMut::new();
+            let ok = ConnAck { session_present: false, code: ConnectReturnCode::Success, properties: None };
+            Packet::ConnAck(ok).write(&mut connack, None).unwrap();
+            sock.write_all(&connack).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        let options = LinkOptions {
+            client_id: "link-test".into(),
+            host: "127.0.0.1".into(),
+            port,
+            keep_alive: Duration::from_secs(30),
+            clean: true,
+            session_expiry_s: 0,
+            inflight: 8,
+            credentials: None,
+            transport: None,
+        };
+        let mut link = Link::start(Protocol::V5, options, (Duration::from_secs(5), Duration::from_secs(5)), None);
+        assert!(matches!(link.next().await, Some(LinkEvent::ConnAck { .. })));
+        assert!(link.try_publish("t", 1, Bytes::from_static(b"x")), "connected: taken");
+        // The broker hangs up; the owner has not read the Down event yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while link.failures.load(Ordering::Acquire) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the failure was not noticed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!link.try_publish("t", 1, Bytes::from_static(b"y")), "it would go out on the next connection");
     }
 }
