@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5 as m5;
+use rumqttc::v5;
 
 /// The MQTT protocol version spoken to the broker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,11 +66,11 @@ fn qos_v311(q: u8) -> rumqttc::QoS {
 }
 
 /// QoS 0, 1 or 2 in the MQTT 5 client's type.
-fn qos_v5(q: u8) -> m5::mqttbytes::QoS {
+fn qos_v5(q: u8) -> v5::mqttbytes::QoS {
     match q {
-        0 => m5::mqttbytes::QoS::AtMostOnce,
-        1 => m5::mqttbytes::QoS::AtLeastOnce,
-        _ => m5::mqttbytes::QoS::ExactlyOnce,
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
     }
 }
 
@@ -104,12 +104,12 @@ pub type WillFn = Box<dyn FnMut() -> (String, Vec<u8>) + Send>;
 
 enum Client {
     V311(rumqttc::AsyncClient),
-    V5(m5::AsyncClient),
+    V5(v5::AsyncClient),
 }
 
 enum Loop {
     V311(Box<rumqttc::EventLoop>),
-    V5(Box<m5::EventLoop>),
+    V5(Box<v5::EventLoop>),
 }
 
 /// The connection: a client to queue requests, and a task that owns the event
@@ -175,7 +175,7 @@ impl Link {
                 (Client::V311(c), Loop::V311(Box::new(e)))
             }
             Protocol::V5 => {
-                let mut m = m5::MqttOptions::new(o.client_id, o.host, o.port);
+                let mut m = v5::MqttOptions::new(o.client_id, o.host, o.port);
                 m.set_keep_alive(o.keep_alive);
                 m.set_clean_start(o.clean);
                 if !o.clean {
@@ -191,9 +191,9 @@ impl Link {
                     m.set_transport(t);
                 }
                 if let Some((topic, payload)) = will {
-                    m.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
+                    m.set_last_will(v5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
                 }
-                let (c, e) = m5::AsyncClient::new(m, cap);
+                let (c, e) = v5::AsyncClient::new(m, cap);
                 (Client::V5(c), Loop::V5(Box::new(e)))
             }
         };
@@ -265,9 +265,9 @@ async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
             })
         }
         Loop::V5(ev) => {
-            use m5::Event;
-            use m5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PubRecReason};
             use rumqttc::Outgoing;
+            use v5::Event;
+            use v5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PubRecReason};
             let e = ev.poll().await.map_err(|e| e.to_string())?;
             if let Event::Incoming(Packet::ConnAck(a)) = &e {
                 ev.state.events.clear();
@@ -347,7 +347,7 @@ async fn drive(
                             ));
                         }
                         Loop::V5(e) => {
-                            e.options.set_last_will(m5::mqttbytes::v5::LastWill::new(
+                            e.options.set_last_will(v5::mqttbytes::v5::LastWill::new(
                                 topic,
                                 payload,
                                 qos_v5(1),
@@ -365,8 +365,8 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
-    use m5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
 
     use super::*;
 
