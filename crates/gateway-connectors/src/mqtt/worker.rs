@@ -64,6 +64,8 @@ pub(super) async fn run(
     ctx: ConnectorContext,
 ) {
     let sparkplug = cfg.format == Format::SparkplugB;
+    // Reconnections and pauses after a refusal back off alike.
+    let backoff = (Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms));
     let node = sparkplug.then(|| {
         let node_id = cfg.sparkplug_edge_node_id.clone().unwrap_or_else(|| name.clone());
         EdgeNode::new(&cfg.sparkplug_group_id, &node_id, &ctx.data_dir, &name)
@@ -82,13 +84,12 @@ pub(super) async fn run(
             credentials: cfg.username.clone().map(|u| (u, cfg.password.clone().unwrap_or_default())),
             transport: tls.map(|c| Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(c)))),
         },
-        (Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms)),
+        backoff,
         node.as_ref().map(EdgeNode::will),
     );
-    let pauses = (Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms));
     let mut w = Worker {
         label: ConnectorLabel { connector: name.clone() },
-        delivery: DeliveryState::new(cfg.max_inflight, pauses),
+        delivery: DeliveryState::new(cfg.max_inflight, backoff),
         encoder: Encoder::new(&cfg),
         commands: Commands::new(ctx.bus.clone(), &name, Duration::from_millis(cfg.command_timeout_ms)),
         node,
