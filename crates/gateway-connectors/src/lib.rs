@@ -1,12 +1,17 @@
 //! Northbound connectors: they read the bus through a durable cursor and
 //! forward to a target, acknowledging a position only after the target
 //! confirmed delivery, so that every reading arrives at least once and in
-//! order across outages and restarts. One module per target; today `mqtt/`.
+//! order across outages and restarts.
+//!
+//! A connector is its config type ([`Connector`]): it validates itself and
+//! builds its task. [`CONNECTORS`] maps each `kind = "..."` to its type;
+//! adding a target is one module folder plus one line there.
 //!
 //! Connectors never import drivers (and drivers never import connectors):
 //! they meet only on the bus.
 
 pub mod config;
+pub mod connector;
 pub mod metrics;
 pub mod mqtt;
 
@@ -17,17 +22,23 @@ use std::time::Duration;
 use gateway_bus::{Bus, Shutdown, ShutdownSwitch};
 use tokio::task::JoinHandle;
 
-pub use config::{ConnectorConfig, ConnectorKind, FieldError, parse_connectors};
+pub use config::{ConnectorConfig, parse_connectors};
+pub use connector::{Connector, ConnectorEntry, ConnectorError, ConnectorParams, ConnectorTask};
 pub use metrics::ConnectorMetrics;
+
+/// Every connector kind this build knows, by its `kind = "..."` name.
+pub static CONNECTORS: &[ConnectorEntry] = &[ConnectorEntry::of::<mqtt::MqttConfig>()];
 
 /// Everything a connector may touch.
 #[derive(Clone, Debug)]
 pub struct ConnectorContext {
-    /// The bus.
+    /// Where the readings come from; subscribe with a durable cursor named
+    /// after the connector.
     pub bus: Bus,
-    /// Stop when this fires.
+    /// Fires when the gateway stops; the task then returns soon (it is
+    /// aborted after 5 s), leaving what it has not delivered in the WAL.
     pub shutdown: Shutdown,
-    /// Metrics of all connectors.
+    /// Shared by all connectors, labelled by connector name.
     pub metrics: Arc<ConnectorMetrics>,
     /// The gateway's data directory (for small state files such as Sparkplug's bdSeq).
     pub data_dir: PathBuf,
@@ -58,14 +69,12 @@ impl Connectors {
                 metrics: metrics.clone(),
                 data_dir: data_dir.clone(),
             };
-            let task = match &c.kind {
-                ConnectorKind::Mqtt(m) => match mqtt::subscribe(&c.name, m, bus) {
-                    Ok(sub) => tokio::spawn(mqtt::run(c.name.clone(), (**m).clone(), sub, ctx)),
-                    Err(e) => {
-                        tracing::error!(connector = %c.name, error = %e, "Cannot subscribe to the bus; the connector does not start.");
-                        continue;
-                    }
-                },
+            let task = match c.params.build(&c.name, ctx) {
+                Ok(task) => tokio::spawn(task),
+                Err(e) => {
+                    tracing::error!(connector = %c.name, error = %e, "Cannot build the connector; it does not start.");
+                    continue;
+                }
             };
             tracing::info!(connector = %c.name, "Connector started.");
             tasks.push((c.name.clone(), task));

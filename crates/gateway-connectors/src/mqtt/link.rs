@@ -3,12 +3,14 @@
 //! (publish, subscribe, the events that confirm or refuse a message, the will).
 //! The connector speaks to [`Link`] and never to either client directly.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rumqttc::v5 as m5;
+use rumqttc::v5;
 
-/// Which protocol.
+/// The MQTT protocol version spoken to the broker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// MQTT 3.1.1.
@@ -32,30 +34,30 @@ pub enum LinkEvent {
     Confirmed(u16),
     /// The broker refused the message with this packet id (MQTT 5 reason codes).
     Refused {
-        /// Packet id.
+        /// The packet id of the refused message.
         pkid: u16,
-        /// The reason code.
+        /// The reason code's name, for the log (`QuotaExceeded`, `NotAuthorized`, ...).
         reason: String,
     },
     /// A message was written with this packet id (0 for QoS 0).
     Written(u16),
     /// A message arrived on a subscribed topic.
     Message {
-        /// Its topic.
+        /// A command topic (for JSON, its last level is the command's id).
         topic: String,
-        /// Its payload.
+        /// The command: JSON, or a Sparkplug payload.
         payload: Bytes,
     },
-    /// The disconnect was written.
+    /// The DISCONNECT was written: a clean stop may end the task now.
     Disconnected,
     /// The connection failed or broke (it is retried after a backoff).
     Down(String),
-    /// Anything else.
+    /// Anything the connector does not act on (SUBACK, PINGRESP, ...).
     Other,
 }
 
-/// Quality of service, protocol-neutral.
-pub fn qos4(q: u8) -> rumqttc::QoS {
+/// QoS 0, 1 or 2 in the MQTT 3.1.1 client's type.
+fn qos_v311(q: u8) -> rumqttc::QoS {
     match q {
         0 => rumqttc::QoS::AtMostOnce,
         1 => rumqttc::QoS::AtLeastOnce,
@@ -63,34 +65,36 @@ pub fn qos4(q: u8) -> rumqttc::QoS {
     }
 }
 
-fn qos5(q: u8) -> m5::mqttbytes::QoS {
+/// QoS 0, 1 or 2 in the MQTT 5 client's type.
+fn qos_v5(q: u8) -> v5::mqttbytes::QoS {
     match q {
-        0 => m5::mqttbytes::QoS::AtMostOnce,
-        1 => m5::mqttbytes::QoS::AtLeastOnce,
-        _ => m5::mqttbytes::QoS::ExactlyOnce,
+        0 => v5::mqttbytes::QoS::AtMostOnce,
+        1 => v5::mqttbytes::QoS::AtLeastOnce,
+        _ => v5::mqttbytes::QoS::ExactlyOnce,
     }
 }
 
 /// Connection settings shared by both protocols.
 #[derive(Clone)]
 pub struct LinkOptions {
-    /// Client id.
+    /// Names the session at the broker; a second connection with the same id drops the first.
     pub client_id: String,
-    /// Broker host.
+    /// Host name (checked against the broker's certificate with TLS) or address.
     pub host: String,
-    /// Broker port.
+    /// From the URL, or the scheme's default.
     pub port: u16,
-    /// Keep-alive.
+    /// Idle time after which the client pings; the broker drops a connection
+    /// silent for 1.5 times as long.
     pub keep_alive: std::time::Duration,
-    /// Start without a session.
+    /// Ask the broker for a new session on every connect.
     pub clean: bool,
-    /// MQTT 5 session expiry after a disconnect, seconds.
+    /// MQTT 5: seconds the broker keeps the session after a disconnect (unused when `clean`).
     pub session_expiry_s: u32,
-    /// Unconfirmed messages at most.
+    /// Unconfirmed messages the client holds at most; also sizes its request queue.
     pub inflight: u16,
-    /// User name and password.
+    /// From `username` and `password` (an absent password is sent empty).
     pub credentials: Option<(String, String)>,
-    /// TLS transport, if any.
+    /// TLS, when the URL is `mqtts://`; plain TCP otherwise.
     pub transport: Option<rumqttc::Transport>,
 }
 
@@ -99,13 +103,13 @@ pub struct LinkOptions {
 pub type WillFn = Box<dyn FnMut() -> (String, Vec<u8>) + Send>;
 
 enum Client {
-    V4(rumqttc::AsyncClient),
-    V5(m5::AsyncClient),
+    V311(rumqttc::AsyncClient),
+    V5(v5::AsyncClient),
 }
 
 enum Loop {
-    V4(Box<rumqttc::EventLoop>),
-    V5(Box<m5::EventLoop>),
+    V311(Box<rumqttc::EventLoop>),
+    V5(Box<v5::EventLoop>),
 }
 
 /// The connection: a client to queue requests, and a task that owns the event
@@ -113,10 +117,22 @@ enum Loop {
 /// future: a connect (DNS, TCP, TLS, CONNECT, CONNACK) happens inside one poll,
 /// and abandoning it means never connecting to a broker slower than the
 /// shortest other branch. So it runs alone and reports through a channel.
+///
+/// A publish queued after the connection broke but before its owner has read
+/// the `Down` event would be written on the next connection even when that
+/// one starts a new session, and the connector, which matches packet ids to
+/// messages by the order it queued them, would pair later packet ids with the
+/// wrong messages. So the link counts failures as they happen and refuses a
+/// publish once one happened after the connection its owner last saw.
 pub struct Link {
     client: Client,
-    events: tokio::sync::mpsc::Receiver<LinkEvent>,
+    /// Each event with the number of failures when it was reported.
+    events: tokio::sync::mpsc::Receiver<(u64, LinkEvent)>,
     task: tokio::task::JoinHandle<()>,
+    /// Connection failures so far, counted by the task as they happen.
+    failures: Arc<AtomicU64>,
+    /// `failures` as of the last `ConnAck` handed out by [`Link::next`].
+    failures_at_connack: u64,
 }
 
 impl Drop for Link {
@@ -156,10 +172,10 @@ impl Link {
                     m.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
                 }
                 let (c, e) = rumqttc::AsyncClient::new(m, cap);
-                (Client::V4(c), Loop::V4(Box::new(e)))
+                (Client::V311(c), Loop::V311(Box::new(e)))
             }
             Protocol::V5 => {
-                let mut m = m5::MqttOptions::new(o.client_id, o.host, o.port);
+                let mut m = v5::MqttOptions::new(o.client_id, o.host, o.port);
                 m.set_keep_alive(o.keep_alive);
                 m.set_clean_start(o.clean);
                 if !o.clean {
@@ -175,42 +191,51 @@ impl Link {
                     m.set_transport(t);
                 }
                 if let Some((topic, payload)) = will {
-                    m.set_last_will(m5::mqttbytes::v5::LastWill::new(topic, payload, qos5(1), false, None));
+                    m.set_last_will(v5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
                 }
-                let (c, e) = m5::AsyncClient::new(m, cap);
+                let (c, e) = v5::AsyncClient::new(m, cap);
                 (Client::V5(c), Loop::V5(Box::new(e)))
             }
         };
         let (tx, events) = tokio::sync::mpsc::channel(1024);
-        let task = tokio::spawn(drive(ev, tx, reconnect, will_fn));
-        Link { client, events, task }
+        let failures = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(drive(ev, tx, failures.clone(), reconnect, will_fn));
+        Link { client, events, task, failures, failures_at_connack: 0 }
     }
 
     /// The next event; `None` once the connection task ended.
     pub async fn next(&mut self) -> Option<LinkEvent> {
-        self.events.recv().await
+        let (failures, event) = self.events.recv().await?;
+        if matches!(event, LinkEvent::ConnAck { .. }) {
+            self.failures_at_connack = failures;
+        }
+        Some(event)
     }
 
-    /// Queues a publish without waiting; `false` if the client's queue is full.
+    /// Queues a publish without waiting; `false` if the client's queue is
+    /// full, or if the connection broke since the last `ConnAck` (see [`Link`]).
     pub fn try_publish(&self, topic: &str, qos: u8, payload: Bytes) -> bool {
+        if self.failures.load(Ordering::Acquire) != self.failures_at_connack {
+            return false;
+        }
         match &self.client {
-            Client::V4(c) => c.try_publish(topic, qos4(qos), false, payload).is_ok(),
-            Client::V5(c) => c.try_publish(topic, qos5(qos), false, payload).is_ok(),
+            Client::V311(c) => c.try_publish(topic, qos_v311(qos), false, payload).is_ok(),
+            Client::V5(c) => c.try_publish(topic, qos_v5(qos), false, payload).is_ok(),
         }
     }
 
     /// Queues a subscription (QoS 1).
     pub fn try_subscribe(&self, topic: &str) -> Result<(), String> {
         match &self.client {
-            Client::V4(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
-            Client::V5(c) => c.try_subscribe(topic, qos5(1)).map_err(|e| e.to_string()),
+            Client::V311(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
+            Client::V5(c) => c.try_subscribe(topic, qos_v5(1)).map_err(|e| e.to_string()),
         }
     }
 
-    /// Queues a disconnect.
+    /// Queues a DISCONNECT: a clean goodbye, after which the broker does not publish the will.
     pub fn try_disconnect(&self) {
         let _ = match &self.client {
-            Client::V4(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
@@ -218,7 +243,7 @@ impl Link {
 
 async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
     match ev {
-        Loop::V4(ev) => {
+        Loop::V311(ev) => {
             use rumqttc::{Event, Outgoing, Packet};
             let e = ev.poll().await.map_err(|e| e.to_string())?;
             if let Event::Incoming(Packet::ConnAck(a)) = &e {
@@ -240,9 +265,9 @@ async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
             })
         }
         Loop::V5(ev) => {
-            use m5::Event;
-            use m5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PubRecReason};
             use rumqttc::Outgoing;
+            use v5::Event;
+            use v5::mqttbytes::v5::{Packet, PubAckReason, PubCompReason, PubRecReason};
             let e = ev.poll().await.map_err(|e| e.to_string())?;
             if let Event::Incoming(Packet::ConnAck(a)) = &e {
                 ev.state.events.clear();
@@ -281,7 +306,8 @@ async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
 /// waits (backoff with ±25 % jitter) and sets the next will before the next attempt.
 async fn drive(
     mut ev: Loop,
-    tx: tokio::sync::mpsc::Sender<LinkEvent>,
+    tx: tokio::sync::mpsc::Sender<(u64, LinkEvent)>,
+    failures: Arc<AtomicU64>,
     (min, max): (Duration, Duration),
     mut will_fn: Option<WillFn>,
 ) {
@@ -293,12 +319,14 @@ async fn drive(
                 if matches!(e, LinkEvent::ConnAck { .. }) {
                     backoff = min;
                 }
-                if tx.send(e).await.is_err() {
+                if tx.send((failures.load(Ordering::Acquire), e)).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                if tx.send(LinkEvent::Down(e)).await.is_err() {
+                // At once, before the owner reads this: it may be queueing publishes now.
+                let n = failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if tx.send((n, LinkEvent::Down(e))).await.is_err() {
                     return;
                 }
                 jitter ^= jitter << 13;
@@ -310,7 +338,7 @@ async fn drive(
                 if let Some(f) = will_fn.as_mut() {
                     let (topic, payload) = f();
                     match &mut ev {
-                        Loop::V4(e) => {
+                        Loop::V311(e) => {
                             e.mqtt_options.set_last_will(rumqttc::LastWill::new(
                                 topic,
                                 payload,
@@ -319,10 +347,10 @@ async fn drive(
                             ));
                         }
                         Loop::V5(e) => {
-                            e.options.set_last_will(m5::mqttbytes::v5::LastWill::new(
+                            e.options.set_last_will(v5::mqttbytes::v5::LastWill::new(
                                 topic,
                                 payload,
-                                qos5(1),
+                                qos_v5(1),
                                 false,
                                 None,
                             ));
@@ -331,5 +359,51 @@ async fn drive(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_publish_after_the_connection_broke_waits_for_the_next_connack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A broker that answers the first CONNECT, then hangs up.
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let _ = sock.read(&mut [0u8; 1024]).await;
+            let mut connack = BytesMut::new();
+            let ok = ConnAck { session_present: false, code: ConnectReturnCode::Success, properties: None };
+            Packet::ConnAck(ok).write(&mut connack, None).unwrap();
+            sock.write_all(&connack).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        let options = LinkOptions {
+            client_id: "link-test".into(),
+            host: "127.0.0.1".into(),
+            port,
+            keep_alive: Duration::from_secs(30),
+            clean: true,
+            session_expiry_s: 0,
+            inflight: 8,
+            credentials: None,
+            transport: None,
+        };
+        let mut link = Link::start(Protocol::V5, options, (Duration::from_secs(5), Duration::from_secs(5)), None);
+        assert!(matches!(link.next().await, Some(LinkEvent::ConnAck { .. })));
+        assert!(link.try_publish("t", 1, Bytes::from_static(b"x")), "connected: taken");
+        // The broker hangs up; the owner has not read the Down event yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while link.failures.load(Ordering::Acquire) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the failure was not noticed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!link.try_publish("t", 1, Bytes::from_static(b"y")), "it would go out on the next connection");
     }
 }

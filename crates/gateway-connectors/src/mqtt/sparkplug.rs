@@ -10,19 +10,19 @@ use gateway_model::{DataFrame, QualityLevel, Value};
 /// `Payload` of sparkplug_b.proto.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Payload {
-    /// Milliseconds since the epoch.
+    /// When the message was made, milliseconds since the epoch.
     #[prost(uint64, optional, tag = "1")]
     pub timestamp: Option<u64>,
-    /// The metrics.
+    /// Readings in DDATA; every metric of the device in DBIRTH; bdSeq in NBIRTH and NDEATH.
     #[prost(message, repeated, tag = "2")]
     pub metrics: Vec<Metric>,
-    /// Message sequence 0..=255.
+    /// Message sequence 0..=255 of the node's session (none in NDEATH).
     #[prost(uint64, optional, tag = "3")]
     pub seq: Option<u64>,
-    /// Optional UUID.
+    /// Names the schema of `body`; the gateway sends neither.
     #[prost(string, optional, tag = "4")]
     pub uuid: Option<String>,
-    /// Optional body.
+    /// Application-defined bytes; unused here.
     #[prost(bytes = "vec", optional, tag = "5")]
     pub body: Option<Vec<u8>>,
 }
@@ -30,31 +30,31 @@ pub struct Payload {
 /// `Payload.Metric`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Metric {
-    /// Name (the tag's point).
+    /// The tag's point (the device is in the topic).
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
-    /// Alias (unused).
+    /// A number standing for the name after the birth; the gateway always sends names.
     #[prost(uint64, optional, tag = "2")]
     pub alias: Option<u64>,
-    /// Milliseconds since the epoch.
+    /// The reading's source time, milliseconds since the epoch.
     #[prost(uint64, optional, tag = "3")]
     pub timestamp: Option<u64>,
-    /// Sparkplug data type.
+    /// Sparkplug data type ([`datatype`]); says how to read `value`.
     #[prost(uint32, optional, tag = "4")]
     pub datatype: Option<u32>,
     /// Replayed from the store-and-forward backlog.
     #[prost(bool, optional, tag = "5")]
     pub is_historical: Option<bool>,
-    /// Not to be stored.
+    /// The host should not store it; unused here.
     #[prost(bool, optional, tag = "6")]
     pub is_transient: Option<bool>,
-    /// No value.
+    /// The metric has no value (`value` is absent).
     #[prost(bool, optional, tag = "7")]
     pub is_null: Option<bool>,
-    /// Properties (`Quality`, `seq`).
+    /// `Quality` (OPC-style code) and `seq` (the bus sequence number).
     #[prost(message, optional, tag = "9")]
     pub properties: Option<PropertySet>,
-    /// The value.
+    /// The reading, in the field its data type uses.
     #[prost(oneof = "MetricValue", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub value: Option<MetricValue>,
 }
@@ -62,25 +62,25 @@ pub struct Metric {
 /// `Payload.Metric.value`.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum MetricValue {
-    /// Int8..Int32, UInt8..UInt32.
+    /// Int8..Int32 (two's complement) and UInt8..UInt32.
     #[prost(uint32, tag = "10")]
     IntValue(u32),
-    /// Int64, UInt64, DateTime.
+    /// Int64 (two's complement), UInt64 and DateTime.
     #[prost(uint64, tag = "11")]
     LongValue(u64),
-    /// Float.
+    /// Float; read from commands, never sent (readings go out as Double).
     #[prost(float, tag = "12")]
     FloatValue(f32),
-    /// Double.
+    /// Double: every floating-point reading.
     #[prost(double, tag = "13")]
     DoubleValue(f64),
-    /// Boolean.
+    /// Boolean: coils, discrete inputs, register bits.
     #[prost(bool, tag = "14")]
     BooleanValue(bool),
-    /// String.
+    /// String and Text.
     #[prost(string, tag = "15")]
     StringValue(String),
-    /// Bytes.
+    /// Bytes: raw readings the gateway does not interpret.
     #[prost(bytes = "vec", tag = "16")]
     BytesValue(Vec<u8>),
 }
@@ -88,10 +88,10 @@ pub enum MetricValue {
 /// `Payload.PropertySet`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PropertySet {
-    /// Keys.
+    /// Property names (`Quality`, `seq`).
     #[prost(string, repeated, tag = "1")]
     pub keys: Vec<String>,
-    /// Values, one per key.
+    /// Values, one per key, in the same order.
     #[prost(message, repeated, tag = "2")]
     pub values: Vec<PropertyValue>,
 }
@@ -99,13 +99,13 @@ pub struct PropertySet {
 /// `Payload.PropertyValue`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct PropertyValue {
-    /// Data type.
+    /// Sparkplug data type ([`datatype`]) of `value`.
     #[prost(uint32, optional, tag = "1")]
     pub r#type: Option<u32>,
-    /// No value.
+    /// The property has no value (`value` is absent).
     #[prost(bool, optional, tag = "2")]
     pub is_null: Option<bool>,
-    /// The value.
+    /// The value, in the field its type uses.
     #[prost(oneof = "PropertyKind", tags = "3, 4, 7, 8")]
     pub value: Option<PropertyKind>,
 }
@@ -113,35 +113,35 @@ pub struct PropertyValue {
 /// `Payload.PropertyValue.value`.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum PropertyKind {
-    /// 32-bit.
+    /// Int8..Int32 and UInt8..UInt32 (the `Quality` code).
     #[prost(uint32, tag = "3")]
     IntValue(u32),
-    /// 64-bit.
+    /// Int64 and UInt64 (the bus `seq`).
     #[prost(uint64, tag = "4")]
     LongValue(u64),
-    /// Boolean.
+    /// Boolean; no property the gateway sends uses it.
     #[prost(bool, tag = "7")]
     BooleanValue(bool),
-    /// String.
+    /// String and Text; no property the gateway sends uses it.
     #[prost(string, tag = "8")]
     StringValue(String),
 }
 
-/// Sparkplug data types used here.
+/// Sparkplug data type codes used here (names as in the specification).
 pub mod datatype {
-    /// Int32.
+    /// The `Quality` property (an OPC-style code: 192 good, 64 uncertain, 0 bad).
     pub const INT32: u32 = 3;
-    /// Int64.
+    /// Signed integer readings, and bdSeq.
     pub const INT64: u32 = 4;
-    /// UInt64.
+    /// Unsigned integer readings, and the bus `seq` property.
     pub const UINT64: u32 = 8;
-    /// Double.
+    /// Floating-point readings.
     pub const DOUBLE: u32 = 10;
-    /// Boolean.
+    /// Boolean readings, and `Node Control/Rebirth`.
     pub const BOOLEAN: u32 = 11;
-    /// String.
+    /// String readings.
     pub const STRING: u32 = 12;
-    /// Bytes.
+    /// Byte-string readings.
     pub const BYTES: u32 = 17;
 }
 
@@ -298,7 +298,7 @@ impl NodeState {
         Payload { timestamp: Some(now_ms), seq: Some(seq), metrics, ..Default::default() }
     }
 
-    /// A DDEATH payload.
+    /// The DDEATH payload of `device`: it must be born again before its next DDATA.
     pub fn ddeath(&mut self, device: &str, now_ms: u64) -> Payload {
         self.born.remove(device);
         let seq = self.next_seq();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gateway_bus::{Bus, BusMetrics, BusSettings};
 use gateway_connectors::mqtt::MqttConfig;
-use gateway_connectors::{ConnectorConfig, ConnectorKind, ConnectorMetrics, Connectors};
+use gateway_connectors::{ConnectorConfig, ConnectorMetrics, Connectors};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -41,7 +41,7 @@ impl Rig {
     pub fn start_with(cfg: MqttConfig, bus_cfg: BusSettings, dir: tempfile::TempDir) -> Rig {
         let bus = Bus::open(bus_cfg, Arc::new(BusMetrics::unregistered())).unwrap();
         let metrics = Arc::new(ConnectorMetrics::unregistered());
-        let c = ConnectorConfig { name: "up".into(), enabled: true, kind: ConnectorKind::Mqtt(Box::new(cfg)) };
+        let c = ConnectorConfig::new("up", cfg).unwrap();
         let connectors = Connectors::start(&[c], &bus, metrics.clone(), dir.path().to_owned());
         Rig { bus, metrics, connectors: Some(connectors), dir }
     }

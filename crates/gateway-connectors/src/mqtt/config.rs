@@ -1,0 +1,395 @@
+//! `[[connectors]]` with `kind = "mqtt"`: the fields, their defaults, and
+//! the checks that name the first bad field. TLS files are read and turned
+//! into a client configuration here, during validation, so `config check`
+//! refuses a missing or unreadable CA, certificate or key file instead of the
+//! running connector finding out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gateway_bus::Filter;
+use gateway_model::{FieldError, FrameKind, TagPattern};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::link::Protocol;
+
+/// The CA bundle `mqtts` trusts when `ca_file` is not set (Debian's path).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How readings are laid out in messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One message per value at `{topic_prefix}/{device}/{tag}`:
+    /// `{"tag","value","quality","ts","seq"}`.
+    Json,
+    /// Many values per message at `{topic_prefix}/batch`: `{"values":[...]}`.
+    JsonBatch,
+    /// Sparkplug B 3.0: NBIRTH, DBIRTH, DDATA, DDEATH, NDEATH as the will.
+    SparkplugB,
+}
+
+/// `[[connectors]]` with `kind = "mqtt"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` (default port 1883) or `mqtts://host:port` (8883).
+    pub url: String,
+    /// MQTT client id (default `edge-gateway-{name}`); a broker drops the
+    /// older of two connections with the same id.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name sent in CONNECT, if the broker asks for one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password sent with `username` (refused without it).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Topic prefix for data, commands and acknowledgements.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// `3.1.1` (default) or `5`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// MQTT 5: how long the broker keeps a persistent session after a
+    /// disconnect, in seconds (default one day).
+    #[serde(default = "default_session_expiry_s")]
+    pub session_expiry_s: u32,
+    /// QoS of readings: 0, 1 or 2 (default 1). Births and command
+    /// acknowledgements always use 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// `json`, `json_batch` or `sparkplug_b`.
+    #[serde(default = "default_format")]
+    pub format: Format,
+    /// Tag patterns to forward (default everything).
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// Keep-alive interval in seconds (default 30).
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+    /// Start a clean session on every connect (default false: a persistent
+    /// session; Sparkplug always uses clean sessions, as its specification asks).
+    #[serde(default)]
+    pub clean_session: bool,
+    /// Messages published but not yet confirmed, at most.
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: u16,
+    /// Values per second at most when replaying a backlog after an outage.
+    #[serde(default = "default_replay_max_rate")]
+    pub replay_max_rate: u64,
+    /// Values per message for `json_batch` and `sparkplug_b`.
+    #[serde(default = "default_batch_max_values")]
+    pub batch_max_values: usize,
+    /// How long a command from the broker may wait for its device.
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
+    /// First reconnection delay (doubled per failure, with ±25 % jitter); also
+    /// the first pause after the broker refuses a message.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnection delay, and longest pause after refusals.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// CA certificates (PEM) for `mqtts`; default the system bundle.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Sparkplug group id: the second level of every Sparkplug topic
+    /// (`spBv1.0/{group}/...`).
+    #[serde(default = "default_sparkplug_group_id")]
+    pub sparkplug_group_id: String,
+    /// Sparkplug edge node id (default the connector's name).
+    #[serde(default)]
+    pub sparkplug_edge_node_id: Option<String>,
+    /// Where a connector that never ran starts: `latest` (what is published
+    /// from now on, the default) or `oldest` (everything still in the WAL).
+    #[serde(default)]
+    pub start_from: StartFrom,
+}
+
+/// Where a new connector's cursor starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// At the head: only what is published from now on.
+    #[default]
+    Latest,
+    /// At the oldest frame still in the WAL.
+    Oldest,
+}
+
+fn default_topic_prefix() -> String {
+    "edge-gateway".into()
+}
+const fn default_session_expiry_s() -> u32 {
+    86_400
+}
+const fn default_qos() -> u8 {
+    1
+}
+const fn default_format() -> Format {
+    Format::Json
+}
+fn default_include() -> Vec<String> {
+    vec!["*".into()]
+}
+const fn default_keep_alive_s() -> u64 {
+    30
+}
+const fn default_max_inflight() -> u16 {
+    256
+}
+const fn default_replay_max_rate() -> u64 {
+    20_000
+}
+const fn default_batch_max_values() -> usize {
+    500
+}
+const fn default_command_timeout_ms() -> u64 {
+    5000
+}
+const fn default_reconnect_min_ms() -> u64 {
+    200
+}
+const fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_sparkplug_group_id() -> String {
+    "edge".into()
+}
+
+/// Where the broker is, from [`MqttConfig::url`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `mqtts://`: connect with TLS.
+    pub tls: bool,
+    /// Host name or address, without the brackets of an IPv6 address.
+    pub host: String,
+    /// From the URL, else 1883 (8883 with TLS).
+    pub port: u16,
+}
+
+fn topic_safe(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['+', '#']) && !s.starts_with('/') && !s.ends_with('/')
+}
+
+impl MqttConfig {
+    /// The frames this connector forwards.
+    pub fn filter(&self) -> Filter {
+        let patterns: Vec<TagPattern> = self.include.iter().filter_map(|p| TagPattern::new(p).ok()).collect();
+        Filter::all().patterns(patterns).kinds([FrameKind::Data])
+    }
+
+    /// A configuration for `url` with every other field at its default.
+    pub fn new(url: &str) -> Self {
+        serde_json::from_value(json!({ "url": url })).expect("defaults are valid")
+    }
+
+    /// Host, port and TLS from `url`; an error names `url`.
+    pub fn endpoint(&self) -> Result<Endpoint, FieldError> {
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(FieldError::new("url", format!("{:?} must start with mqtt:// or mqtts://", self.url)));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                let port = p.parse::<u16>().map_err(|_| FieldError::new("url", format!("invalid port {p:?}")))?;
+                (h.trim_start_matches('[').trim_end_matches(']').to_owned(), port)
+            }
+            _ => (rest.to_owned(), if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(FieldError::new("url", format!("{:?} has no host", self.url)));
+        }
+        Ok(Endpoint { tls, host, port })
+    }
+
+    /// The TLS client configuration for an `mqtts://` url (`None` for
+    /// `mqtt://`), read from the CA, certificate and key files now.
+    pub fn tls(&self) -> Result<Option<rustls::ClientConfig>, FieldError> {
+        if !self.endpoint()?.tls {
+            return Ok(None);
+        }
+        let roots = match &self.ca_file {
+            Some(ca) => read_roots(ca).map_err(|e| FieldError::new("ca_file", e))?,
+            None => read_roots(Path::new(SYSTEM_CA_BUNDLE))
+                .map_err(|e| FieldError::new("ca_file", format!("{e}; set ca_file to the broker's CA")))?,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FieldError::new("url", format!("no TLS version to offer: {e}")))?
+            .with_root_certificates(roots);
+        let config = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| FieldError::new("client_cert_file", format!("cannot read {}: {e}", cert.display())))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        FieldError::new("client_cert_file", format!("bad certificate in {}: {e}", cert.display()))
+                    })?;
+                if chain.is_empty() {
+                    return Err(FieldError::new("client_cert_file", format!("no certificate in {}", cert.display())));
+                }
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| FieldError::new("client_key_file", format!("cannot read {}: {e}", key.display())))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    FieldError::new("client_key_file", format!("does not go with client_cert_file: {e}"))
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Some(config))
+    }
+}
+
+fn read_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
+        roots.add(c).map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate in {}", ca.display()));
+    }
+    Ok(roots)
+}
+
+/// Checks the fields, TLS files included; the error names the first bad one.
+pub(super) fn validate(cfg: &MqttConfig) -> Result<(), FieldError> {
+    let ep = cfg.endpoint()?;
+    if cfg.qos > 2 {
+        return Err(FieldError::new("qos", format!("must be 0, 1 or 2, got {}", cfg.qos)));
+    }
+    if !topic_safe(&cfg.topic_prefix) {
+        return Err(FieldError::new("topic_prefix", "must be non-empty, without + or #, and not start or end with /"));
+    }
+    for (i, p) in cfg.include.iter().enumerate() {
+        TagPattern::new(p).map_err(|e| FieldError::new(format!("include[{i}]"), e))?;
+    }
+    if cfg.max_inflight == 0 {
+        return Err(FieldError::new("max_inflight", "must be at least 1"));
+    }
+    if cfg.replay_max_rate == 0 {
+        return Err(FieldError::new("replay_max_rate", "must be at least 1 value per second"));
+    }
+    if !(1..=100_000).contains(&cfg.batch_max_values) {
+        return Err(FieldError::new(
+            "batch_max_values",
+            format!("must be between 1 and 100000, got {}", cfg.batch_max_values),
+        ));
+    }
+    if cfg.keep_alive_s == 0 || cfg.keep_alive_s > 65_535 {
+        return Err(FieldError::new("keep_alive_s", format!("must be between 1 and 65535, got {}", cfg.keep_alive_s)));
+    }
+    if cfg.reconnect_min_ms == 0 || cfg.reconnect_min_ms > cfg.reconnect_max_ms {
+        return Err(FieldError::new("reconnect_min_ms", "must be at least 1 and at most reconnect_max_ms"));
+    }
+    if !ep.tls && (cfg.ca_file.is_some() || cfg.client_cert_file.is_some()) {
+        return Err(FieldError::new("ca_file", "TLS files need an mqtts:// url"));
+    }
+    if cfg.client_cert_file.is_some() != cfg.client_key_file.is_some() {
+        return Err(FieldError::new("client_key_file", "client_cert_file and client_key_file go together"));
+    }
+    if cfg.username.is_none() && cfg.password.is_some() {
+        return Err(FieldError::new("password", "a password needs a username"));
+    }
+    if !topic_safe(&cfg.sparkplug_group_id) || cfg.sparkplug_group_id.contains('/') {
+        return Err(FieldError::new("sparkplug_group_id", "must be non-empty, without / + #"));
+    }
+    if let Some(n) = &cfg.sparkplug_edge_node_id
+        && (!topic_safe(n) || n.contains('/'))
+    {
+        return Err(FieldError::new("sparkplug_edge_node_id", "must be non-empty, without / + #"));
+    }
+    cfg.tls()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(url: &str, f: impl FnOnce(&mut MqttConfig)) -> Result<(), FieldError> {
+        let mut c = MqttConfig::new(url);
+        f(&mut c);
+        validate(&c)
+    }
+
+    #[test]
+    fn the_url_gives_the_endpoint_with_the_default_port_of_its_scheme() {
+        let ep = |u: &str| MqttConfig::new(u).endpoint();
+        assert_eq!(ep("mqtt://h").unwrap(), Endpoint { tls: false, host: "h".into(), port: 1883 });
+        assert_eq!(ep("mqtts://h:1").unwrap(), Endpoint { tls: true, host: "h".into(), port: 1 });
+        assert_eq!(ep("mqtt://[::1]:9").unwrap(), Endpoint { tls: false, host: "::1".into(), port: 9 });
+        assert_eq!(ep("http://h").unwrap_err().path, "url");
+        assert_eq!(ep("mqtt://").unwrap_err().path, "url");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_refused_when_the_config_is_checked() {
+        let e = check("mqtts://h", |c| c.ca_file = Some("/nonexistent/ca.pem".into())).unwrap_err();
+        assert_eq!(e.path, "ca_file");
+        assert!(e.message.contains("cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = check("mqtts://h", |c| c.ca_file = Some(empty.clone())).unwrap_err();
+        assert_eq!(e.path, "ca_file", "{e}");
+    }
+
+    #[test]
+    fn a_missing_client_certificate_or_key_is_refused_with_its_field() {
+        let ca = Some(PathBuf::from(SYSTEM_CA_BUNDLE));
+        let e = check("mqtts://h", |c| {
+            c.ca_file = ca.clone();
+            c.client_cert_file = Some("/nonexistent/cert.pem".into());
+            c.client_key_file = Some("/nonexistent/key.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "client_cert_file", "{e}");
+        let e = check("mqtts://h", |c| {
+            c.ca_file = ca.clone();
+            c.client_cert_file = Some(SYSTEM_CA_BUNDLE.into());
+            c.client_key_file = Some("/nonexistent/key.pem".into());
+        })
+        .unwrap_err();
+        assert_eq!(e.path, "client_key_file", "{e}");
+    }
+
+    #[test]
+    fn tls_files_need_an_mqtts_url() {
+        assert_eq!(check("mqtt://h", |c| c.ca_file = Some("/x".into())).unwrap_err().path, "ca_file");
+        assert!(MqttConfig::new("mqtt://h").tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(check("mqtt://h", |c| c.qos = 3).unwrap_err().path, "qos");
+        assert_eq!(check("mqtt://h", |c| c.topic_prefix = "a/#".into()).unwrap_err().path, "topic_prefix");
+        assert_eq!(check("mqtt://h", |c| c.include = vec!["a b".into()]).unwrap_err().path, "include[0]");
+        assert_eq!(check("mqtt://h", |c| c.max_inflight = 0).unwrap_err().path, "max_inflight");
+        assert_eq!(check("mqtt://h", |c| c.reconnect_min_ms = 0).unwrap_err().path, "reconnect_min_ms");
+        assert_eq!(check("mqtt://h", |c| c.password = Some("x".into())).unwrap_err().path, "password");
+        assert_eq!(check("mqtt://h", |c| c.sparkplug_group_id = "a/b".into()).unwrap_err().path, "sparkplug_group_id");
+        assert!(check("mqtt://h", |_| {}).is_ok());
+    }
+}

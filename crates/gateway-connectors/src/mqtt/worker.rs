@@ -1,0 +1,376 @@
+//! The I/O loop of one MQTT connector: it reads the bus (the durable cursor,
+//! and during a replay the lossy live feed beside it), turns deliveries into
+//! messages, hands them to the link, feeds the link's events to the
+//! [`DeliveryState`] and carries out what it decides (ack or rewind the
+//! cursor, new Sparkplug births, pauses), answers commands, and keeps the
+//! metrics. The rules themselves live in [`super::delivery`]; this file must
+//! not decide when the cursor moves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_bus::{BusError, Delivery, Filter, SubscribeOptions, Subscriber};
+use gateway_model::{DataFrame, now_ns};
+use rumqttc::Transport;
+
+use super::commands::{self, Command, Commands, Outcome};
+use super::config::{Endpoint, Format, MqttConfig};
+use super::delivery::{Confirmed, DeliveryState, Kind, Refusal, Session};
+use super::edge_node::EdgeNode;
+use super::encode::{self, Encoder};
+use super::link::{Link, LinkEvent, LinkOptions};
+use crate::ConnectorContext;
+use crate::metrics::{CommandLabel, ConnectorLabel};
+
+/// How often the replay budget is refilled and the backlog metrics updated.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a failed bus read pauses reading.
+const BUS_RETRY: Duration = Duration::from_secs(1);
+/// How long a clean stop waits for the broker to take the goodbye.
+const GOODBYE: Duration = Duration::from_secs(2);
+
+/// One running MQTT connector: what the loop's branches share.
+struct Worker {
+    name: String,
+    cfg: MqttConfig,
+    label: ConnectorLabel,
+    ctx: ConnectorContext,
+    delivery: DeliveryState,
+    encoder: Encoder,
+    /// Sparkplug only.
+    node: Option<EdgeNode>,
+    commands: Commands,
+    /// During a replay: the lossy live subscription and the position it started at.
+    live: Option<(Subscriber, u64)>,
+}
+
+/// The durable subscription; made before the task starts, so nothing
+/// published after [`crate::Connectors::start`] returns is missed.
+pub(super) fn subscribe(name: &str, cfg: &MqttConfig, ctx: &ConnectorContext) -> Result<Subscriber, BusError> {
+    let mut opts = SubscribeOptions::durable(format!("mqtt-{name}")).filter(cfg.filter());
+    if cfg.start_from == super::StartFrom::Oldest {
+        opts = opts.from_oldest();
+    }
+    ctx.bus.subscribe(opts)
+}
+
+/// Runs one MQTT connector until told to stop or the bus closes.
+pub(super) async fn run(
+    name: String,
+    cfg: MqttConfig,
+    endpoint: Endpoint,
+    tls: Option<rustls::ClientConfig>,
+    mut sub: Subscriber,
+    ctx: ConnectorContext,
+) {
+    let sparkplug = cfg.format == Format::SparkplugB;
+    // Reconnections and pauses after a refusal back off alike.
+    let backoff = (Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms));
+    let node = sparkplug.then(|| {
+        let node_id = cfg.sparkplug_edge_node_id.clone().unwrap_or_else(|| name.clone());
+        EdgeNode::new(&cfg.sparkplug_group_id, &node_id, &ctx.data_dir, &name)
+    });
+    let mut link = Link::start(
+        cfg.protocol,
+        LinkOptions {
+            client_id: cfg.client_id.clone().unwrap_or_else(|| format!("edge-gateway-{name}")),
+            host: endpoint.host,
+            port: endpoint.port,
+            keep_alive: Duration::from_secs(cfg.keep_alive_s),
+            // Sparkplug asks for a clean session on every connect.
+            clean: cfg.clean_session || sparkplug,
+            session_expiry_s: cfg.session_expiry_s,
+            inflight: cfg.max_inflight,
+            credentials: cfg.username.clone().map(|u| (u, cfg.password.clone().unwrap_or_default())),
+            transport: tls.map(|c| Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(c)))),
+        },
+        backoff,
+        node.as_ref().map(EdgeNode::will),
+    );
+    let mut w = Worker {
+        label: ConnectorLabel { connector: name.clone() },
+        delivery: DeliveryState::new(cfg.max_inflight, backoff),
+        encoder: Encoder::new(&cfg),
+        commands: Commands::new(ctx.bus.clone(), &name, Duration::from_millis(cfg.command_timeout_ms)),
+        node,
+        live: None,
+        name,
+        cfg,
+        ctx: ctx.clone(),
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let filter = w.cfg.filter();
+    // The replay budget: values the backlog may still send this second.
+    let mut budget = w.cfg.replay_max_rate as f64;
+    let mut last_refill = Instant::now();
+    let mut bus_paused_until: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(TICK);
+    let mut drops_seen = 0u64;
+    w.metric_connected(false);
+
+    loop {
+        if bus_paused_until.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            bus_paused_until = None;
+        }
+        w.hand_over(&link);
+        let room = bus_paused_until.is_none() && w.delivery.wants_readings();
+        let replaying = w.live.is_some();
+        let replay_ok = room && (!replaying || budget > 0.0);
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            ev = link.next() => match ev {
+                None => {
+                    tracing::error!(connector = %w.name, "The MQTT connection task ended; the connector stops.");
+                    break;
+                }
+                Some(ev) => w.on_link_event(ev, &link, &mut sub, &filter),
+            },
+            Some(outcome) = w.commands.next() => w.answer(outcome),
+            d = sub.recv(), if replay_ok => match d {
+                Ok(d) => {
+                    if replaying {
+                        budget -= (d.end_seq() - d.first_seq()) as f64;
+                    }
+                    w.on_delivery(&d, &mut sub, replaying);
+                }
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    // A WAL read error (EIO, too many open files): keep going, later.
+                    tracing::error!(connector = %w.name, error = %e, "Cannot read the bus; retrying in a second.");
+                    bus_paused_until = Some(tokio::time::Instant::now() + BUS_RETRY);
+                }
+            },
+            d = recv_live(&mut w.live), if room && replaying => {
+                if let Some(d) = d {
+                    let messages = w.encode(&d, Kind::Live, false);
+                    w.delivery.queue(messages);
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let rate = w.cfg.replay_max_rate as f64;
+                budget = (budget + rate * now.duration_since(last_refill).as_secs_f64()).min(rate);
+                last_refill = now;
+                w.report_backlog(&sub, &mut drops_seen);
+                w.check_replay(&sub, &filter);
+            }
+        }
+    }
+    // Unconfirmed data stays in the WAL and is sent after the next start.
+    if w.delivery.is_connected() {
+        if let Some(node) = &w.node {
+            let (topic, payload) = node.death(now_ns() / 1_000_000);
+            link.try_publish(&topic, 1, payload.into());
+        }
+        link.try_disconnect();
+        let deadline = tokio::time::Instant::now() + GOODBYE;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, link.next()).await {
+            if matches!(ev, LinkEvent::Disconnected | LinkEvent::Down(_)) {
+                break;
+            }
+        }
+    }
+    w.metric_connected(false);
+}
+
+impl Worker {
+    fn metric_connected(&self, connected: bool) {
+        self.ctx.metrics.connected.get_or_create(&self.label).set(i64::from(connected));
+    }
+
+    /// Hands the link what the delivery state lets go.
+    fn hand_over(&mut self, link: &Link) {
+        let sent = self.delivery.hand_over(Instant::now(), |m| link.try_publish(&m.topic, m.qos, m.payload.clone()));
+        if sent.messages > 0 {
+            let m = &self.ctx.metrics;
+            m.messages_sent.get_or_create(&self.label).inc_by(sent.messages);
+            m.values_sent.get_or_create(&self.label).inc_by(sent.values);
+        }
+    }
+
+    fn on_link_event(&mut self, ev: LinkEvent, link: &Link, sub: &mut Subscriber, filter: &Filter) {
+        match ev {
+            LinkEvent::ConnAck { session_present } => {
+                tracing::info!(connector = %self.name, session_present, "Connected to the MQTT broker.");
+                self.metric_connected(true);
+                // Sparkplug: births belong to one connection, whatever the broker kept.
+                let resumed = session_present && self.node.is_none();
+                if self.delivery.connected(resumed) == Session::New {
+                    // The client dropped what it would have resent: read it again.
+                    self.restart(sub);
+                }
+                self.subscribe_commands(link);
+                self.check_replay(sub, filter);
+            }
+            LinkEvent::Confirmed(pkid) => {
+                let c = self.delivery.confirmed(pkid);
+                self.on_confirmed(c, sub);
+            }
+            LinkEvent::Written(pkid) => {
+                let c = self.delivery.written(pkid);
+                self.on_confirmed(c, sub);
+            }
+            LinkEvent::Refused { pkid, reason } => match self.delivery.refused(pkid, Instant::now()) {
+                Refusal::Ignored => {}
+                Refusal::Dropped => {
+                    tracing::warn!(connector = %self.name, pkid, %reason, "The broker refused a live value; the replay sends it again.");
+                }
+                Refusal::Retry { pause } => {
+                    tracing::error!(connector = %self.name, pkid, %reason, ?pause, "The broker refused a command acknowledgement; retrying it.");
+                }
+                Refusal::Restart { pause } => {
+                    tracing::error!(connector = %self.name, pkid, %reason, ?pause, "The broker refused a message; sending again from the last confirmed reading.");
+                    self.restart(sub);
+                }
+            },
+            LinkEvent::Message { topic, payload } => self.on_command(&topic, &payload),
+            LinkEvent::Down(e) => {
+                if self.delivery.is_connected() {
+                    tracing::warn!(connector = %self.name, error = %e, "Lost the MQTT broker; data waits in the WAL and is sent after reconnecting.");
+                } else {
+                    tracing::debug!(connector = %self.name, error = %e, "MQTT connection attempt failed.");
+                }
+                self.delivery.down();
+                self.live = None;
+                self.metric_connected(false);
+                self.ctx.metrics.reconnects.get_or_create(&self.label).inc();
+            }
+            LinkEvent::Disconnected | LinkEvent::Other => {}
+        }
+    }
+
+    /// Everything unconfirmed was given up: read again from the cursor, and
+    /// (Sparkplug) start a new session of births ahead of it.
+    fn restart(&mut self, sub: &mut Subscriber) {
+        sub.rewind();
+        self.live = None;
+        if let Some(node) = self.node.as_mut() {
+            let births = node.births(now_ns() / 1_000_000);
+            self.delivery.queue_ahead(births.into_iter().map(|(t, p)| encode::control(t, p, Kind::Birth)).collect());
+        }
+    }
+
+    fn on_confirmed(&mut self, confirmed: Option<Confirmed>, sub: &mut Subscriber) {
+        let Some(c) = confirmed else { return };
+        let m = &self.ctx.metrics;
+        m.values_acked.get_or_create(&self.label).inc_by(c.values);
+        m.ack_latency.get_or_create(&self.label).observe(c.handed_at.elapsed().as_secs_f64());
+        self.ack(c.ack, sub);
+    }
+
+    fn ack(&self, end: Option<u64>, sub: &mut Subscriber) {
+        if let Some(end) = end
+            && let Err(e) = sub.ack(end)
+        {
+            tracing::warn!(connector = %self.name, error = %e, "Cannot move the bus cursor.");
+        }
+    }
+
+    fn encode(&mut self, d: &Delivery, kind: Kind, historical: bool) -> Vec<super::delivery::Outgoing> {
+        let frames: Vec<(u64, &DataFrame)> = d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df))).collect();
+        self.encoder.readings(&frames, kind, self.node.as_mut(), historical, now_ns() / 1_000_000)
+    }
+
+    /// A delivery from the cursor. `replaying`: it comes from a backlog
+    /// (Sparkplug flags its metrics historical).
+    fn on_delivery(&mut self, d: &Delivery, sub: &mut Subscriber, replaying: bool) {
+        let messages = self.encode(d, Kind::Data, replaying);
+        let ack = self.delivery.queue_delivery(d.end_seq(), messages);
+        self.ack(ack, sub);
+    }
+
+    fn on_command(&mut self, topic: &str, payload: &[u8]) {
+        let parsed = match &self.node {
+            Some(node) => node.command_path(topic).map(|p| commands::parse_sparkplug(p, payload)).unwrap_or_default(),
+            None => vec![commands::parse_json(topic, payload)],
+        };
+        for c in parsed {
+            match c {
+                Command::Write { id, tag, value } => {
+                    if let Some(outcome) = self.commands.start(id, tag, value) {
+                        self.answer(outcome);
+                    }
+                }
+                Command::Invalid { id, error } => self.answer(Outcome::Invalid { id, error }),
+                Command::Rebirth => {
+                    if let Some(node) = self.node.as_mut() {
+                        // Behind the readings already queued: their sequence numbers come first.
+                        let births = node.births(now_ns() / 1_000_000);
+                        self.delivery
+                            .queue(births.into_iter().map(|(t, p)| encode::control(t, p, Kind::Birth)).collect());
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, outcome: Outcome) {
+        let (status, topic, body) = commands::answer(&self.cfg.topic_prefix, outcome);
+        let label = CommandLabel { connector: self.name.clone(), status: status.into() };
+        self.ctx.metrics.commands.get_or_create(&label).inc();
+        self.delivery.queue_ahead(vec![encode::control(topic, body, Kind::CommandAck)]);
+    }
+
+    fn subscribe_commands(&self, link: &Link) {
+        let r = match &self.node {
+            Some(node) => node.command_topics().iter().try_for_each(|t| link.try_subscribe(t)),
+            None => link.try_subscribe(&format!("{}/cmd/#", self.cfg.topic_prefix)),
+        };
+        if let Err(e) = r {
+            tracing::warn!(connector = %self.name, error = %e, "Cannot subscribe to the command topics.");
+        }
+    }
+
+    fn report_backlog(&self, sub: &Subscriber, drops_seen: &mut u64) {
+        let m = &self.ctx.metrics;
+        let backlog = self.ctx.bus.head_seq().saturating_sub(sub.position());
+        m.backlog_frames.get_or_create(&self.label).set(backlog as i64);
+        if let Some(wal) = self.ctx.bus.wal() {
+            let s = wal.stats();
+            let span = s.next_seq.saturating_sub(s.first_seq).max(1);
+            let bytes = backlog as u128 * u128::from(s.disk_bytes) / u128::from(span);
+            m.backlog_bytes.get_or_create(&self.label).set(bytes as i64);
+        }
+        let drops = sub.drops();
+        if drops > *drops_seen {
+            tracing::warn!(connector = %self.name, values = drops - *drops_seen, "Values were lost before they could be sent (the WAL dropped them when it was full).");
+            m.dropped.get_or_create(&self.label).inc_by(drops - *drops_seen);
+            *drops_seen = drops;
+        }
+    }
+
+    /// Replay mode: more backlog than a second of replay. Live values then go
+    /// out alongside through a lossy subscription; the mode ends when the
+    /// replay reaches where that subscription started.
+    fn check_replay(&mut self, sub: &Subscriber, filter: &Filter) {
+        let backlog = self.ctx.bus.head_seq().saturating_sub(sub.position());
+        let connected = self.delivery.is_connected();
+        match &self.live {
+            None if connected && backlog > self.cfg.replay_max_rate.max(1000) => {
+                let name = format!("mqtt-{}-live", self.name);
+                // Only durable frames: live values carry their seq too, and a seq a
+                // crash could lose would be given to another reading after a restart.
+                let opts = SubscribeOptions::lossy(name, 1 << 16).only_durable().filter(filter.clone());
+                if let Ok(s) = self.ctx.bus.subscribe(opts) {
+                    tracing::info!(connector = %self.name, backlog, "Replaying a backlog at up to replay_max_rate; sending live values alongside.");
+                    let start = s.position();
+                    self.live = Some((s, start));
+                }
+            }
+            Some((_, start)) if sub.position() >= *start || !connected => {
+                tracing::info!(connector = %self.name, "Backlog replayed.");
+                self.live = None;
+            }
+            _ => {}
+        }
+        self.ctx.metrics.replaying.get_or_create(&self.label).set(i64::from(self.live.is_some()));
+    }
+}
+
+async fn recv_live(live: &mut Option<(Subscriber, u64)>) -> Option<Delivery> {
+    match live {
+        Some((s, _)) => s.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
