@@ -417,12 +417,17 @@ impl Wal {
         // so that the gap is a segment boundary and not a hole inside one.
         let reuse = segs.last().is_some_and(|s| s.end_seq.max(s.base_seq) == next_seq);
         if !reuse {
+            // Flagged, so that later opens do not report the gap (reported
+            // now, as cursors ahead) as a new loss.
+            let flags = if next_seq > 0 { format::FLAG_AFTER_GAP } else { 0 };
             let path = dir.join(format::segment_name(next_seq));
             let f = storage.open(&path, OpenMode::Create).map_err(WalError::io("create", &path))?;
-            f.write_at(&format::segment_header(next_seq), 0).map_err(WalError::io("write", &path))?;
+            f.write_at(&format::segment_header_with(next_seq, flags), 0).map_err(WalError::io("write", &path))?;
             f.sync_data().map_err(WalError::io("sync", &path))?;
             storage.sync_dir(&dir).map_err(WalError::io("sync", &dir))?;
-            segs.push(SegInfo::new(next_seq, path, SEGMENT_HEADER_LEN));
+            let mut seg = SegInfo::new(next_seq, path, SEGMENT_HEADER_LEN);
+            seg.after_gap = flags != 0;
+            segs.push(seg);
         }
         let active = segs.last().expect("a segment was just ensured");
         let active_file =
@@ -450,6 +455,15 @@ impl Wal {
         };
         let progress = Progress { written: next_seq, durable: next_seq, cycles: 0, failures: 0, served: 0 };
         let report = rec.report;
+        if !report.missing.is_empty() {
+            tracing::error!(
+                dir = %dir.display(),
+                lost_seqs = report.lost_seqs,
+                missing = %report.missing_text(),
+                "Sequence numbers are missing from the write-ahead log: that data is lost (a segment was deleted, \
+                 cut short or damaged)."
+            );
+        }
         if !report.is_clean() {
             tracing::warn!(dir = %dir.display(), ?report, "Write-ahead log recovered with repairs.");
         }
