@@ -45,6 +45,7 @@ pub async fn health(State(s): State<AppState>) -> Response {
                 (None, _) => "memory".to_string(),
                 (Some(_), None) => "ok".to_string(),
                 // The error itself (paths, OS messages) goes to the log, not to clients.
+                (Some(w), Some(_)) if w.disk_full => "failing (disk full; see the gateway log)".to_string(),
                 (Some(_), Some(_)) => "failing (see the gateway log)".to_string(),
             },
             "store": match &store {

@@ -243,6 +243,9 @@ pub struct WalStats {
     pub io_errors: u64,
     /// The last I/O error, if the flusher is currently failing.
     pub last_error: Option<String>,
+    /// Whether that error says the disk is full: no space (`ENOSPC`), the
+    /// quota (`EDQUOT`) or the file-size limit (`EFBIG`, `ulimit -f`).
+    pub disk_full: bool,
 }
 
 /// Positions published by the flusher.
@@ -295,6 +298,8 @@ struct Inner {
     flush_req: u64,
     state: RunState,
     last_error: Option<String>,
+    /// `last_error` says the disk is full.
+    disk_full: bool,
 }
 
 #[derive(Debug)]
@@ -447,6 +452,7 @@ impl Wal {
             flush_req: 0,
             state: RunState::Running,
             last_error: None,
+            disk_full: false,
         };
         let cursors = Cursors {
             map: rec.cursors.into_iter().map(|(k, v)| (k, CursorState { position: v, persisted: v })).collect(),
@@ -774,9 +780,9 @@ impl Wal {
     /// (not atomically: fields may be a moment apart).
     pub fn stats(&self) -> WalStats {
         let sh = &*self.shared;
-        let (next_seq, pending, disk, last_error) = {
+        let (next_seq, pending, disk, last_error, disk_full) = {
             let g = lock(&sh.inner);
-            (g.next_seq, g.buf.len() as u64, g.disk_bytes, g.last_error.clone())
+            (g.next_seq, g.buf.len() as u64, g.disk_bytes, g.last_error.clone(), g.disk_full)
         };
         let p = *sh.progress.borrow();
         let (first_seq, segments) = {
@@ -805,6 +811,7 @@ impl Wal {
             read_corrupt_records: get(&c.read_corrupt),
             io_errors: get(&c.io_errors),
             last_error,
+            disk_full,
         }
     }
 
@@ -1008,7 +1015,9 @@ impl Flusher {
                 self.fail(&e);
             }
             if ok {
-                lock(&self.sh.inner).last_error = None;
+                let mut g = lock(&self.sh.inner);
+                g.last_error = None;
+                g.disk_full = false;
             }
             self.sh.progress.send_modify(|p| {
                 p.cycles += 1;
@@ -1027,9 +1036,22 @@ impl Flusher {
     }
 
     fn fail(&self, e: &WalError) {
-        tracing::error!(error = %e, "Write-ahead log flush failed; keeping the data and retrying.");
+        let disk_full = e.is_disk_full();
+        if disk_full {
+            tracing::error!(
+                error = %e,
+                "The disk is full (no space, quota or file-size limit): the write-ahead log keeps the data in \
+                 memory and retries; producers wait once max_pending_bytes are pending."
+            );
+        } else {
+            tracing::error!(error = %e, "Write-ahead log flush failed; keeping the data and retrying.");
+        }
         self.sh.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sh.inner).last_error = Some(e.to_string());
+        {
+            let mut g = lock(&self.sh.inner);
+            g.last_error = Some(e.to_string());
+            g.disk_full = disk_full;
+        }
         self.sh.progress.send_modify(|p| p.failures += 1);
     }
 
