@@ -87,8 +87,9 @@ impl Driver for Doomed {
         Ok(())
     }
 
-    fn run(&self, _dev: Arc<DeviceConfig>, _ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
-        async { panic!("the doomed driver fell over") }
+    fn run(&self, dev: Arc<DeviceConfig>, _ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
+        let name = dev.name.clone();
+        async move { panic!("the doomed driver of {name} fell over") }
     }
 }
 
@@ -111,7 +112,7 @@ async fn a_failed_driver_makes_health_degraded_and_names_the_device() {
     assert_eq!(v["checks"]["drivers"], "failed: kiln");
     let snap = serde_json::to_value(status.snapshot()).unwrap();
     assert_eq!((&snap["running"], &snap["state"]), (&json!(false), &json!("failed")), "{snap}");
-    assert!(snap["last_error"].as_str().unwrap().contains("the doomed driver fell over"), "{snap}");
+    assert!(snap["last_error"].as_str().unwrap().contains("the doomed driver of kiln fell over"), "{snap}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -390,7 +390,7 @@ fn describe(v: &Value) -> String {
 /// A float with no fractional part that fits in i64 exactly.
 fn exact_i64(x: f64) -> Option<i64> {
     // -2^63 is exact in f64; 2^63 is the first value past i64::MAX.
-    (x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&x)).then(|| x as i64)
+    (x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&x)).then_some(x as i64)
 }
 
 /// A written number as an exact integer: an integer as it is, a float only
