@@ -69,7 +69,7 @@ enum WalCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Check every record; exit status 1 if anything is damaged.
+    /// Check every record and that no sequence numbers are missing; exit status 1 if anything is damaged or lost.
     Verify {
         /// The WAL directory (e.g. ./data/wal), read without taking its lock.
         dir: PathBuf,

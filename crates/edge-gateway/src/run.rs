@@ -5,6 +5,7 @@
 //! WAL), close the bus (flushing and syncing the WAL), close the store.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +61,57 @@ pub struct Running {
     connectors: Connectors,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Held until the gateway has stopped.
+    _data_lock: std::fs::File,
+}
+
+/// The lock file in the data directory, held while a gateway runs.
+const DATA_DIR_LOCK: &str = "edge-gateway.lock";
+
+/// Takes the data directory's lock (`flock`, released when the process
+/// ends, however it ends), or fails naming the directory if another gateway
+/// holds it.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join(DATA_DIR_LOCK);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another edge-gateway is using {} (stop it, or give this one another --data-dir)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock the data directory ({})", path.display()))
+        }
+    }
+}
+
+/// Makes a write past the file-size limit (`ulimit -f`) fail with `EFBIG`
+/// instead of killing the process: the kernel's SIGXFSZ terminates it
+/// silently by default. tokio's handler stays installed for the life of the
+/// process; the WAL and the store then report the failing writes like a
+/// full disk, and this logs each signal.
+fn survive_file_size_limit() {
+    let kind = tokio::signal::unix::SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32);
+    match tokio::signal::unix::signal(kind) {
+        Ok(mut signals) => {
+            tokio::spawn(async move {
+                while signals.recv().await.is_some() {
+                    tracing::warn!("A write went past the file-size limit (ulimit -f); it fails like on a full disk.");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "Cannot handle SIGXFSZ: a write past the file-size limit (ulimit -f) would stop the gateway."
+        ),
+    }
 }
 
 impl Running {
@@ -69,6 +121,9 @@ impl Running {
         let data_dir = cfg.gateway.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        // Before the WAL and the store: they may live elsewhere (wal_dir, a
+        // database URL), but two gateways must never share a data directory.
+        let data_lock = lock_data_dir(&data_dir)?;
         let mut registry = Registry::default();
         let bus_metrics = Arc::new(BusMetrics::new(&mut registry));
         let bus = Bus::open(cfg.bus.clone(), bus_metrics).map_err(|e| match e {
@@ -86,6 +141,7 @@ impl Running {
                 next_seq = r.next_seq,
                 cursors = r.cursors.len(),
                 clean = r.is_clean(),
+                lost_seqs = r.lost_seqs,
                 ms = r.duration.as_millis() as u64,
                 "Write-ahead log opened."
             );
@@ -122,7 +178,7 @@ impl Running {
         let server = tokio::spawn(gateway_api::serve(listener, state, async move {
             let _ = stop_rx.await;
         }));
-        Ok(Running { bus, store, devices, addr, connectors, stop: stop_tx, server })
+        Ok(Running { bus, store, devices, addr, connectors, stop: stop_tx, server, _data_lock: data_lock })
     }
 
     /// Shuts down in order: stop accepting requests, stop the drivers, stop
@@ -143,6 +199,7 @@ impl Running {
 }
 
 async fn run_async(cfg: Config) -> anyhow::Result<()> {
+    survive_file_size_limit();
     let gw = Running::start(&cfg).await?;
     let addr = gw.addr;
     tracing::info!(%addr, devices = gw.devices.len(), "edge-gateway is running: http://{addr}/ (live values), /api/v1, /ws, /metrics.");

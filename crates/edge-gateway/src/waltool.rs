@@ -50,6 +50,9 @@ fn print_inspection(dir: &Path, i: &Inspection) {
     for name in &r.corrupt_cursors {
         println!("  cursor {name:<20} DAMAGED (its consumer restarts from the oldest record)");
     }
+    for &(a, b) in &r.missing {
+        println!("  MISSING seq {a}..{b}: {} sequence numbers lost (a segment deleted, cut short or damaged)", b - a);
+    }
     if r.lost_seqs > 0 {
         println!("  {} sequence numbers lost to damage", r.lost_seqs);
     }
@@ -102,11 +105,16 @@ pub fn verify(dir: &Path) -> ExitCode {
         Ok(i) => {
             print_inspection(dir, &i);
             if i.is_damaged() {
+                let r = &i.report;
+                let missing =
+                    if r.missing.is_empty() { String::new() } else { format!(" (missing {})", r.missing_text()) };
                 println!(
-                    "DAMAGED: {} corrupt regions, {} damaged segment headers, {} damaged cursors",
-                    i.report.corrupt_regions,
-                    i.report.bad_segments.len(),
-                    i.report.corrupt_cursors.len()
+                    "DAMAGED: {} sequence numbers lost{missing}, {} corrupt regions, {} damaged segment headers, \
+                     {} damaged cursors",
+                    r.lost_seqs,
+                    r.corrupt_regions,
+                    r.bad_segments.len(),
+                    r.corrupt_cursors.len()
                 );
                 ExitCode::from(1)
             } else {

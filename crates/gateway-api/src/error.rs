@@ -67,6 +67,22 @@ impl From<gateway_store::StoreError> for ApiError {
             StoreError::Conflict { what, name } => {
                 ApiError::conflict("exists", format!("{what} {name:?} already exists"))
             }
+            StoreError::Full(_) => {
+                tracing::error!(error = %e, "A change could not be stored: the database is full.");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the gateway's database is full; nothing was changed. Free disk space, then retry",
+                )
+            }
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "The database is unavailable.");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the gateway's database is unavailable; nothing was changed. Retry later",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

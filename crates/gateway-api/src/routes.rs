@@ -28,13 +28,15 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(f).await.map_err(ApiError::internal)?
 }
 
-/// `GET /api/v1/system/health`: 200 when the bus, the WAL and the store work, else 503.
+/// `GET /api/v1/system/health`: 200 when the bus, the WAL, the store (reads
+/// and writes) and every started driver work, else 503.
 pub async fn health(State(s): State<AppState>) -> Response {
     let bus_ok = !s.bus().is_closed();
     let wal = s.bus().wal().map(|w| w.stats());
     let wal_error = wal.as_ref().and_then(|w| w.last_error.clone());
     let store = s.store().health().await;
-    let ok = bus_ok && wal_error.is_none() && store.is_ok();
+    let failed: Vec<String> = s.devices().manager().failed().into_iter().map(|(name, _)| name).collect();
+    let ok = bus_ok && wal_error.is_none() && store.is_ok() && failed.is_empty();
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "checks": {
@@ -43,9 +45,16 @@ pub async fn health(State(s): State<AppState>) -> Response {
                 (None, _) => "memory".to_string(),
                 (Some(_), None) => "ok".to_string(),
                 // The error itself (paths, OS messages) goes to the log, not to clients.
+                (Some(w), Some(_)) if w.disk_full => "failing (disk full; see the gateway log)".to_string(),
                 (Some(_), Some(_)) => "failing (see the gateway log)".to_string(),
             },
-            "store": if store.is_ok() { "ok".to_string() } else { "failing".to_string() },
+            "store": match &store {
+                Ok(()) => "ok",
+                Err(gateway_store::StoreError::Full(_)) => "failing (disk full)",
+                Err(_) => "failing",
+            },
+            // The reasons are in each device's status and in the log.
+            "drivers": if failed.is_empty() { "ok".to_string() } else { format!("failed: {}", failed.join(", ")) },
         }
     });
     if let Err(e) = store {

@@ -27,7 +27,7 @@ pub use driver::{Driver, DriverContext, DriverParams, Stop, TagParams};
 pub use gateway_model::FieldError;
 pub use manager::DriverManager;
 pub use registry::{DRIVERS, DriverEntry};
-pub use status::{DeviceStatus, StatusSnapshot};
+pub use status::{DeviceStatus, DriverState, StatusSnapshot};
 
 /// Runs the driver of `dev` until its context says stop.
 pub async fn run_device(dev: Arc<DeviceConfig>, ctx: DriverContext) {

@@ -1,10 +1,16 @@
 //! The driver manager: one task per device, started, replaced and stopped
 //! one at a time, so changing a device over the API restarts that device's
-//! driver alone.
+//! driver alone. A driver task that panics or ends without being told to
+//! stop is caught here: its status says `failed` with the reason, and
+//! [`DriverManager::failed`] lists it for the health check. It is never
+//! restarted in a loop: a driver that panics once will panic again.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use gateway_bus::Bus;
 use tokio::task::JoinHandle;
@@ -63,12 +69,7 @@ impl DriverManager {
         };
         let config = Arc::new(dev);
         let name = config.name.clone();
-        let st = status.clone();
-        let cfg = config.clone();
-        let task = tokio::spawn(async move {
-            run_device(cfg, ctx).await;
-            st.set_running(false);
-        });
+        let task = tokio::spawn(supervise(config.clone(), ctx, status.clone()));
         tracing::info!(device = %name, "Device driver started.");
         self.lock().insert(name, Running { config, stop, task, status });
     }
@@ -117,9 +118,50 @@ impl DriverManager {
         self.lock().get(name).map(|r| r.config.clone())
     }
 
+    /// The started devices whose driver task died by itself (panicked, or
+    /// ended without being told to stop), with the reason, in name order.
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.lock()
+            .iter()
+            .filter(|(_, r)| r.status.is_failed())
+            .map(|(name, r)| (name.clone(), r.status.snapshot().last_error.unwrap_or_default()))
+            .collect()
+    }
+
     /// The live status of a started device, `None` if it is not started
     /// (unknown, disabled or stopped); every (re)start begins a fresh one.
     pub fn status(&self, name: &str) -> Option<Arc<DeviceStatus>> {
         self.lock().get(name).map(|r| r.status.clone())
     }
+}
+
+/// Runs a device's driver and records how it ended: a panic or an end
+/// nobody asked for marks the status `failed` and is logged as an error.
+async fn supervise(dev: Arc<DeviceConfig>, ctx: DriverContext, status: Arc<DeviceStatus>) {
+    let told_to_stop = ctx.shutdown.clone();
+    let outcome = AssertUnwindSafe(run_device(dev.clone(), ctx)).catch_unwind().await;
+    let why = match outcome {
+        Ok(()) if told_to_stop.is_set() => {
+            status.set_running(false);
+            return;
+        }
+        Ok(()) => "the driver stopped by itself".to_owned(),
+        Err(panic) => format!("the driver panicked: {}", panic_message(&*panic)),
+    };
+    tracing::error!(
+        device = %dev.name,
+        error = %why,
+        "Device driver failed; the device stays down until it is changed or the gateway restarts."
+    );
+    status.set_failed(why);
+}
+
+/// The message a panic was raised with (`panic!("...")`); the payload alone,
+/// no backtrace.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct DeviceStatus {
     running: AtomicBool,
+    failed: AtomicBool,
     connected: AtomicBool,
     polls: AtomicU64,
     failures: AtomicU64,
@@ -18,12 +19,27 @@ pub struct DeviceStatus {
     last_error: Mutex<Option<String>>,
 }
 
+/// Whether a started device's driver task is alive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverState {
+    /// The task runs (whether or not it reaches the device).
+    #[default]
+    Running,
+    /// The task panicked or ended without being told to stop; `last_error`
+    /// says which. It stays so until the device is changed or the gateway
+    /// restarts.
+    Failed,
+}
+
 /// A copy of [`DeviceStatus`] for the API.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StatusSnapshot {
-    /// Whether the driver task is still running; false once it ended by
-    /// itself (a stopped device has no status at all).
+    /// Whether the driver task is still running; false once it ended (a
+    /// stopped device has no status at all).
     pub running: bool,
+    /// `running`, or `failed` once the task died by itself.
+    pub state: DriverState,
     /// Whether the driver reached the device at its last attempt.
     pub connected: bool,
     /// Polls that succeeded since the device was last (re)started.
@@ -66,6 +82,20 @@ impl DeviceStatus {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
     }
 
+    /// The driver task died (panicked, or returned without being told to
+    /// stop): not running, `failed`, with `why` as the last error.
+    pub fn set_failed(&self, why: impl std::fmt::Display) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.running.store(false, Ordering::Relaxed);
+        self.connected.store(false, Ordering::Relaxed);
+        self.failed(why);
+    }
+
+    /// Whether the driver task died by itself ([`DeviceStatus::set_failed`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// Counts a connection attempt after the first (`reconnects`).
     pub fn reconnecting(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -77,6 +107,7 @@ impl DeviceStatus {
         let last = self.last_poll_ns.load(Ordering::Relaxed);
         StatusSnapshot {
             running: self.running.load(Ordering::Relaxed),
+            state: if self.is_failed() { DriverState::Failed } else { DriverState::Running },
             connected: self.connected.load(Ordering::Relaxed),
             polls: self.polls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),

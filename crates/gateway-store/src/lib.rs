@@ -25,6 +25,10 @@
 //! * Reading never panics on stored data: a row that cannot be decoded is
 //!   reported as [`StoreError::Corrupt`].
 //! * Deleting a device deletes its tags, on both databases.
+//! * A write that fails because the database is full ([`StoreError::Full`])
+//!   or unavailable ([`StoreError::Unavailable`]) leaves no pooled connection
+//!   inside a transaction: writes work again as soon as the database can take
+//!   them, and [`Store::health`] reports the failure until one does.
 
 mod config;
 mod error;

@@ -55,11 +55,11 @@ pub(crate) fn migrator(dialect: Dialect) -> Migrator {
 
 /// Turns a migration failure into a [`StoreError::Schema`] that tells the
 /// operator what to do (run the newer gateway, restore a backup, ...); a plain
-/// database failure stays [`StoreError::Db`].
+/// database failure stays a database error ([`StoreError::Full`], ...).
 pub(crate) fn error(e: MigrateError, dialect: Dialect) -> StoreError {
     let latest = latest_version(dialect);
     match e {
-        MigrateError::Execute(e) => StoreError::Db(e),
+        MigrateError::Execute(e) => e.into(),
         MigrateError::VersionMissing(v) => StoreError::Schema(format!(
             "the database has schema version {v}, newer than this gateway knows (up to {latest}); it was upgraded \
              by a newer gateway. Refusing to use it: run that newer gateway, or restore a backup taken before \

@@ -13,15 +13,17 @@
 //! one consistent snapshot on both databases without a transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use sqlx::any::{Any, AnyConnectOptions, AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Row};
 
 use crate::config::{DEFAULT_SQLITE_FILE, DatabaseConfig, dialect_of};
+use crate::error::is_bad_sqlite_file;
 use crate::record::{DeviceRecord, Source, TagRecord};
 use crate::{StoreError, migrate};
 use gateway_model::FieldError;
@@ -57,6 +59,10 @@ pub struct SyncReport {
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// Why the last write failed, if the database itself failed it (full,
+    /// unavailable) and no write has succeeded since: reads may work while
+    /// writes do not, and [`Store::health`] must say so.
+    write_failure: Arc<Mutex<Option<StoreError>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -109,13 +115,31 @@ impl Store {
     /// schema up to date.
     ///
     /// Fails if the configuration is invalid, the database cannot be reached,
-    /// or its schema was written by a newer gateway ([`StoreError::Schema`]).
+    /// its schema was written by a newer gateway ([`StoreError::Schema`]), or
+    /// the SQLite file is not a database ([`StoreError::BadFile`]). An empty
+    /// (0-byte) SQLite file is a valid empty database: it is used, with a
+    /// warning that names it, since it usually means that the data it should
+    /// hold was lost.
     pub async fn open(cfg: &DatabaseConfig, data_dir: &Path) -> Result<Store, StoreError> {
         cfg.validate()?;
         sqlx::any::install_default_drivers();
-        let (url, dialect) = resolve_url(cfg, data_dir)?;
+        let (url, dialect, file) = resolve_url(cfg, data_dir)?;
+        let Some(file) = file else { return Self::open_url(cfg, &url, dialect, data_dir).await };
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() == 0) {
+            tracing::warn!(
+                file = %file.display(),
+                "The SQLite database file is empty (0 bytes): starting with an empty store. A crash while it was \
+                 created or a full disk can leave it so; if it held devices, restore it from a backup."
+            );
+        }
+        Self::open_url(cfg, &url, dialect, data_dir).await.map_err(|e| match e {
+            StoreError::Db(e) if is_bad_sqlite_file(&e) => StoreError::BadFile { path: file, reason: e.to_string() },
+            e => e,
+        })
+    }
 
-        let connect = AnyConnectOptions::from_str(&url)?;
+    async fn open_url(cfg: &DatabaseConfig, url: &str, dialect: Dialect, data_dir: &Path) -> Result<Store, StoreError> {
+        let connect = AnyConnectOptions::from_str(url)?;
         // Keep sqlx's level for slow statements (warn) and set only the
         // threshold; naming the level would need the `log` crate.
         let slow_level = connect.log_settings.slow_statements_level;
@@ -148,7 +172,7 @@ impl Store {
             .connect_with(connect)
             .await?;
 
-        let store = Store { pool, dialect };
+        let store = Store { pool, dialect, write_failure: Arc::new(Mutex::new(None)) };
         if let Err(e) = migrate::migrator(dialect).run(&store.pool).await {
             // Closing releases the connection that may still hold the
             // migration lock (PostgreSQL advisory lock).
@@ -215,13 +239,13 @@ impl Store {
     pub async fn create_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
         let enc = encode(device, device.source)?;
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        if !insert_device(&mut tx, &enc, now).await? {
-            return Err(StoreError::Conflict { what: "device", name: enc.name });
-        }
-        insert_tags(&mut tx, &enc).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(async |tx| {
+            if !insert_device(tx, &enc, now).await? {
+                return Err(StoreError::Conflict { what: "device", name: enc.name.clone() });
+            }
+            Ok(insert_tags(tx, &enc).await?)
+        })
+        .await
     }
 
     /// Stores a device, replacing the stored one of that name and all of its
@@ -229,18 +253,18 @@ impl Store {
     /// `created_at_ms`; `updated_at_ms` becomes now.
     pub async fn upsert_device(&self, device: &DeviceRecord) -> Result<bool, StoreError> {
         let enc = encode(device, device.source)?;
-        let mut tx = self.begin_write().await?;
-        let created = write_device(&mut tx, &enc, now_ms()).await?;
-        tx.commit().await?;
-        Ok(created)
+        self.write(async |tx| Ok(write_device(tx, &enc, now_ms()).await?)).await
     }
 
     /// Deletes a device and its tags; returns whether it existed.
     pub async fn delete_device(&self, name: &str) -> Result<bool, StoreError> {
         // The tags go with it: ON DELETE CASCADE (foreign keys are enabled on
         // every SQLite connection).
-        let done = sqlx::query("DELETE FROM devices WHERE name = $1").bind(name).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        self.write(async |tx| {
+            let done = sqlx::query("DELETE FROM devices WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
     }
 
     /// Stores one tag of an existing device; returns whether it was created.
@@ -248,47 +272,49 @@ impl Store {
     /// with [`StoreError::NotFound`] if the device does not exist.
     pub async fn upsert_tag(&self, device: &str, tag: &TagRecord) -> Result<bool, StoreError> {
         let enc = encode_tag(device, tag)?;
-        let mut tx = self.begin_write().await?;
-        // Touching the device first checks that it exists and, on PostgreSQL,
-        // locks it, so two new tags cannot take the same position.
-        if !touch_device(&mut tx, device, now_ms()).await? {
-            return Err(StoreError::NotFound { what: "device", name: device.to_owned() });
-        }
-        let updated = sqlx::query("UPDATE tags SET writable = $3, params = $4 WHERE device = $1 AND name = $2")
-            .bind(device)
-            .bind(&enc.name)
-            .bind(enc.writable)
-            .bind(&enc.params)
-            .execute(&mut *tx)
-            .await?;
-        let created = updated.rows_affected() == 0;
-        if created {
-            let position: i64 =
-                sqlx::query_scalar("SELECT COALESCE(MAX(position), -1) + 1 FROM tags WHERE device = $1")
-                    .bind(device)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            insert_tag(&mut tx, device, position, &enc).await?;
-        }
-        tx.commit().await?;
-        Ok(created)
+        self.write(async |tx| {
+            // Touching the device first checks that it exists and, on PostgreSQL,
+            // locks it, so two new tags cannot take the same position.
+            if !touch_device(tx, device, now_ms()).await? {
+                return Err(StoreError::NotFound { what: "device", name: device.to_owned() });
+            }
+            let updated = sqlx::query("UPDATE tags SET writable = $3, params = $4 WHERE device = $1 AND name = $2")
+                .bind(device)
+                .bind(&enc.name)
+                .bind(enc.writable)
+                .bind(&enc.params)
+                .execute(&mut *tx)
+                .await?;
+            let created = updated.rows_affected() == 0;
+            if created {
+                let position: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(position), -1) + 1 FROM tags WHERE device = $1")
+                        .bind(device)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                insert_tag(tx, device, position, &enc).await?;
+            }
+            Ok(created)
+        })
+        .await
     }
 
     /// Deletes one tag of a device; returns whether it existed. The other tags
     /// keep their order.
     pub async fn delete_tag(&self, device: &str, tag: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM tags WHERE device = $1 AND name = $2")
-            .bind(device)
-            .bind(tag)
-            .execute(&mut *tx)
-            .await?;
-        let deleted = done.rows_affected() > 0;
-        if deleted {
-            touch_device(&mut tx, device, now_ms()).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        self.write(async |tx| {
+            let done = sqlx::query("DELETE FROM tags WHERE device = $1 AND name = $2")
+                .bind(device)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+            let deleted = done.rows_affected() > 0;
+            if deleted {
+                touch_device(tx, device, now_ms()).await?;
+            }
+            Ok(deleted)
+        })
+        .await
     }
 
     /// Makes the stored config-file devices match `devices` (the file's), in one
@@ -313,50 +339,19 @@ impl Store {
         }
 
         let now = now_ms();
-        let mut report = SyncReport::default();
-        let mut tx = self.begin_write().await?;
-        let stored = load(&mut tx, None).await?;
-        for (enc, dev) in &encoded {
-            match stored.get(&enc.name) {
-                None => {
-                    write_device(&mut tx, enc, now).await?;
-                    report.created.push(enc.name.clone());
-                }
-                Some(Loaded { source: Some(Source::Api), .. }) => {
-                    tracing::warn!(
-                        device = %enc.name,
-                        "The config file defines a device that was created over the API; keeping the API's \
-                         device and ignoring the file's. Rename or delete one of them."
-                    );
-                    report.skipped.push(enc.name.clone());
-                }
-                Some(Loaded { record: Ok(old), .. }) if same_config(old, dev) => {
-                    report.unchanged.push(enc.name.clone());
-                }
-                Some(Loaded { record, .. }) => {
-                    if let Err(reason) = record {
-                        tracing::warn!(device = %enc.name, reason = %reason, "Replacing an unreadable stored device with the config file's.");
-                    }
-                    write_device(&mut tx, enc, now).await?;
-                    report.updated.push(enc.name.clone());
-                }
-            }
-        }
-        for (name, old) in &stored {
-            if old.source == Some(Source::Config) && !seen.contains(name.as_str()) {
-                sqlx::query("DELETE FROM devices WHERE name = $1").bind(name).execute(&mut *tx).await?;
-                tracing::info!(device = %name, "Deleted a device that is no longer in the config file.");
-                report.removed.push(name.clone());
-            }
-        }
-        tx.commit().await?;
-        Ok(report)
+        self.write(async |tx| sync_devices(tx, &encoded, &seen, now).await).await
     }
 
-    /// Checks that the database answers (`SELECT 1`).
+    /// Checks that the database answers (`SELECT 1`) and that writes work:
+    /// after a write failed because the database is full or unavailable, this
+    /// fails with that error until a write succeeds again.
     pub async fn health(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        match &*lock(&self.write_failure) {
+            Some(StoreError::Full(m)) => Err(StoreError::Full(m.clone())),
+            Some(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m.clone())),
+            _ => Ok(()),
+        }
     }
 
     /// Closes every connection, waiting for those in use to be returned. Later
@@ -365,16 +360,123 @@ impl Store {
         self.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+    /// Runs `f` in a write transaction and commits it. Whatever fails, the
+    /// connection goes back to the pool outside any transaction, or is closed;
+    /// the outcome is remembered for [`Store::health`].
+    async fn write<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = match self.pool.acquire().await {
+            Ok(mut conn) => {
+                let result = self.transact(&mut conn, f).await;
+                if result.is_err() {
+                    // sqlx rolls back a dropped transaction with a command queued on
+                    // the connection. But SQLite rolls a transaction back by itself
+                    // when a write fails with SQLITE_FULL or SQLITE_IOERR; sqlx's
+                    // ROLLBACK then fails, its count of open transactions stays at
+                    // one, and every later BEGIN on that pooled connection fails
+                    // with "attempted to call begin_with at non-zero transaction
+                    // depth". A round trip runs the queued rollback; a connection
+                    // still counted inside a transaction is closed, not reused.
+                    let _ = conn.ping().await;
+                    if conn.is_in_transaction() {
+                        tracing::warn!("Closing a database connection left inside a failed transaction.");
+                        conn.close_on_drop();
+                    }
+                }
+                result
+            }
+            Err(e) => Err(e.into()),
+        };
+        let mut failure = lock(&self.write_failure);
+        match &result {
+            Ok(_) => {
+                if failure.take().is_some() {
+                    tracing::info!("Database writes work again.");
+                }
+            }
+            Err(e) if e.is_outage() => {
+                if failure.is_none() {
+                    tracing::error!(error = %e, "Database writes are failing.");
+                }
+                *failure = Some(match e {
+                    StoreError::Full(m) => StoreError::Full(m.clone()),
+                    _ => StoreError::Unavailable(e.to_string()),
+                });
+            }
+            Err(_) => {}
         }
+        result
+    }
+
+    async fn transact<T>(
+        &self,
+        conn: &mut AnyConnection,
+        f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => conn.begin().await?,
+        };
+        let value = f(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
     }
 }
 
-/// The URL to connect to and its dialect; creates the SQLite file's directory.
-fn resolve_url(cfg: &DatabaseConfig, data_dir: &Path) -> Result<(String, Dialect), StoreError> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The body of [`Store::sync_config_devices`], inside its transaction.
+async fn sync_devices(
+    tx: &mut AnyConnection,
+    encoded: &[(Encoded, &DeviceRecord)],
+    seen: &BTreeSet<&str>,
+    now: i64,
+) -> Result<SyncReport, StoreError> {
+    let mut report = SyncReport::default();
+    let stored = load(tx, None).await?;
+    for (enc, dev) in encoded {
+        match stored.get(&enc.name) {
+            None => {
+                write_device(tx, enc, now).await?;
+                report.created.push(enc.name.clone());
+            }
+            Some(Loaded { source: Some(Source::Api), .. }) => {
+                tracing::warn!(
+                    device = %enc.name,
+                    "The config file defines a device that was created over the API; keeping the API's \
+                     device and ignoring the file's. Rename or delete one of them."
+                );
+                report.skipped.push(enc.name.clone());
+            }
+            Some(Loaded { record: Ok(old), .. }) if same_config(old, dev) => {
+                report.unchanged.push(enc.name.clone());
+            }
+            Some(Loaded { record, .. }) => {
+                if let Err(reason) = record {
+                    tracing::warn!(device = %enc.name, reason = %reason, "Replacing an unreadable stored device with the config file's.");
+                }
+                write_device(tx, enc, now).await?;
+                report.updated.push(enc.name.clone());
+            }
+        }
+    }
+    for (name, old) in &stored {
+        if old.source == Some(Source::Config) && !seen.contains(name.as_str()) {
+            sqlx::query("DELETE FROM devices WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            tracing::info!(device = %name, "Deleted a device that is no longer in the config file.");
+            report.removed.push(name.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// The URL to connect to, its dialect and the SQLite file (None for
+/// PostgreSQL and in-memory SQLite); creates the SQLite file's directory.
+fn resolve_url(cfg: &DatabaseConfig, data_dir: &Path) -> Result<(String, Dialect, Option<PathBuf>), StoreError> {
     let create_dir =
         |dir: &Path| std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source });
     let Some(url) = &cfg.url else {
@@ -383,18 +485,20 @@ fn resolve_url(cfg: &DatabaseConfig, data_dir: &Path) -> Result<(String, Dialect
         let dir =
             std::path::absolute(data_dir).map_err(|source| StoreError::Io { path: data_dir.to_path_buf(), source })?;
         create_dir(&dir)?;
-        let opts =
-            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.join(DEFAULT_SQLITE_FILE)).create_if_missing(true);
-        return Ok((opts.to_url_lossy().to_string(), Dialect::Sqlite));
+        let file = dir.join(DEFAULT_SQLITE_FILE);
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).create_if_missing(true);
+        return Ok((opts.to_url_lossy().to_string(), Dialect::Sqlite, Some(file)));
     };
     match dialect_of(url) {
         Some(Dialect::Sqlite) => {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let mut file = None;
             if !in_memory {
                 let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
                 if let Some(parent) = opts.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
                     create_dir(parent)?;
                 }
+                file = Some(opts.get_filename().to_path_buf());
             }
             // Create the file if missing, unless the URL says otherwise.
             let has_mode = url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("mode=")));
@@ -403,9 +507,9 @@ fn resolve_url(cfg: &DatabaseConfig, data_dir: &Path) -> Result<(String, Dialect
                 (false, true) => format!("{url}&mode=rwc"),
                 (false, false) => format!("{url}?mode=rwc"),
             };
-            Ok((url, Dialect::Sqlite))
+            Ok((url, Dialect::Sqlite, file))
         }
-        Some(Dialect::Postgres) => Ok((url.clone(), Dialect::Postgres)),
+        Some(Dialect::Postgres) => Ok((url.clone(), Dialect::Postgres, None)),
         // validate() has refused it already.
         None => Err(FieldError::new("url", "must start with `sqlite:`, `postgres:` or `postgresql:`").into()),
     }

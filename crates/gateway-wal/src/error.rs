@@ -96,6 +96,15 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// Whether this is an I/O error that means the disk is full: no space
+    /// (`ENOSPC`), the quota (`EDQUOT`), or the file-size limit (`EFBIG`,
+    /// what a write past `ulimit -f` fails with once SIGXFSZ does not kill
+    /// the process). All three are retried alike; only space helps.
+    pub fn is_disk_full(&self) -> bool {
+        use io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull};
+        matches!(self, WalError::Io { source, .. } if matches!(source.kind(), StorageFull | QuotaExceeded | FileTooLarge))
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> WalError {
         let path = path.into();
         move |source| WalError::Io { op, path, source }
@@ -135,3 +144,19 @@ pub enum Corruption {
 
 /// `Result` with [`WalError`] as the default error type.
 pub type Result<T, E = WalError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_space_quota_and_the_file_size_limit_all_count_as_a_full_disk() {
+        // Linux errno values: EFBIG, ENOSPC, EDQUOT; then EIO, which is not.
+        let err = |errno| WalError::io("write", "/wal/0.seg")(io::Error::from_raw_os_error(errno));
+        for errno in [27, 28, 122] {
+            assert!(err(errno).is_disk_full(), "errno {errno}");
+        }
+        assert!(!err(5).is_disk_full());
+        assert!(!WalError::Closed.is_disk_full());
+    }
+}

@@ -41,10 +41,22 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// Bytes of a segment header for a segment whose first record is `base_seq`.
 pub fn segment_header(base_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    segment_header_with(base_seq, 0)
+}
+
+/// Segment flag: the log skipped the sequence numbers before this segment's
+/// base on purpose (it was opened with a cursor ahead of the data, which the
+/// recovery report said then), so a gap before it is not a new loss. Readers
+/// that predate the flag ignore it.
+pub const FLAG_AFTER_GAP: u32 = 1;
+
+/// A segment header with `flags` ([`FLAG_AFTER_GAP`]).
+pub fn segment_header_with(base_seq: u64, flags: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // 12..16 flags, 24..28 reserved: zero.
+    h[12..16].copy_from_slice(&flags.to_le_bytes());
+    // 24..28 reserved: zero.
     h[16..24].copy_from_slice(&base_seq.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
@@ -67,6 +79,11 @@ pub fn parse_segment_header(h: &[u8]) -> Result<u64, Corruption> {
         return Err(Corruption::UnsupportedVersion(version));
     }
     Ok(u64_at(h, 16))
+}
+
+/// The flags of a header that [`parse_segment_header`] accepted.
+pub fn segment_flags(h: &[u8]) -> u32 {
+    u32_at(h, 12)
 }
 
 /// A record header as read from disk.

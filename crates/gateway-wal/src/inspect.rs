@@ -44,10 +44,12 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// Whether anything is damaged (a torn tail alone is not damage: it is an
-    /// unacknowledged write, truncated at the next open).
+    /// Whether anything is damaged or missing (a torn tail alone is not
+    /// damage: it is an unacknowledged write, truncated at the next open).
     pub fn is_damaged(&self) -> bool {
         self.report.corrupt_regions > 0
+            || self.report.lost_seqs > 0
+            || !self.report.missing.is_empty()
             || !self.report.bad_segments.is_empty()
             || !self.report.corrupt_cursors.is_empty()
     }
@@ -82,6 +84,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
         }
     }
     let bases = segment_bases(storage, dir)?;
+    let mut extents = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(format::segment_name(base));
         let mut r = RecoveryReport::default();
@@ -99,6 +102,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
             Err(WalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        extents.push((base, seg.as_ref().map(|s| s.end_seq), seg.as_ref().is_some_and(|s| s.after_gap)));
         let bytes = storage.open(&path, crate::OpenMode::Read).and_then(|f| f.len()).unwrap_or(0);
         out.segments.push(SegmentInfo {
             file: format::segment_name(base),
@@ -119,6 +123,8 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
         t.lost_seqs += r.lost_seqs;
         t.bad_segments.extend(r.bad_segments);
     }
+    out.report.missing = recover::missing_ranges(extents);
+    out.report.lost_seqs += out.report.missing.iter().map(|&(a, b)| b - a).sum::<u64>();
     let (cursors, corrupt) = recover::read_cursors(storage, dir, false, &mut out.report)?;
     out.report.cursors = cursors.into_iter().collect();
     out.report.corrupt_cursors = corrupt.into_iter().collect();

@@ -35,12 +35,19 @@
 //! offset size  field
 //!  0      8    magic "EGWALSG1"
 //!  8      4    format version (1)
-//! 12      4    flags (0)
+//! 12      4    flags: bit 0 = after a gap (see below), the others 0
 //! 16      8    base sequence number (equals the file name)
 //! 24      4    reserved (0)
 //! 28      4    CRC32C of bytes 0..28
 //! 32      ...  records, back to back
 //! ```
+//!
+//! A log opened with a cursor ahead of its data continues at that cursor in
+//! a new segment flagged "after a gap": the sequence numbers before it were
+//! lost (reported then as cursors ahead), and later opens do not report them
+//! again. Any other gap between segments (a segment deleted or cut short
+//! outside the gateway, a damaged tail or header) is reported at every open
+//! and inspection as missing, lost data ([`RecoveryReport::missing`]).
 //!
 //! # Record
 //!

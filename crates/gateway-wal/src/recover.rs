@@ -31,8 +31,14 @@ pub struct RecoveryReport {
     pub corrupt_regions: u64,
     /// Bytes in those regions.
     pub corrupt_bytes: u64,
-    /// Sequence numbers lost to damage (an estimate where a whole segment tail is lost).
+    /// Sequence numbers lost to damage, the [`RecoveryReport::missing`]
+    /// ranges included (an estimate where a whole segment tail is lost).
     pub lost_seqs: u64,
+    /// Sequence ranges `(start, end)` (end exclusive) that no segment holds
+    /// although later ones exist: a segment deleted or cut short outside the
+    /// gateway, a sealed segment whose tail was damaged, or one skipped for
+    /// a damaged header. Oldest first; counted in `lost_seqs`.
+    pub missing: Vec<(u64, u64)>,
     /// Segments whose header was damaged. Their records are recovered by their
     /// own checksums (and the header rewritten on open); a segment with none
     /// left is skipped.
@@ -54,14 +60,43 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
-    /// Whether anything was found damaged or repaired.
+    /// Whether anything was found damaged, missing or repaired.
     pub fn is_clean(&self) -> bool {
         self.torn_tail_bytes == 0
             && self.corrupt_regions == 0
+            && self.lost_seqs == 0
+            && self.missing.is_empty()
             && self.bad_segments.is_empty()
             && self.corrupt_cursors.is_empty()
             && self.cursors_ahead.is_empty()
     }
+
+    /// The [`RecoveryReport::missing`] ranges for people:
+    /// `100..150 (50 lost), 300..400 (100 lost)`.
+    pub fn missing_text(&self) -> String {
+        let ranges: Vec<String> = self.missing.iter().map(|&(a, b)| format!("{a}..{b} ({} lost)", b - a)).collect();
+        ranges.join(", ")
+    }
+}
+
+/// The sequence ranges no segment holds, oldest first, adjacent ones
+/// merged; from each segment in order, its extent: `(base, end of its valid
+/// records or None if it was skipped, whether it follows a gap on purpose)`.
+pub(crate) fn missing_ranges(segs: impl IntoIterator<Item = (u64, Option<u64>, bool)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    // Where the data so far ends: the next segment should begin there.
+    let mut data_end: Option<u64> = None;
+    for (base, end, after_gap) in segs {
+        if let Some(from) = data_end.filter(|&e| e < base && !after_gap) {
+            match out.last_mut() {
+                Some(last) if last.1 == from => last.1 = base,
+                _ => out.push((from, base)),
+            }
+        }
+        // A skipped segment's data is lost from its base on.
+        data_end = Some(end.map_or(base, |e| e.max(base)));
+    }
+    out
 }
 
 pub(crate) struct Recovered {
@@ -167,8 +202,12 @@ pub(crate) fn scan_segment(
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     let n = read_prefix(&*file, &mut header).map_err(WalError::io("read", path))?;
     let mut header_damaged = false;
+    let mut after_gap = false;
     let header_ok = match format::parse_segment_header(&header[..n]) {
-        Ok(b) if b == base => Ok(()),
+        Ok(b) if b == base => {
+            after_gap = format::segment_flags(&header) & format::FLAG_AFTER_GAP != 0;
+            Ok(())
+        }
         Ok(b) => Err(Corruption::BaseMismatch { header: b, name: base }),
         Err(e) => Err(e),
     };
@@ -193,6 +232,7 @@ pub(crate) fn scan_segment(
     }
 
     let mut seg = SegInfo::new(base, path.to_owned(), SEGMENT_HEADER_LEN);
+    seg.after_gap = after_gap;
     let mut w = Window::new(&*file, path, file_len);
     let mut pos = SEGMENT_HEADER_LEN;
     let mut expected = base;
@@ -234,7 +274,7 @@ pub(crate) fn scan_segment(
                 report.corrupt_bytes += file_len - pos;
                 seg.bad.push((pos, file_len));
                 pos = file_len;
-                // Sequence numbers lost here are counted against the next segment's base.
+                // Sequence numbers lost here are counted as missing up to the next segment's base.
                 break;
             }
         }
@@ -281,23 +321,17 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path) -> Result<Recovered> {
     bases.sort_unstable();
 
     let mut segs: Vec<SegInfo> = Vec::new();
+    let mut extents = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(format::segment_name(base));
         let is_last = i + 1 == bases.len();
-        match scan_segment(storage, &path, base, is_last, &mut report, ScanMode { repair: true, on_record: None })? {
-            Some(seg) => segs.push(seg),
-            None => {
-                let upto = bases.get(i + 1).copied().unwrap_or(base);
-                report.lost_seqs += upto.saturating_sub(base);
-            }
-        }
+        let seg = scan_segment(storage, &path, base, is_last, &mut report, ScanMode { repair: true, on_record: None })?;
+        extents.push((base, seg.as_ref().map(|s| s.end_seq), seg.as_ref().is_some_and(|s| s.after_gap)));
+        segs.extend(seg);
     }
-    // A sealed segment whose tail was corrupt lost the sequence numbers up to the next segment.
-    for pair in segs.windows(2) {
-        if pair[0].bad.last().is_some_and(|&(_, end)| end == pair[0].len) {
-            report.lost_seqs += pair[1].base_seq.saturating_sub(pair[0].end_seq);
-        }
-    }
+    // Between segments: a skipped one, a damaged or cut-off tail, a deleted file.
+    report.missing = missing_ranges(extents);
+    report.lost_seqs += report.missing.iter().map(|&(a, b)| b - a).sum::<u64>();
 
     let (cursors, corrupt_cursors) = read_cursors(storage, dir, true, &mut report)?;
 

@@ -26,11 +26,14 @@ pub(crate) struct SegInfo {
     pub index: Vec<IndexEntry>,
     /// Byte ranges known to be corrupt, skipped by readers.
     pub bad: Vec<(u64, u64)>,
+    /// The header has [`crate::format::FLAG_AFTER_GAP`]: a gap before this
+    /// segment was made on purpose.
+    pub after_gap: bool,
 }
 
 impl SegInfo {
     pub fn new(base_seq: u64, path: PathBuf, len: u64) -> Self {
-        SegInfo { base_seq, path, len, end_seq: base_seq, index: Vec::new(), bad: Vec::new() }
+        SegInfo { base_seq, path, len, end_seq: base_seq, index: Vec::new(), bad: Vec::new(), after_gap: false }
     }
 
     /// Offset of the last indexed record at or before `seq`.

@@ -243,6 +243,9 @@ pub struct WalStats {
     pub io_errors: u64,
     /// The last I/O error, if the flusher is currently failing.
     pub last_error: Option<String>,
+    /// Whether that error says the disk is full: no space (`ENOSPC`), the
+    /// quota (`EDQUOT`) or the file-size limit (`EFBIG`, `ulimit -f`).
+    pub disk_full: bool,
 }
 
 /// Positions published by the flusher.
@@ -295,6 +298,8 @@ struct Inner {
     flush_req: u64,
     state: RunState,
     last_error: Option<String>,
+    /// `last_error` says the disk is full.
+    disk_full: bool,
 }
 
 #[derive(Debug)]
@@ -417,12 +422,17 @@ impl Wal {
         // so that the gap is a segment boundary and not a hole inside one.
         let reuse = segs.last().is_some_and(|s| s.end_seq.max(s.base_seq) == next_seq);
         if !reuse {
+            // Flagged, so that later opens do not report the gap (reported
+            // now, as cursors ahead) as a new loss.
+            let flags = if next_seq > 0 { format::FLAG_AFTER_GAP } else { 0 };
             let path = dir.join(format::segment_name(next_seq));
             let f = storage.open(&path, OpenMode::Create).map_err(WalError::io("create", &path))?;
-            f.write_at(&format::segment_header(next_seq), 0).map_err(WalError::io("write", &path))?;
+            f.write_at(&format::segment_header_with(next_seq, flags), 0).map_err(WalError::io("write", &path))?;
             f.sync_data().map_err(WalError::io("sync", &path))?;
             storage.sync_dir(&dir).map_err(WalError::io("sync", &dir))?;
-            segs.push(SegInfo::new(next_seq, path, SEGMENT_HEADER_LEN));
+            let mut seg = SegInfo::new(next_seq, path, SEGMENT_HEADER_LEN);
+            seg.after_gap = flags != 0;
+            segs.push(seg);
         }
         let active = segs.last().expect("a segment was just ensured");
         let active_file =
@@ -442,6 +452,7 @@ impl Wal {
             flush_req: 0,
             state: RunState::Running,
             last_error: None,
+            disk_full: false,
         };
         let cursors = Cursors {
             map: rec.cursors.into_iter().map(|(k, v)| (k, CursorState { position: v, persisted: v })).collect(),
@@ -450,6 +461,15 @@ impl Wal {
         };
         let progress = Progress { written: next_seq, durable: next_seq, cycles: 0, failures: 0, served: 0 };
         let report = rec.report;
+        if !report.missing.is_empty() {
+            tracing::error!(
+                dir = %dir.display(),
+                lost_seqs = report.lost_seqs,
+                missing = %report.missing_text(),
+                "Sequence numbers are missing from the write-ahead log: that data is lost (a segment was deleted, \
+                 cut short or damaged)."
+            );
+        }
         if !report.is_clean() {
             tracing::warn!(dir = %dir.display(), ?report, "Write-ahead log recovered with repairs.");
         }
@@ -760,9 +780,9 @@ impl Wal {
     /// (not atomically: fields may be a moment apart).
     pub fn stats(&self) -> WalStats {
         let sh = &*self.shared;
-        let (next_seq, pending, disk, last_error) = {
+        let (next_seq, pending, disk, last_error, disk_full) = {
             let g = lock(&sh.inner);
-            (g.next_seq, g.buf.len() as u64, g.disk_bytes, g.last_error.clone())
+            (g.next_seq, g.buf.len() as u64, g.disk_bytes, g.last_error.clone(), g.disk_full)
         };
         let p = *sh.progress.borrow();
         let (first_seq, segments) = {
@@ -791,6 +811,7 @@ impl Wal {
             read_corrupt_records: get(&c.read_corrupt),
             io_errors: get(&c.io_errors),
             last_error,
+            disk_full,
         }
     }
 
@@ -994,7 +1015,9 @@ impl Flusher {
                 self.fail(&e);
             }
             if ok {
-                lock(&self.sh.inner).last_error = None;
+                let mut g = lock(&self.sh.inner);
+                g.last_error = None;
+                g.disk_full = false;
             }
             self.sh.progress.send_modify(|p| {
                 p.cycles += 1;
@@ -1013,9 +1036,22 @@ impl Flusher {
     }
 
     fn fail(&self, e: &WalError) {
-        tracing::error!(error = %e, "Write-ahead log flush failed; keeping the data and retrying.");
+        let disk_full = e.is_disk_full();
+        if disk_full {
+            tracing::error!(
+                error = %e,
+                "The disk is full (no space, quota or file-size limit): the write-ahead log keeps the data in \
+                 memory and retries; producers wait once max_pending_bytes are pending."
+            );
+        } else {
+            tracing::error!(error = %e, "Write-ahead log flush failed; keeping the data and retrying.");
+        }
         self.sh.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-        lock(&self.sh.inner).last_error = Some(e.to_string());
+        {
+            let mut g = lock(&self.sh.inner);
+            g.last_error = Some(e.to_string());
+            g.disk_full = disk_full;
+        }
         self.sh.progress.send_modify(|p| p.failures += 1);
     }
 

@@ -331,3 +331,103 @@ fn a_damaged_header_on_an_old_segment_keeps_its_records_too() {
     assert_eq!(wal.recovery_report().lost_seqs, 0);
     assert_eq!(record_seqs(&items(&wal, 0)), (0..200).collect::<Vec<_>>());
 }
+
+fn base_of(seg: &Path) -> u64 {
+    seg.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_deleted_middle_segment_is_reported_as_lost_with_its_range() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let segs = segments(dir.path());
+    let (from, to) = (base_of(&segs[2]), base_of(&segs[3]));
+    fs::remove_file(&segs[2]).unwrap();
+
+    let i = gateway_wal::inspect::inspect(dir.path()).unwrap();
+    assert!(i.is_damaged(), "wal verify must not say OK: {:?}", i.report);
+    assert_eq!(i.report.missing, vec![(from, to)]);
+    assert_eq!(i.report.lost_seqs, to - from);
+
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let rep = wal.recovery_report();
+    assert!(!rep.is_clean(), "{rep:?}");
+    assert_eq!(rep.missing, vec![(from, to)]);
+    assert_eq!(rep.lost_seqs, to - from);
+    assert_eq!(rep.missing_text(), format!("{from}..{to} ({} lost)", to - from));
+    let items = items(&wal, 0);
+    assert!(items.contains(&ReadItem::Gap { from, to }), "{items:?}");
+    assert_eq!(record_seqs(&items).len() as u64, 200 - (to - from));
+}
+
+#[test]
+fn a_middle_segment_cut_at_a_record_boundary_is_reported_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let segs = segments(dir.path());
+    let (base, next) = (base_of(&segs[1]), base_of(&segs[2]));
+    // Header and two whole records: nothing in the file is damaged, it just ends early.
+    let rec_len = 28 + payload(0).len() as u64;
+    fs::OpenOptions::new().write(true).open(&segs[1]).unwrap().set_len(32 + 2 * rec_len).unwrap();
+
+    let i = gateway_wal::inspect::inspect(dir.path()).unwrap();
+    assert!(i.is_damaged());
+    assert_eq!(i.report.corrupt_regions, 0);
+    assert_eq!(i.segments[1].end_seq, base + 2);
+    assert_eq!(i.report.missing, vec![(base + 2, next)]);
+    assert_eq!(i.report.lost_seqs, next - base - 2);
+
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let rep = wal.recovery_report();
+    assert!(!rep.is_clean(), "{rep:?}");
+    assert_eq!((rep.missing.clone(), rep.lost_seqs), (vec![(base + 2, next)], next - base - 2));
+}
+
+#[test]
+fn consecutive_lost_segments_make_one_range_and_a_whole_log_has_none() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let i = gateway_wal::inspect::inspect(dir.path()).unwrap();
+    assert!(!i.is_damaged() && i.report.missing.is_empty() && i.report.lost_seqs == 0, "{:?}", i.report);
+    assert!(Wal::open(dir.path(), opts()).unwrap().recovery_report().is_clean());
+
+    let segs = segments(dir.path());
+    let (from, to) = (base_of(&segs[1]), base_of(&segs[4]));
+    fs::remove_file(&segs[1]).unwrap();
+    fs::write(&segs[2], b"not a segment").unwrap();
+    fs::remove_file(&segs[3]).unwrap();
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let rep = wal.recovery_report();
+    assert_eq!((rep.missing.clone(), rep.lost_seqs), (vec![(from, to)], to - from), "{rep:?}");
+}
+
+#[test]
+fn the_gap_a_cursor_ahead_made_is_reported_once_not_at_every_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let wal = Wal::open(dir.path(), opts()).unwrap();
+        wal.cursor("keep", CursorStart::Oldest).unwrap();
+        let uplink = wal.cursor("uplink", CursorStart::Oldest).unwrap();
+        for i in 0..200 {
+            wal.append_blocking(&payload(i), 1).unwrap();
+        }
+        uplink.commit(200).unwrap();
+        wal.close().unwrap();
+    }
+    // The newest data is lost while the uplink's acknowledgement survived.
+    let last = segments(dir.path()).pop().unwrap();
+    let lost_from = base_of(&last);
+    fs::remove_file(&last).unwrap();
+    {
+        let wal = Wal::open(dir.path(), opts()).unwrap();
+        assert_eq!(wal.recovery_report().cursors_ahead, vec![("uplink".to_string(), 200)]);
+        wal.append_blocking(b"after", 1).unwrap();
+        wal.close().unwrap();
+    }
+    let wal = Wal::open(dir.path(), opts()).unwrap();
+    let rep = wal.recovery_report();
+    assert!(rep.is_clean() && rep.missing.is_empty(), "{rep:?}");
+    assert!(items(&wal, 0).contains(&ReadItem::Gap { from: lost_from, to: 200 }), "readers still see the gap");
+    drop(wal);
+    assert!(!gateway_wal::inspect::inspect(dir.path()).unwrap().is_damaged());
+}

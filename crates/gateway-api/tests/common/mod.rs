@@ -30,31 +30,37 @@ pub fn default_devices() -> Vec<Value> {
 pub struct Env {
     pub state: AppState,
     pub bus: Bus,
+    pub store: Store,
+    pub manager: Arc<DriverManager>,
     _dir: tempfile::TempDir,
 }
 
 pub async fn env_with(cfg: ApiConfig, from_file: Vec<Value>) -> Env {
+    env_with_db(cfg, from_file, DatabaseConfig::default()).await
+}
+
+pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConfig) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let bus_cfg = BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() };
     let bus = Bus::open(bus_cfg, Arc::new(BusMetrics::new(&mut registry))).unwrap();
-    let store = Store::open(&DatabaseConfig::default(), dir.path()).await.unwrap();
+    let store = Store::open(&db, dir.path()).await.unwrap();
     let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
     let cache = LatestCache::spawn(&bus).unwrap();
     let ws = WsHub::spawn(&bus, cfg.clone(), api_metrics.clone(), cache.clone()).unwrap();
     let manager = Arc::new(DriverManager::new(bus.clone()));
     let from_file: Vec<DeviceConfig> = from_file.into_iter().map(|v| DeviceConfig::from_json(v).unwrap()).collect();
-    let devices = Arc::new(Devices::load(store.clone(), manager, cache.clone(), &from_file).await.unwrap());
+    let devices = Arc::new(Devices::load(store.clone(), manager.clone(), cache.clone(), &from_file).await.unwrap());
     let state = AppState::new(Parts {
         bus: bus.clone(),
         cache,
         devices,
-        store,
+        store: store.clone(),
         registry: Arc::new(registry),
         metrics: api_metrics,
         ws,
         cfg,
         preset: "memory_optimized".into(),
     });
-    Env { state, bus, _dir: dir }
+    Env { state, bus, store, manager, _dir: dir }
 }

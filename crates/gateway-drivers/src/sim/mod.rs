@@ -140,6 +140,11 @@ impl SimTagConfig {
         }
     }
 
+    /// The bounds of a random walk: `min..=max`, by default `offset ± amplitude`.
+    fn walk_bounds(&self) -> (f64, f64) {
+        (self.min.unwrap_or(self.offset - self.amplitude), self.max.unwrap_or(self.offset + self.amplitude))
+    }
+
     fn data_type(&self) -> SimType {
         self.data_type.unwrap_or(match self.signal {
             Signal::Counter => SimType::I64,
@@ -167,26 +172,79 @@ fn validate(dev: &DeviceConfig, p: &SimConfig) -> Result<(), FieldError> {
         if g.count > 1_000_000 {
             return Err(FieldError::new("generate.count", format!("must be at most 1000000, got {}", g.count)));
         }
-        if TagId::from_parts(&dev.name, &format!("{}0", g.prefix)).is_err() {
+        // The longest generated name decides whether they are all valid.
+        let last = format!("{}{}", g.prefix, g.count.saturating_sub(1));
+        if TagId::from_parts(&dev.name, &last).is_err() {
             return Err(FieldError::new("generate.prefix", format!("{:?} does not make valid tag names", g.prefix)));
+        }
+        if let Some(i) = dev.tags.iter().position(|t| generated_index(&t.name, &g.prefix).is_some_and(|n| n < g.count))
+        {
+            return Err(FieldError::new(
+                "generate.prefix",
+                format!("generated tag names would repeat tags[{i}].name {:?}", dev.tags[i].name),
+            ));
         }
     }
     for (i, (_, s)) in dev.tags_of::<SimTagConfig>().enumerate() {
-        let at = |f: &str| format!("tags[{i}].{f}");
-        if !s.amplitude.is_finite() || !s.offset.is_finite() {
-            return Err(FieldError::new(at("amplitude"), "amplitude and offset must be finite numbers"));
+        validate_tag(s).map_err(|e| e.under(&format!("tags[{i}]")))?;
+    }
+    Ok(())
+}
+
+/// The `n` of a tag named `{prefix}{n}` as the generator names them.
+fn generated_index(name: &str, prefix: &str) -> Option<u32> {
+    let digits = name.strip_prefix(prefix)?;
+    let canonical = digits == "0" || !digits.starts_with('0');
+    if canonical && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Refuses what would make the signal meaningless or panic the driver (a
+/// random walk's bounds crossing makes `clamp` panic).
+fn validate_tag(s: &SimTagConfig) -> Result<(), FieldError> {
+    let finite = |field: &'static str, v: f64| {
+        if v.is_finite() { Ok(()) } else { Err(FieldError::new(field, format!("must be a finite number, got {v}"))) }
+    };
+    finite("amplitude", s.amplitude)?;
+    finite("offset", s.offset)?;
+    if s.amplitude < 0.0 {
+        return Err(FieldError::new(
+            "amplitude",
+            format!("must be 0 or more, got {} (it is the height of the waveform)", s.amplitude),
+        ));
+    }
+    if !(s.offset.abs() + s.amplitude).is_finite() {
+        return Err(FieldError::new("amplitude", "offset plus amplitude is too large to compute with"));
+    }
+    if s.period_ms == 0 {
+        return Err(FieldError::new("period_ms", "must be at least 1"));
+    }
+    if !(0.0..=1.0).contains(&s.duty) {
+        return Err(FieldError::new("duty", format!("must be between 0 and 1, got {}", s.duty)));
+    }
+    if let Some(step) = s.step {
+        finite("step", step)?;
+        if step < 0.0 {
+            return Err(FieldError::new("step", format!("must be 0 or more, got {step}")));
         }
-        if s.period_ms == 0 {
-            return Err(FieldError::new(at("period_ms"), "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&s.duty) {
-            return Err(FieldError::new(at("duty"), format!("must be between 0 and 1, got {}", s.duty)));
-        }
-        if let (Some(lo), Some(hi)) = (s.min, s.max)
-            && lo > hi
-        {
-            return Err(FieldError::new(at("min"), format!("min {lo} is above max {hi}")));
-        }
+    }
+    if let Some(min) = s.min {
+        finite("min", min)?;
+    }
+    if let Some(max) = s.max {
+        finite("max", max)?;
+    }
+    let (lo, hi) = s.walk_bounds();
+    if lo > hi {
+        let (field, detail) = match (s.min, s.max) {
+            (Some(min), Some(max)) => ("min", format!("min {min} is above max {max}")),
+            (Some(min), None) => ("min", format!("min {min} is above the default max {hi} (offset + amplitude)")),
+            _ => ("max", format!("max {hi} is below the default min {lo} (offset - amplitude)")),
+        };
+        return Err(FieldError::new(field, detail));
     }
     Ok(())
 }
@@ -234,8 +292,7 @@ impl SimTag {
             Signal::Constant => p.offset,
             Signal::RandomWalk => {
                 let step = p.step.unwrap_or(p.amplitude / 20.0);
-                let lo = p.min.unwrap_or(p.offset - p.amplitude);
-                let hi = p.max.unwrap_or(p.offset + p.amplitude);
+                let (lo, hi) = p.walk_bounds();
                 self.state = (self.state + step * (2.0 * rng.next_f64() - 1.0)).clamp(lo, hi);
                 self.state
             }
@@ -266,7 +323,9 @@ impl SimTag {
         }
     }
 
-    /// Applies a written value; the error is the reason for a rejection.
+    /// Applies a written value; the error is the reason for a rejection. A
+    /// value the tag's type cannot hold exactly is refused, never rounded or
+    /// saturated.
     fn write(&mut self, v: &Value) -> Result<Value, String> {
         if self.kind == SimType::Bool {
             let b = v.as_bool().ok_or_else(|| format!("expected a boolean, got {}", v.type_name()))?;
@@ -274,19 +333,78 @@ impl SimTag {
             self.forced = Some(b);
             return Ok(Value::Bool(b));
         }
-        let x = match v.as_f64() {
-            Some(x) if x.is_finite() => x,
-            _ => return Err(format!("expected a number, got {}", v.type_name())),
-        };
-        match self.p.signal {
-            Signal::Counter => {
-                self.counter = x.round() as i64;
-                return Ok(self.convert_int(self.counter));
+        if self.kind == SimType::F64 {
+            let x = match v.as_f64() {
+                Some(x) if x.is_finite() && !matches!(v, Value::Bool(_)) => x,
+                _ => return Err(format!("expected a finite number, got {}", describe(v))),
+            };
+            match self.p.signal {
+                Signal::Counter => {
+                    self.counter = exact_i64(x)
+                        .ok_or_else(|| format!("a counter counts in whole numbers within i64, got {}", describe(v)))?;
+                    return Ok(self.convert_int(self.counter));
+                }
+                Signal::RandomWalk => self.state = x,
+                _ => self.p.offset = x,
             }
-            Signal::RandomWalk => self.state = x,
-            _ => self.p.offset = x,
+            return Ok(Value::F64(x));
+        }
+        let n = integer(v)?;
+        let (lo, hi, name) = match self.kind {
+            SimType::U64 => (0, i128::from(u64::MAX), "u64"),
+            _ => (i128::from(i64::MIN), i128::from(i64::MAX), "i64"),
+        };
+        if !(lo..=hi).contains(&n) {
+            return Err(format!("{n} is out of range for a {name} tag ({lo} to {hi})"));
+        }
+        if self.p.signal == Signal::Counter {
+            self.counter =
+                i64::try_from(n).map_err(|_| format!("{n} is above the largest counter value {}", i64::MAX))?;
+            return Ok(self.convert_int(self.counter));
+        }
+        // The level of the other signals is a float: only integers it holds exactly.
+        let x = n as f64;
+        if x as i128 != n {
+            return Err(format!("{n} cannot be held exactly by a simulated level (at most 2^53 in magnitude)"));
+        }
+        if self.p.signal == Signal::RandomWalk {
+            self.state = x;
+        } else {
+            self.p.offset = x;
         }
         Ok(self.convert(x))
+    }
+}
+
+/// `v` with its type, for rejection messages.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Str(_) | Value::Bytes(_) => v.type_name().to_owned(),
+        Value::F64(x) => format!("{x} (f64)"),
+        Value::I64(x) => format!("{x} (i64)"),
+        Value::U64(x) => format!("{x} (u64)"),
+        Value::Bool(b) => format!("{b} (bool)"),
+    }
+}
+
+/// A float with no fractional part that fits in i64 exactly.
+fn exact_i64(x: f64) -> Option<i64> {
+    // -2^63 is exact in f64; 2^63 is the first value past i64::MAX.
+    (x.fract() == 0.0 && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&x)).then_some(x as i64)
+}
+
+/// A written number as an exact integer: an integer as it is, a float only
+/// if it is whole (2.5 is refused, not rounded). Booleans and text are refused.
+fn integer(v: &Value) -> Result<i128, String> {
+    match *v {
+        Value::I64(n) => Ok(i128::from(n)),
+        Value::U64(n) => Ok(i128::from(n)),
+        // Whole floats within ±2^64 convert exactly; beyond, they are out of
+        // range for any integer tag anyway.
+        Value::F64(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 18_446_744_073_709_551_616.0 => Ok(x as i128),
+        Value::F64(x) if x.is_finite() && x.fract() == 0.0 => Err(format!("{x} is out of range for an integer tag")),
+        Value::F64(x) if x.is_finite() => Err(format!("expected a whole number, got {x}")),
+        _ => Err(format!("expected an integer, got {}", describe(v))),
     }
 }
 
@@ -416,5 +534,134 @@ mod tests {
         let mut b = tag(Signal::Square);
         assert_eq!(b.write(&Value::Bool(true)), Ok(Value::Bool(true)));
         assert_eq!(b.sample(6_000_000_000, &mut rng), Value::Bool(true), "a written boolean holds");
+    }
+
+    fn sim_device(tag: serde_json::Value) -> Result<DeviceConfig, FieldError> {
+        DeviceConfig::from_json(serde_json::json!({"name": "d", "driver": "sim", "tags": [tag]}))
+    }
+
+    #[test]
+    fn inputs_that_would_panic_the_driver_are_refused_with_their_field_path() {
+        use serde_json::json;
+        let cases = [
+            (json!({"name": "t", "signal": "random_walk", "amplitude": -1.0}), "tags[0].amplitude"),
+            (json!({"name": "t", "signal": "sine", "amplitude": -1.0}), "tags[0].amplitude"),
+            (json!({"name": "t", "signal": "random_walk", "min": 5.0}), "tags[0].min"),
+            (json!({"name": "t", "signal": "random_walk", "max": -5.0}), "tags[0].max"),
+            (json!({"name": "t", "signal": "random_walk", "min": 3.0, "max": 2.0}), "tags[0].min"),
+            (json!({"name": "t", "signal": "random_walk", "step": -1.0}), "tags[0].step"),
+            (json!({"name": "t", "signal": "ramp", "offset": 1e308, "amplitude": 1e308}), "tags[0].amplitude"),
+            (json!({"name": "t", "signal": "sine", "period_ms": 0}), "tags[0].period_ms"),
+        ];
+        for (tag, path) in cases {
+            let e = sim_device(tag.clone()).unwrap_err();
+            assert_eq!(e.path, path, "{tag}: {e}");
+        }
+        // NaN and infinities cannot come from JSON, but can from TOML.
+        let nan = |f: fn(&mut SimTagConfig)| {
+            let mut t = SimTagConfig::new(Signal::RandomWalk);
+            f(&mut t);
+            validate_tag(&t).unwrap_err().path
+        };
+        assert_eq!(nan(|t| t.step = Some(f64::NAN)), "step");
+        assert_eq!(nan(|t| t.min = Some(f64::NAN)), "min");
+        assert_eq!(nan(|t| t.max = Some(f64::INFINITY)), "max");
+        assert_eq!(nan(|t| t.amplitude = f64::NAN), "amplitude");
+        assert_eq!(nan(|t| t.duty = f64::NAN), "duty");
+
+        let generate = |g: serde_json::Value, tags: serde_json::Value| {
+            DeviceConfig::from_json(json!({"name": "d", "driver": "sim", "generate": g, "tags": tags}))
+        };
+        let e =
+            generate(json!({"count": 10, "signal": "sine", "prefix": "t"}), json!([{"name": "t3", "signal": "sine"}]))
+                .unwrap_err();
+        assert_eq!(e.path, "generate.prefix", "{e}");
+        assert!(
+            generate(json!({"count": 3, "signal": "sine", "prefix": "t"}), json!([{"name": "t3", "signal": "sine"}]))
+                .is_ok()
+        );
+        assert!(
+            generate(json!({"count": 10, "signal": "sine", "prefix": "t"}), json!([{"name": "t03", "signal": "sine"}]))
+                .is_ok()
+        );
+        // "d.{prefix}0" fits the 256-byte tag id limit, "d.{prefix}99999" does not.
+        let long = "p".repeat(253);
+        let e = generate(json!({"count": 100000, "signal": "sine", "prefix": long}), json!([])).unwrap_err();
+        assert_eq!(e.path, "generate.prefix", "{e}");
+    }
+
+    #[test]
+    fn every_accepted_random_walk_samples_without_panicking() {
+        use serde_json::json;
+        let accepted = [
+            json!({"name": "t", "signal": "random_walk", "amplitude": 0.0}),
+            json!({"name": "t", "signal": "random_walk", "min": 1.0}),
+            json!({"name": "t", "signal": "random_walk", "max": -1.0}),
+            json!({"name": "t", "signal": "random_walk", "min": 2.0, "max": 2.0, "step": 0.0}),
+            json!({"name": "t", "signal": "random_walk", "offset": -1e300, "amplitude": 1e300, "data_type": "u64"}),
+        ];
+        let mut rng = Rng(7);
+        for t in accepted {
+            let dev = sim_device(t.clone()).unwrap_or_else(|e| panic!("{t}: {e}"));
+            for mut tag in build_tags(&dev, &SimConfig::default()) {
+                for _ in 0..100 {
+                    tag.sample(0, &mut rng);
+                }
+            }
+        }
+    }
+
+    fn typed(signal: Signal, kind: SimType) -> SimTag {
+        let mut p = SimTagConfig::new(signal);
+        p.data_type = Some(kind);
+        SimTag::new(TagId::new("d.t").unwrap(), p, true)
+    }
+
+    #[test]
+    fn writes_a_tag_cannot_hold_exactly_are_refused_not_rounded() {
+        let refused = [
+            (typed(Signal::Constant, SimType::I64), Value::F64(1e30)),
+            (typed(Signal::Constant, SimType::I64), Value::F64(2.5)),
+            (typed(Signal::Constant, SimType::I64), Value::U64(u64::MAX)),
+            (typed(Signal::Constant, SimType::I64), Value::I64((1 << 53) + 1)),
+            (typed(Signal::Constant, SimType::U64), Value::I64(-5)),
+            (typed(Signal::Constant, SimType::U64), Value::F64(-5.0)),
+            (typed(Signal::Constant, SimType::U64), Value::F64(0.5)),
+            (typed(Signal::Counter, SimType::I64), Value::F64(1e30)),
+            (typed(Signal::Counter, SimType::I64), Value::F64(2.5)),
+            (typed(Signal::Counter, SimType::U64), Value::U64(u64::MAX)),
+            (typed(Signal::Counter, SimType::F64), Value::F64(2.5)),
+            (typed(Signal::Constant, SimType::F64), Value::F64(f64::INFINITY)),
+            (typed(Signal::Constant, SimType::F64), Value::Bool(true)),
+            (typed(Signal::Constant, SimType::I64), Value::from("7")),
+        ];
+        for (mut tag, v) in refused {
+            let before = (tag.p.offset, tag.counter);
+            let r = tag.write(&v);
+            assert!(r.is_err(), "{:?} tag, {:?} signal accepted {v:?} as {r:?}", tag.kind, tag.p.signal);
+            assert_eq!((tag.p.offset, tag.counter), before, "a refused write changed the tag");
+        }
+    }
+
+    #[test]
+    fn writes_a_tag_can_hold_are_taken_exactly() {
+        let mut rng = Rng(1);
+        let mut i = typed(Signal::Constant, SimType::I64);
+        assert_eq!(i.write(&Value::I64(-42)), Ok(Value::I64(-42)));
+        assert_eq!(i.write(&Value::F64(42.0)), Ok(Value::I64(42)));
+        assert_eq!(i.sample(0, &mut rng), Value::I64(42));
+        let mut u = typed(Signal::Constant, SimType::U64);
+        assert_eq!(u.write(&Value::I64(5)), Ok(Value::U64(5)));
+        assert_eq!(u.sample(0, &mut rng), Value::U64(5));
+        let mut c = typed(Signal::Counter, SimType::I64);
+        assert_eq!(c.write(&Value::I64(i64::MAX)), Ok(Value::I64(i64::MAX)));
+        assert_eq!(c.sample(0, &mut rng), Value::I64(i64::MAX));
+        let mut cu = typed(Signal::Counter, SimType::U64);
+        assert_eq!(cu.write(&Value::U64(1 << 62)), Ok(Value::U64(1 << 62)));
+        let mut f = typed(Signal::Constant, SimType::F64);
+        assert_eq!(f.write(&Value::F64(2.5)), Ok(Value::F64(2.5)));
+        assert_eq!(f.write(&Value::I64(1600)), Ok(Value::F64(1600.0)));
+        let mut w = typed(Signal::RandomWalk, SimType::I64);
+        assert_eq!(w.write(&Value::U64(3)), Ok(Value::I64(3)));
     }
 }
