@@ -5,6 +5,7 @@
 mod bench;
 mod config;
 mod run;
+mod users;
 mod waltool;
 
 use std::path::PathBuf;
@@ -43,6 +44,16 @@ enum Command {
     },
     /// Measure the performance budget on this machine and print it with pass / fail.
     Bench(bench::BenchArgs),
+    /// Users (people, with a password): add, list, remove, passwd, role.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
+    /// API tokens (machines): create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: users::TokenCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,5 +136,7 @@ fn main() -> ExitCode {
         Command::Wal { command: WalCommand::Inspect { dir, from, limit } } => waltool::inspect(&dir, from, limit),
         Command::Wal { command: WalCommand::Verify { dir } } => waltool::verify(&dir),
         Command::Bench(args) => bench::main(args),
+        Command::User { command } => users::user(command),
+        Command::Token { command } => users::token(command),
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gateway_api::{ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
+use gateway_api::{ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub};
 use gateway_bus::{Bus, BusError, BusMetrics};
 use gateway_connectors::{ConnectorMetrics, Connectors};
 use gateway_drivers::DriverManager;
@@ -25,6 +25,21 @@ pub fn init_logging(level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+/// Shows the first administrator's password, once: only its hash is kept,
+/// so this is the one chance to read it (as Jupyter prints its token).
+fn announce_first_admin(user: &str, password: &str) {
+    tracing::warn!(user, "No administrator existed: one was created; its password is printed once on stderr.");
+    eprintln!(
+        "\n  ==============================================================\n  \
+         edge-gateway created the first administrator (shown only now):\n\n    \
+         user:     {user}\n    password: {password}\n\n  \
+         Log in with POST /api/v1/auth/login, or make a token for a\n  \
+         machine: edge-gateway token create NAME --role admin\n  \
+         Change it: edge-gateway user passwd {user}\n  \
+         ==============================================================\n"
+    );
 }
 
 /// Runs the gateway until a signal says stop.
@@ -147,6 +162,12 @@ impl Running {
             );
         }
         let store = Store::open(&cfg.database, &data_dir).await.context("cannot open the database")?;
+        let auth = Arc::new(Auth::new(store.clone(), cfg.api.auth.clone(), cfg.api.bind));
+        if let Some((user, password)) = auth.ensure_admin().await.context("cannot create the first administrator")? {
+            announce_first_admin(&user, &password);
+        }
+        // Before anything can be asked to write, so every command is recorded.
+        gateway_api::command_audit::spawn(&bus, auth.clone())?;
         let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
         let cache = LatestCache::spawn(&bus)?;
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
@@ -172,6 +193,7 @@ impl Running {
             metrics: api_metrics,
             ws,
             cfg: cfg.api.clone(),
+            auth,
             preset: cfg.bus.preset.to_string(),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

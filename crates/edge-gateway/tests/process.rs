@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Gateway, http, run, wait_value};
+use common::{BIN, Gateway, http, http_as, run, token, wait_value};
 use futures_util::{SinkExt, StreamExt};
 use gateway_bench::free_port;
 use serde_json::{Value, json};
@@ -21,6 +21,8 @@ async fn the_gateway_serves_live_data_and_keeps_api_devices_across_restarts() {
     let data = dir.path().join("data");
     let port = free_port();
     let g = Gateway::start(&data, port);
+    // Writes need credentials; the CLI makes a token while the gateway runs.
+    let admin = token(&data, "test-admin", "admin");
 
     // REST: the default simulated devices produce values at once.
     let v = wait_value(port, "line1.temperature", |v| v["quality"] == "good");
@@ -51,14 +53,17 @@ async fn the_gateway_serves_live_data_and_keeps_api_devices_across_restarts() {
     assert!(counts.windows(2).all(|w| w[1] >= w[0]), "the counter went backwards: {counts:?}");
 
     // A set-point write reaches the simulated device and comes back as its value.
-    let (s, v) = http(port, "POST", "/api/v1/commands", Some(&json!({"tag": "line1.speed_setpoint", "value": 1600})));
+    let cmd = json!({"tag": "line1.speed_setpoint", "value": 1600});
+    let (s, v) = http(port, "POST", "/api/v1/commands", Some(&cmd));
+    assert_eq!(s, 401, "no anonymous writes: {v}");
+    let (s, v) = http_as(port, Some(&admin), "POST", "/api/v1/commands", Some(&cmd));
     assert_eq!(s, 200, "{v}");
     wait_value(port, "line1.speed_setpoint", |v| v["value"] == json!(1600.0));
 
     // A device created over the API runs at once and survives a restart.
     let dev = json!({"name": "press7", "driver": "sim", "poll_interval_ms": 100,
                      "tags": [{"name": "force", "signal": "sine", "offset": 50.0, "amplitude": 5.0}]});
-    let (s, v) = http(port, "POST", "/api/v1/devices", Some(&dev));
+    let (s, v) = http_as(port, Some(&admin), "POST", "/api/v1/devices", Some(&dev));
     assert_eq!(s, 201, "{v}");
     wait_value(port, "press7.force", |v| v["quality"] == "good");
     let (s, text) = http(port, "GET", "/metrics", None);

@@ -43,6 +43,9 @@ pub struct ApiConfig {
     /// dropped and counted (default 64).
     #[serde(default = "default_ws_queue")]
     pub ws_queue: usize,
+    /// `[api.auth]`: anonymous reads, login sessions, failed-login limits.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 const fn default_bind() -> SocketAddr {
@@ -81,6 +84,7 @@ impl Default for ApiConfig {
             ws_cleanup_interval_s: default_ws_cleanup_interval_s(),
             ws_push_interval_ms: default_ws_push_interval_ms(),
             ws_queue: default_ws_queue(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -119,6 +123,7 @@ impl ApiConfig {
                 format!("must be between 1 and 10000, got {}", self.ws_push_interval_ms),
             );
         }
+        self.auth.validate(self.bind).map_err(|e| e.under("auth"))?;
         if !(1..=100_000).contains(&self.ws_queue) {
             return bad("ws_queue", format!("must be between 1 and 100000, got {}", self.ws_queue));
         }

@@ -7,7 +7,9 @@
 //! Every error body is `{"error": {"code", "message"}}`; internal details go to
 //! the log, never into a response.
 
+pub mod auth;
 pub mod cache;
+pub mod command_audit;
 pub mod config;
 pub mod devices;
 pub mod error;
@@ -22,11 +24,12 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use gateway_bus::Bus;
 use gateway_store::Store;
 use prometheus_client::registry::Registry;
 
+pub use auth::{Auth, AuthConfig, Principal};
 pub use cache::LatestCache;
 pub use config::ApiConfig;
 pub use devices::Devices;
@@ -49,6 +52,7 @@ struct Inner {
     metrics: Arc<ApiMetrics>,
     ws: WsHub,
     cfg: ApiConfig,
+    auth: Arc<Auth>,
     started: Instant,
     preset: String,
 }
@@ -85,6 +89,8 @@ pub struct Parts {
     pub ws: WsHub,
     /// The `[api]` section: limits and timeouts the handlers apply.
     pub cfg: ApiConfig,
+    /// Users, tokens and sessions, and the audit trail.
+    pub auth: Arc<Auth>,
     /// Name of the bus preset, for `/system/info`.
     pub preset: String,
 }
@@ -102,6 +108,7 @@ impl AppState {
                 metrics: p.metrics,
                 ws: p.ws,
                 cfg: p.cfg,
+                auth: p.auth,
                 started: Instant::now(),
                 preset: p.preset,
             }),
@@ -140,6 +147,14 @@ impl AppState {
         &self.inner.cfg
     }
     /// When [`AppState::new`] ran; `/system/info` reports the uptime from it.
+    /// Authentication and the audit trail.
+    pub fn auth(&self) -> &Auth {
+        &self.inner.auth
+    }
+    /// The same, shared (for work that must outlive a request).
+    pub(crate) fn auth_arc(&self) -> Arc<Auth> {
+        self.inner.auth.clone()
+    }
     pub(crate) fn started(&self) -> Instant {
         self.inner.started
     }
@@ -168,6 +183,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/metrics"),
     ("get", "/ws"),
     ("get", "/api/openapi.json"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/auth/me"),
+    ("post", "/api/v1/auth/password"),
+    ("get", "/api/v1/users"),
+    ("post", "/api/v1/users"),
+    ("get", "/api/v1/users/{name}"),
+    ("put", "/api/v1/users/{name}"),
+    ("delete", "/api/v1/users/{name}"),
+    ("get", "/api/v1/tokens"),
+    ("post", "/api/v1/tokens"),
+    ("delete", "/api/v1/tokens/{name}"),
+    ("get", "/api/v1/audit"),
 ];
 
 /// Every route of [`ROUTES`] plus `/` (the live page), with the body limit
@@ -189,9 +217,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws))
+        .route("/api/v1/auth/login", post(auth::handlers::login))
+        .route("/api/v1/auth/logout", post(auth::handlers::logout))
+        .route("/api/v1/auth/me", get(auth::handlers::me))
+        .route("/api/v1/auth/password", post(auth::handlers::change_password))
+        .route("/api/v1/users", get(auth::handlers::list_users).post(auth::handlers::create_user))
+        .route(
+            "/api/v1/users/{name}",
+            get(auth::handlers::get_user).put(auth::handlers::update_user).delete(auth::handlers::delete_user),
+        )
+        .route("/api/v1/tokens", get(auth::handlers::list_tokens).post(auth::handlers::create_token))
+        .route("/api/v1/tokens/{name}", delete(auth::handlers::revoke_token))
+        .route("/api/v1/audit", get(auth::handlers::audit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // Inner to outer: who may (so refusals are counted), then the metrics and the request timeout.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
@@ -203,5 +245,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // The client's address reaches the handlers (and the audit trail) as ConnectInfo.
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -5,27 +5,51 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gateway_drivers::{DeviceConfig, TagConfig};
 use gateway_model::{CmdStatus, TagId, TagPattern, Value};
-use gateway_store::Source;
+use gateway_store::{NewAuditEntry, Source};
 use serde::Deserialize;
 use serde_json::{Value as JsonValue, json};
 
-use crate::AppState;
 use crate::error::{ApiError, ApiJson};
+use crate::{AppState, Principal};
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs a device change to completion even if the request is cancelled (the
 /// client went away, or the request timeout fired): stopping half-way would
-/// leave the store, the device list and the running drivers out of step.
-async fn detached<T: Send + 'static>(
+/// leave the store, the device list and the running drivers out of step. The
+/// change is audited when it ends, however it ends, by the same task.
+async fn change<T: Send + 'static>(
+    s: &AppState,
+    who: &Principal,
+    action: &str,
+    target: &str,
+    detail: JsonValue,
     f: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
 ) -> ApiResult<T> {
-    tokio::spawn(f).await.map_err(ApiError::internal)?
+    let auth = s.auth_arc();
+    let entry = who.audit(action, target, "", detail.to_string());
+    tokio::spawn(async move {
+        let r = f.await;
+        let outcome = match &r {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("refused ({}): {}", e.status.as_u16(), e.message),
+        };
+        auth.audit(NewAuditEntry { outcome, ..entry }).await;
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// What the audit trail keeps of a device: its driver and size, not its
+/// fields (which may one day hold credentials).
+fn device_detail(dev: &DeviceConfig) -> JsonValue {
+    json!({ "driver": dev.driver(), "enabled": dev.enabled, "tags": dev.tags.len() })
 }
 
 /// `GET /api/v1/system/health`: 200 when the bus, the WAL, the store (reads
@@ -111,11 +135,15 @@ pub async fn list_devices(State(s): State<AppState>) -> Json<JsonValue> {
 }
 
 /// `POST /api/v1/devices`: 201 with a `Location`.
-pub async fn create_device(State(s): State<AppState>, ApiJson(body): ApiJson<JsonValue>) -> ApiResult<Response> {
+pub async fn create_device(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson<JsonValue>,
+) -> ApiResult<Response> {
     let dev = parse_device(body)?;
     let name = dev.name.clone();
     let (devices, d) = (s.devices_arc(), dev.clone());
-    detached(async move { devices.create(d).await }).await?;
+    change(&s, &who, "device.create", &name, device_detail(&dev), async move { devices.create(d).await }).await?;
     let mut resp = (StatusCode::CREATED, Json(device_json(&s, &dev, Source::Api))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/api/v1/devices/{name}")) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -132,6 +160,7 @@ pub async fn get_device(State(s): State<AppState>, Path(name): Path<String>) -> 
 /// `PUT /api/v1/devices/{name}`: replaces (or creates) the device.
 pub async fn put_device(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
@@ -151,15 +180,21 @@ pub async fn put_device(
     }
     let dev = parse_device(body)?;
     let (devices, d) = (s.devices_arc(), dev.clone());
-    let created = detached(async move { devices.replace(d).await }).await?;
+    let detail = device_detail(&dev);
+    let created = change(&s, &who, "device.replace", &name, detail, async move { devices.replace(d).await }).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(device_json(&s, &dev, Source::Api))).into_response())
 }
 
 /// `DELETE /api/v1/devices/{name}`: 204.
-pub async fn delete_device(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_device(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     let devices = s.devices_arc();
-    detached(async move { devices.delete(&name).await }).await?;
+    let target = name.clone();
+    change(&s, &who, "device.delete", &target, json!({}), async move { devices.delete(&name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,6 +212,7 @@ fn parse_tag(s: &AppState, device: &str, body: JsonValue) -> ApiResult<TagConfig
 /// `POST /api/v1/devices/{name}/tags`: 201; 409 if the tag exists.
 pub async fn create_tag(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
@@ -186,7 +222,8 @@ pub async fn create_tag(
     }
     let json = tag.to_json();
     let devices = s.devices_arc();
-    detached(async move { devices.upsert_tag(&name, tag).await }).await?;
+    let target = format!("{name}.{}", tag.name);
+    change(&s, &who, "tag.create", &target, json!({}), async move { devices.upsert_tag(&name, tag).await }).await?;
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
@@ -203,6 +240,7 @@ pub async fn get_tag(
 /// `PUT /api/v1/devices/{name}/tags/{tag}`.
 pub async fn put_tag(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((name, tag)): Path<(String, String)>,
     ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
@@ -223,14 +261,21 @@ pub async fn put_tag(
     let t = parse_tag(&s, &name, body)?;
     let json = t.to_json();
     let devices = s.devices_arc();
-    let created = detached(async move { devices.upsert_tag(&name, t).await }).await?;
+    let target = format!("{name}.{}", t.name);
+    let created =
+        change(&s, &who, "tag.replace", &target, json!({}), async move { devices.upsert_tag(&name, t).await }).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(json)).into_response())
 }
 
 /// `DELETE /api/v1/devices/{name}/tags/{tag}`: 204.
-pub async fn delete_tag(State(s): State<AppState>, Path((name, tag)): Path<(String, String)>) -> ApiResult<StatusCode> {
+pub async fn delete_tag(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((name, tag)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
     let devices = s.devices_arc();
-    detached(async move { devices.delete_tag(&name, &tag).await }).await?;
+    let target = format!("{name}.{tag}");
+    change(&s, &who, "tag.delete", &target, json!({}), async move { devices.delete_tag(&name, &tag).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -287,7 +332,11 @@ pub struct CommandBody {
 /// the device took the value; 404 unknown tag; 409 not writable; 504 no answer
 /// in time; 400 the driver refused the value; 502 the device reported an
 /// error; 503 the device's driver is not running.
-pub async fn command(State(s): State<AppState>, ApiJson(body): ApiJson<CommandBody>) -> ApiResult<Response> {
+pub async fn command(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    ApiJson(body): ApiJson<CommandBody>,
+) -> ApiResult<Response> {
     let id = TagId::new(&body.tag).map_err(|e| ApiError::bad_request("invalid_tag", e.to_string()))?;
     let tag = s.devices().tag(&id).ok_or_else(|| ApiError::not_found("tag", &body.tag))?;
     if !tag.writable {
@@ -295,7 +344,9 @@ pub async fn command(State(s): State<AppState>, ApiJson(body): ApiJson<CommandBo
     }
     let limit = s.cfg().request_timeout_s.saturating_mul(1000).saturating_sub(500).max(1);
     let timeout = Duration::from_millis(body.timeout_ms.unwrap_or(5000).clamp(1, limit));
-    let ack = s.bus().command(id, body.value, "api", timeout).await;
+    // The origin names who asked and from where; the command audit records it.
+    let origin = format!("{}@{}", who.actor, who.source);
+    let ack = s.bus().command(id, body.value, &origin, timeout).await;
     let detail = |status: StatusCode, code: &'static str| {
         let msg = if ack.message.is_empty() {
             format!("command {} on {}: {:?}", ack.id, ack.tag, ack.status)

@@ -17,8 +17,10 @@ async fn env() -> Env {
     env_with(ApiConfig { max_request_size: 4096, ..ApiConfig::default() }, common::default_devices()).await
 }
 
+/// A request with the admin's token (the role tests are in `auth.rs`).
 async fn call(env: &Env, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
+    let mut req =
+        Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {}", env.admin));
     let body = match body {
         Some(b) => {
             req = req.header(header::CONTENT_TYPE, "application/json");
@@ -266,7 +268,10 @@ async fn commands_wait_for_the_device_and_map_every_outcome() {
 async fn bad_requests_get_a_clear_json_error() {
     let env = env().await;
     let req = |body: &str, ct: Option<&str>| {
-        let mut r = Request::builder().method("POST").uri("/api/v1/commands");
+        let mut r = Request::builder()
+            .method("POST")
+            .uri("/api/v1/commands")
+            .header(header::AUTHORIZATION, format!("Bearer {}", env.operator));
         if let Some(ct) = ct {
             r = r.header(header::CONTENT_TYPE, ct);
         }

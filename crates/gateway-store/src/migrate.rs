@@ -26,9 +26,15 @@ pub const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 /// `(version, description, script)`.
 type Script = (i64, &'static str, &'static str);
 
-const SQLITE: &[Script] = &[(1, "devices", include_str!("../migrations/sqlite/0001_devices.sql"))];
+const SQLITE: &[Script] = &[
+    (1, "devices", include_str!("../migrations/sqlite/0001_devices.sql")),
+    (2, "security", include_str!("../migrations/sqlite/0002_security.sql")),
+];
 
-const POSTGRES: &[Script] = &[(1, "devices", include_str!("../migrations/postgres/0001_devices.sql"))];
+const POSTGRES: &[Script] = &[
+    (1, "devices", include_str!("../migrations/postgres/0001_devices.sql")),
+    (2, "security", include_str!("../migrations/postgres/0002_security.sql")),
+];
 
 fn scripts(dialect: Dialect) -> &'static [Script] {
     match dialect {

@@ -101,7 +101,7 @@ const SELECT_DEVICES: &str = "SELECT d.name AS name, d.driver AS driver, d.enabl
      t.name AS tag_name, t.position AS tag_position, t.writable AS tag_writable, t.params AS tag_params \
      FROM devices d LEFT JOIN tags t ON t.device = d.name";
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -363,7 +363,7 @@ impl Store {
     /// Runs `f` in a write transaction and commits it. Whatever fails, the
     /// connection goes back to the pool outside any transaction, or is closed;
     /// the outcome is remembered for [`Store::health`].
-    async fn write<T>(
+    pub(crate) async fn write<T>(
         &self,
         f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PgServer, TestDb};
+use common::TestDb;
 use gateway_store::{DatabaseConfig, DeviceRecord, Dialect, Source, Store, StoreError, TagRecord};
 use serde_json::{Map, Value, json};
 use sqlx::Row;
@@ -471,35 +471,7 @@ async fn invalid_records_are_refused_without_touching_the_database(db: TestDb) {
     assert_eq!(count(&store, "SELECT COUNT(*) FROM tags").await, 0);
 }
 
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::TestDb::sqlite()).await;
-                }
-            )*
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn postgres_passes_every_case() {
-            let server = PgServer::start();
-            let mut failed: Vec<&str> = Vec::new();
-            $(
-                let db = server.test_db().await;
-                // A case panics on failure; running it as a task turns that
-                // into an error, so the remaining cases still run.
-                if tokio::spawn($case(db)).await.is_err() {
-                    failed.push(stringify!($case));
-                }
-            )*
-            assert!(failed.is_empty(), "cases failed on PostgreSQL (their panics are printed above): {failed:?}");
-        }
-    };
-}
-
-suite!(
+common::suite!(
     a_created_device_reads_back_with_its_params_and_tag_order,
     listing_sorts_devices_by_name_and_includes_devices_without_tags,
     creating_an_existing_device_is_a_conflict_and_changes_nothing,

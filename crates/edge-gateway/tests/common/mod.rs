@@ -15,11 +15,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_edge-gateway");
 /// A minimal HTTP/1.1 client: the tests need no more, and the gateway is the
 /// thing under test, not a client library.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    http_as(port, None, method, path, body)
+}
+
+/// [`http`] with `Authorization: Bearer TOKEN`.
+pub fn http_as(port: u16, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
@@ -109,6 +115,14 @@ pub fn wait_value(port: u16, tag: &str, want: impl Fn(&Value) -> bool) -> Value 
         assert!(Instant::now() < deadline, "{tag} never got the expected value; last {s} {v}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A new API token with `role` for the gateway of `data_dir`, made with the CLI.
+pub fn token(data_dir: &Path, name: &str, role: &str) -> String {
+    let out =
+        Command::new(BIN).args(["token", "create", name, "--role", role, "--data-dir"]).arg(data_dir).output().unwrap();
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 pub fn run(args: &[&str]) -> Output {

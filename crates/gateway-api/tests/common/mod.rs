@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use gateway_api::{ApiConfig, ApiMetrics, AppState, Devices, LatestCache, Parts, WsHub};
+use gateway_api::{ApiConfig, ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub};
 use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence};
 use gateway_drivers::{DeviceConfig, DriverManager};
-use gateway_store::{DatabaseConfig, Store};
+use gateway_store::{DatabaseConfig, Role, Store};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -32,6 +32,10 @@ pub struct Env {
     pub bus: Bus,
     pub store: Store,
     pub manager: Arc<DriverManager>,
+    /// Secrets of one API token per role.
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
     _dir: tempfile::TempDir,
 }
 
@@ -51,6 +55,11 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
     let manager = Arc::new(DriverManager::new(bus.clone()));
     let from_file: Vec<DeviceConfig> = from_file.into_iter().map(|v| DeviceConfig::from_json(v).unwrap()).collect();
     let devices = Arc::new(Devices::load(store.clone(), manager.clone(), cache.clone(), &from_file).await.unwrap());
+    let auth = Arc::new(Auth::new(store.clone(), cfg.auth.clone(), cfg.bind));
+    let admin = auth.create_token("test-admin", Role::Admin).await.unwrap();
+    let operator = auth.create_token("test-operator", Role::Operator).await.unwrap();
+    let viewer = auth.create_token("test-viewer", Role::Viewer).await.unwrap();
+    gateway_api::command_audit::spawn(&bus, auth.clone()).unwrap();
     let state = AppState::new(Parts {
         bus: bus.clone(),
         cache,
@@ -60,7 +69,8 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
         metrics: api_metrics,
         ws,
         cfg,
+        auth,
         preset: "memory_optimized".into(),
     });
-    Env { state, bus, store, manager, _dir: dir }
+    Env { state, bus, store, manager, admin, operator, viewer, _dir: dir }
 }

@@ -217,3 +217,38 @@ impl Drop for PgServer {
         }
     }
 }
+
+/// Runs every case once on SQLite (`sqlite::<case>`, one test each) and once
+/// on a real PostgreSQL server the test binary starts
+/// (`postgres_passes_every_case`, all cases against one server, each in a
+/// database of its own: a server per case would cost seconds each).
+#[allow(unused_macros)]
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::TestDb::sqlite()).await;
+                }
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn postgres_passes_every_case() {
+            let server = $crate::common::PgServer::start();
+            let mut failed: Vec<&str> = Vec::new();
+            $(
+                let db = server.test_db().await;
+                // A case panics on failure; running it as a task turns that
+                // into an error, so the remaining cases still run.
+                if tokio::spawn($case(db)).await.is_err() {
+                    failed.push(stringify!($case));
+                }
+            )*
+            assert!(failed.is_empty(), "cases failed on PostgreSQL (their panics are printed above): {failed:?}");
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use suite;
