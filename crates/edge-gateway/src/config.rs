@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use gateway_api::ApiConfig;
 use gateway_bus::{BusConfig, BusSettings};
 use gateway_connectors::ConnectorConfig;
-use gateway_drivers::DeviceConfig;
+use gateway_drivers::{DeviceConfig, DevicePolicy};
 use gateway_model::FieldError;
 use gateway_store::DatabaseConfig;
 use serde::Deserialize;
@@ -58,6 +58,8 @@ struct RawConfig {
     #[serde(default)]
     database: DatabaseConfig,
     #[serde(default)]
+    security: DevicePolicy,
+    #[serde(default)]
     devices: Vec<toml::Value>,
     #[serde(default)]
     connectors: Vec<toml::Value>,
@@ -74,6 +76,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[database]`.
     pub database: DatabaseConfig,
+    /// `[security]`: what devices may reach.
+    pub security: DevicePolicy,
     /// `[[devices]]`.
     pub devices: Vec<DeviceConfig>,
     /// `[[connectors]]`.
@@ -142,7 +146,11 @@ pub fn load_str(
         .enumerate()
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("devices[{i}]"), e)))
         .collect::<Result<_, _>>()?;
+    raw.security.validate().map_err(|e| e.under("security"))?;
     let devices = gateway_drivers::parse_devices(devices_json, "devices")?;
+    for (i, d) in devices.iter().enumerate() {
+        raw.security.check(d).map_err(|e| e.under(&format!("devices[{i}]")))?;
+    }
     let connectors_json: Vec<serde_json::Value> = raw
         .connectors
         .into_iter()
@@ -150,7 +158,7 @@ pub fn load_str(
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("connectors[{i}]"), e)))
         .collect::<Result<_, _>>()?;
     let connectors = gateway_connectors::parse_connectors(connectors_json, "connectors")?;
-    Ok(Config { gateway, bus, api: raw.api, database: raw.database, devices, connectors })
+    Ok(Config { gateway, bus, api: raw.api, database: raw.database, security: raw.security, devices, connectors })
 }
 
 /// Reads and validates a configuration file (or the built-in default).
@@ -202,6 +210,13 @@ mod tests {
         assert_eq!(e.path, "connectors[0].kind", "{e}");
         let e = load("[colour]\nx = 1\n").unwrap_err();
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = load("[security]\ndevice_hosts = [\"10.0.0.0/8\"]\n[[devices]]\nname = \"p\"\ndriver = \"modbus_tcp\"\naddress = \"192.168.1.5:502\"\n").unwrap_err();
+        assert_eq!(e.path, "devices[0].address", "{e}");
+        let e = load("[security]\nmodbus_rtu_ports = [\"dev/*\"]\n").unwrap_err();
+        assert_eq!(e.path, "security.modbus_rtu_ports[0]", "{e}");
+        let e = load("[[connectors]]\nname = \"up\"\nkind = \"mqtt\"\nurl = \"mqtt://bob:s3cret@broker:99999\"\n")
+            .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "a config error never shows a password: {e}");
         let e = load("[api\n").unwrap_err();
         assert!(e.message.starts_with("invalid TOML"), "{e}");
     }

@@ -176,7 +176,7 @@ impl Running {
         let connectors = Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone());
         let manager = Arc::new(DriverManager::new(bus.clone()));
         let devices = Arc::new(
-            Devices::load(store.clone(), manager, cache.clone(), &cfg.devices)
+            Devices::load(store.clone(), manager, cache.clone(), &cfg.devices, cfg.security.clone())
                 .await
                 .context("cannot load the devices")?,
         );

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use gateway_drivers::{DeviceConfig, DriverManager, TagConfig};
+use gateway_drivers::{DeviceConfig, DevicePolicy, DriverManager, TagConfig};
 use gateway_model::TagId;
 use gateway_store::{DeviceRecord, Source, Store, TagRecord};
 use serde_json::{Map, Value};
@@ -82,6 +82,8 @@ pub struct Devices {
     manager: Arc<DriverManager>,
     cache: Arc<LatestCache>,
     map: RwLock<BTreeMap<String, (Arc<DeviceConfig>, Source)>>,
+    /// What devices may reach (`[security]`), checked before a device is stored.
+    policy: DevicePolicy,
     /// One change at a time keeps the store, the map and the drivers in step.
     write: tokio::sync::Mutex<()>,
 }
@@ -102,6 +104,7 @@ impl Devices {
         manager: Arc<DriverManager>,
         cache: Arc<LatestCache>,
         from_file: &[DeviceConfig],
+        policy: DevicePolicy,
     ) -> Result<Devices, gateway_store::StoreError> {
         let records: Vec<DeviceRecord> = from_file.iter().map(|d| to_record(d, Source::Config)).collect();
         let sync = store.sync_config_devices(&records).await?;
@@ -115,20 +118,26 @@ impl Devices {
         for name in &sync.skipped {
             tracing::warn!(device = %name, "The config file defines a device that was created over the API; keeping the API's version.");
         }
-        let devices =
-            Devices { store, manager, cache, map: RwLock::new(BTreeMap::new()), write: tokio::sync::Mutex::new(()) };
+        let devices = Devices {
+            store,
+            manager,
+            cache,
+            map: RwLock::new(BTreeMap::new()),
+            policy,
+            write: tokio::sync::Mutex::new(()),
+        };
         let (readable, damaged) = devices.store.list_readable_devices().await?;
         for (name, reason) in damaged {
             tracing::error!(device = %name, %reason, "Stored device cannot be read; not starting it (delete it over the API or fix the database).");
         }
         for rec in readable {
-            match from_record(&rec) {
+            match from_record(&rec).and_then(|dev| devices.policy.check(&dev).map(|()| dev)) {
                 Ok(dev) => {
                     devices.manager.apply(dev.clone()).await;
                     devices.map_mut().insert(dev.name.clone(), (Arc::new(dev), rec.source));
                 }
                 Err(e) => {
-                    tracing::error!(device = %rec.name, error = %e, "Stored device is not valid; not starting it.")
+                    tracing::error!(device = %rec.name, error = %e, "Stored device is not valid or reaches what [security] does not allow; not starting it (change or delete it over the API).")
                 }
             }
         }
@@ -196,7 +205,8 @@ impl Devices {
     fn check_shared(&self, dev: &DeviceConfig) -> Result<(), ApiError> {
         let others: Vec<DeviceConfig> =
             self.map().values().filter(|(d, _)| d.name != dev.name).map(|(d, _)| (**d).clone()).collect();
-        dev.check_against(&others).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))
+        dev.check_against(&others).map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+        self.policy.check(dev).map_err(|e| ApiError::bad_request("not_allowed", e.to_string()))
     }
 
     /// Creates a device; 409 if the name is taken.

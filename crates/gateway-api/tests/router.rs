@@ -171,6 +171,17 @@ async fn bad_devices_are_refused_with_the_field_named() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, _) = call(&env, "PUT", "/api/v1/devices/m1", Some(rtu("m1", 19200))).await;
     assert_eq!(s, StatusCode::OK, "a device may change its own line settings");
+
+    // Not every file is a serial port: [security] modbus_rtu_ports decides (default /dev/tty* and /dev/serial/*).
+    for port in ["/proc/self/mem", "/dev/tty../../proc/self/mem", "/etc/shadow"] {
+        let dev = json!({"name": "evil", "driver": "modbus_rtu", "port": port});
+        let (s, v) = call(&env, "POST", "/api/v1/devices", Some(dev)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{port}: {v}");
+        assert_error(&v, "not_allowed");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("port: "), "{v}");
+    }
+    let (s, _) = call(&env, "GET", "/api/v1/devices/evil", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing was stored or started");
 }
 
 #[tokio::test]

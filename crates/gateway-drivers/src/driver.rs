@@ -109,6 +109,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::config::{DeviceConfig, TagConfig};
+use crate::security::Reach;
 use crate::status::DeviceStatus;
 
 /// A protocol driver, implemented by the type that holds a device's own
@@ -132,6 +133,13 @@ pub trait Driver: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Sen
     fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
         let _ = (dev, earlier);
         Ok(())
+    }
+
+    /// What the device opens or connects to (serial ports, hosts), for the
+    /// `[security]` allow-lists ([`crate::security`]). A driver that reaches
+    /// nothing outside the process (the simulator) keeps the default.
+    fn reaches(&self) -> Vec<Reach> {
+        Vec::new()
     }
 
     /// Runs the device until `ctx.shutdown` fires: connect, poll every
@@ -211,6 +219,11 @@ impl DriverParams {
         self.0.validate(dev)
     }
 
+    /// What the device opens or connects to ([`Driver::reaches`]).
+    pub fn reaches(&self) -> Vec<Reach> {
+        self.0.reaches()
+    }
+
     pub(crate) fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
         self.0.check_against(dev, earlier)
     }
@@ -277,6 +290,7 @@ trait ErasedDriver: Send + Sync + 'static {
     fn parse_tag(&self, fields: Map<String, Value>) -> Result<TagParams, FieldError>;
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError>;
     fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError>;
+    fn reaches(&self) -> Vec<Reach>;
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask;
 }
 
@@ -317,6 +331,10 @@ impl<D: Driver> ErasedDriver for D {
 
     fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
         Driver::check_against(self, dev, earlier)
+    }
+
+    fn reaches(&self) -> Vec<Reach> {
+        Driver::reaches(self)
     }
 
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask {

@@ -17,6 +17,7 @@ pub mod driver;
 mod manager;
 pub mod modbus;
 pub mod registry;
+pub mod security;
 pub mod sim;
 mod status;
 
@@ -27,6 +28,7 @@ pub use driver::{Driver, DriverContext, DriverParams, Stop, TagParams};
 pub use gateway_model::FieldError;
 pub use manager::DriverManager;
 pub use registry::{DRIVERS, DriverEntry};
+pub use security::{DevicePolicy, Reach};
 pub use status::{DeviceStatus, DriverState, StatusSnapshot};
 
 /// Runs the driver of `dev` until its context says stop.

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use gateway_model::FieldError;
+use gateway_model::{FieldError, redact_url};
 use serde::{Deserialize, Serialize};
 
 /// The SQLite file used when no URL is configured, inside the data directory.
@@ -219,49 +219,9 @@ fn secrets(url: &str, redacted: &str) -> Vec<String> {
     found
 }
 
-/// Replaces the password of `scheme://user:password@host` and any
-/// `password=` query parameter by `***`.
-fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..].find(['/', '?', '#']).map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let query = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        out = format!("{head}{query}");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted_from_urls() {
-        assert_eq!(redact_url("postgres://gw:s3cret@db:5432/gw"), "postgres://gw:***@db:5432/gw");
-        assert_eq!(
-            redact_url("postgres://gw@db/gw?password=x&sslmode=require"),
-            "postgres://gw@db/gw?password=***&sslmode=require"
-        );
-        assert_eq!(redact_url("postgres://db/gw?x=a@b:c"), "postgres://db/gw?x=a@b:c");
-        assert_eq!(redact_url("sqlite:/var/lib/gw/gateway.db"), "sqlite:/var/lib/gw/gateway.db");
-    }
 
     #[test]
     fn passwords_are_found_for_scrubbing() {

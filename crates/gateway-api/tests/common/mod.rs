@@ -54,7 +54,9 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
     let ws = WsHub::spawn(&bus, cfg.clone(), api_metrics.clone(), cache.clone()).unwrap();
     let manager = Arc::new(DriverManager::new(bus.clone()));
     let from_file: Vec<DeviceConfig> = from_file.into_iter().map(|v| DeviceConfig::from_json(v).unwrap()).collect();
-    let devices = Arc::new(Devices::load(store.clone(), manager.clone(), cache.clone(), &from_file).await.unwrap());
+    let devices = Arc::new(
+        Devices::load(store.clone(), manager.clone(), cache.clone(), &from_file, Default::default()).await.unwrap(),
+    );
     let auth = Arc::new(Auth::new(store.clone(), cfg.auth.clone(), cfg.bind));
     let admin = auth.create_token("test-admin", Role::Admin).await.unwrap();
     let operator = auth.create_token("test-operator", Role::Operator).await.unwrap();

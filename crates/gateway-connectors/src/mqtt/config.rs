@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gateway_bus::Filter;
-use gateway_model::{FieldError, FrameKind, TagPattern};
+use gateway_model::{FieldError, FrameKind, Secret, TagPattern, redact_url};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,10 @@ pub enum Format {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
-    /// `mqtt://host:port` (default port 1883) or `mqtts://host:port` (8883).
+    /// `mqtt://host:port` (default port 1883) or `mqtts://host:port` (8883),
+    /// optionally with `user:password@` before the host (instead of
+    /// `username` and `password`). Errors and logs show it with the password
+    /// replaced by `***`.
     pub url: String,
     /// MQTT client id (default `edge-gateway-{name}`); a broker drops the
     /// older of two connections with the same id.
@@ -45,9 +48,10 @@ pub struct MqttConfig {
     /// User name sent in CONNECT, if the broker asks for one.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password sent with `username` (refused without it).
+    /// Password sent with `username` (refused without it); never shown in
+    /// errors, logs or `Debug` output.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Topic prefix for data, commands and acknowledgements.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
@@ -176,6 +180,8 @@ pub struct Endpoint {
     pub host: String,
     /// From the URL, else 1883 (8883 with TLS).
     pub port: u16,
+    /// `user[:password]@` of the URL, if it had one.
+    pub credentials: Option<(String, Secret)>,
 }
 
 fn topic_safe(s: &str) -> bool {
@@ -194,16 +200,28 @@ impl MqttConfig {
         serde_json::from_value(json!({ "url": url })).expect("defaults are valid")
     }
 
-    /// Host, port and TLS from `url`; an error names `url`.
+    /// Host, port, TLS and user-info from `url`; an error names `url` and
+    /// shows the URL without its password.
     pub fn endpoint(&self) -> Result<Endpoint, FieldError> {
+        let shown = || redact_url(&self.url);
         let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
             (false, r)
         } else if let Some(r) = self.url.strip_prefix("mqtts://") {
             (true, r)
         } else {
-            return Err(FieldError::new("url", format!("{:?} must start with mqtt:// or mqtts://", self.url)));
+            return Err(FieldError::new("url", format!("{:?} must start with mqtt:// or mqtts://", shown())));
         };
         let rest = rest.trim_end_matches('/');
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                if user.is_empty() {
+                    return Err(FieldError::new("url", format!("{:?} has an empty user name before @", shown())));
+                }
+                (Some((user.to_owned(), Secret::new(password))), host)
+            }
+            None => (None, rest),
+        };
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 let port = p.parse::<u16>().map_err(|_| FieldError::new("url", format!("invalid port {p:?}")))?;
@@ -212,9 +230,18 @@ impl MqttConfig {
             _ => (rest.to_owned(), if tls { 8883 } else { 1883 }),
         };
         if host.is_empty() || host.contains('/') {
-            return Err(FieldError::new("url", format!("{:?} has no host", self.url)));
+            return Err(FieldError::new("url", format!("{:?} has no host", shown())));
         }
-        Ok(Endpoint { tls, host, port })
+        Ok(Endpoint { tls, host, port, credentials })
+    }
+
+    /// The user name and password to send: from `username`/`password`, or
+    /// from the URL's user-info.
+    pub fn credentials(&self) -> Option<(String, Secret)> {
+        match &self.username {
+            Some(u) => Some((u.clone(), self.password.clone().unwrap_or_else(|| Secret::new("")))),
+            None => self.endpoint().ok().and_then(|e| e.credentials),
+        }
     }
 
     /// The TLS client configuration for an `mqtts://` url (`None` for
@@ -308,6 +335,9 @@ pub(super) fn validate(cfg: &MqttConfig) -> Result<(), FieldError> {
     if cfg.username.is_none() && cfg.password.is_some() {
         return Err(FieldError::new("password", "a password needs a username"));
     }
+    if cfg.username.is_some() && ep.credentials.is_some() {
+        return Err(FieldError::new("username", "the url has a user already: give it in one place, not both"));
+    }
     if !topic_safe(&cfg.sparkplug_group_id) || cfg.sparkplug_group_id.contains('/') {
         return Err(FieldError::new("sparkplug_group_id", "must be non-empty, without / + #"));
     }
@@ -333,11 +363,37 @@ mod tests {
     #[test]
     fn the_url_gives_the_endpoint_with_the_default_port_of_its_scheme() {
         let ep = |u: &str| MqttConfig::new(u).endpoint();
-        assert_eq!(ep("mqtt://h").unwrap(), Endpoint { tls: false, host: "h".into(), port: 1883 });
-        assert_eq!(ep("mqtts://h:1").unwrap(), Endpoint { tls: true, host: "h".into(), port: 1 });
-        assert_eq!(ep("mqtt://[::1]:9").unwrap(), Endpoint { tls: false, host: "::1".into(), port: 9 });
+        let plain = |tls, host: &str, port| Endpoint { tls, host: host.into(), port, credentials: None };
+        assert_eq!(ep("mqtt://h").unwrap(), plain(false, "h", 1883));
+        assert_eq!(ep("mqtts://h:1").unwrap(), plain(true, "h", 1));
+        assert_eq!(ep("mqtt://[::1]:9").unwrap(), plain(false, "::1", 9));
         assert_eq!(ep("http://h").unwrap_err().path, "url");
         assert_eq!(ep("mqtt://").unwrap_err().path, "url");
+        let with_user = ep("mqtt://bob:s3cret@[::1]:9").unwrap();
+        assert_eq!((with_user.host.as_str(), with_user.port), ("::1", 9));
+        assert_eq!(with_user.credentials.as_ref().map(|(u, p)| (u.as_str(), p.expose())), Some(("bob", "s3cret")));
+    }
+
+    #[test]
+    fn no_error_and_no_debug_output_shows_a_password() {
+        for url in [
+            "http://bob:s3cret@broker",
+            "mqtt://bob:s3cret@broker:99999",
+            "mqtt://bob:s3cret@",
+            "mqtt://:s3cret@broker",
+            "mqtt://bob:s3cret@broker/x/y",
+        ] {
+            let e = check(url, |_| {}).unwrap_err();
+            assert_eq!(e.path, "url", "{url}: {e}");
+            assert!(!e.to_string().contains("s3cret"), "{url}: {e}");
+        }
+        let mut c = MqttConfig::new("mqtt://broker");
+        c.username = Some("bob".into());
+        c.password = Some(Secret::new("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.credentials().map(|(u, p)| (u, p.expose().to_owned())), Some(("bob".into(), "s3cret".into())));
+        let e = check("mqtt://amy:pw@broker", |c| c.username = Some("bob".into())).unwrap_err();
+        assert_eq!(e.path, "username");
     }
 
     #[test]
@@ -388,7 +444,7 @@ mod tests {
         assert_eq!(check("mqtt://h", |c| c.include = vec!["a b".into()]).unwrap_err().path, "include[0]");
         assert_eq!(check("mqtt://h", |c| c.max_inflight = 0).unwrap_err().path, "max_inflight");
         assert_eq!(check("mqtt://h", |c| c.reconnect_min_ms = 0).unwrap_err().path, "reconnect_min_ms");
-        assert_eq!(check("mqtt://h", |c| c.password = Some("x".into())).unwrap_err().path, "password");
+        assert_eq!(check("mqtt://h", |c| c.password = Some(Secret::new("x"))).unwrap_err().path, "password");
         assert_eq!(check("mqtt://h", |c| c.sparkplug_group_id = "a/b".into()).unwrap_err().path, "sparkplug_group_id");
         assert!(check("mqtt://h", |_| {}).is_ok());
     }

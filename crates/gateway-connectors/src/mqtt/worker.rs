@@ -81,7 +81,7 @@ pub(super) async fn run(
             clean: cfg.clean_session || sparkplug,
             session_expiry_s: cfg.session_expiry_s,
             inflight: cfg.max_inflight,
-            credentials: cfg.username.clone().map(|u| (u, cfg.password.clone().unwrap_or_default())),
+            credentials: cfg.credentials().map(|(u, p)| (u, p.expose().to_owned())),
             transport: tls.map(|c| Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(c)))),
         },
         backoff,

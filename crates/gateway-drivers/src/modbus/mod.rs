@@ -63,6 +63,7 @@ use gateway_model::FieldError;
 
 use crate::config::DeviceConfig;
 use crate::driver::{Driver, DriverContext};
+use crate::security::Reach;
 
 /// A tag with a deadband is published at least once every this many polls
 /// even when its value holds steady.
@@ -74,6 +75,11 @@ impl Driver for ModbusTcpConfig {
 
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
         config::validate_tcp(dev, self)
+    }
+
+    fn reaches(&self) -> Vec<Reach> {
+        let host = self.address.rsplit_once(':').map_or(self.address.as_str(), |(h, _)| h);
+        vec![Reach::Host { field: "address", host: host.trim_start_matches('[').trim_end_matches(']').to_owned() }]
     }
 
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static {
@@ -89,6 +95,10 @@ impl Driver for ModbusRtuConfig {
 
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
         config::validate_rtu(dev, self)
+    }
+
+    fn reaches(&self) -> Vec<Reach> {
+        vec![Reach::SerialPort { field: "port", path: self.port.clone() }]
     }
 
     /// Enabled devices on one serial port must agree on its line settings.
