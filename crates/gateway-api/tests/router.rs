@@ -349,3 +349,23 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(s, StatusCode::OK);
     assert!(body.as_str().unwrap().contains("/ws"));
 }
+
+#[tokio::test]
+async fn of_concurrent_creations_of_the_same_tag_exactly_one_succeeds() {
+    let env = env().await;
+    let (s, _) = call(&env, "POST", "/api/v1/devices", Some(json!({"name": "d", "driver": "sim"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tag = json!({"name": "t", "signal": "ramp"});
+    let answers = futures_util::future::join_all(
+        (0..10).map(|_| call(&env, "POST", "/api/v1/devices/d/tags", Some(tag.clone()))),
+    )
+    .await;
+    let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    assert_eq!(created, 1, "{answers:?}");
+    for (s, v) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*s, StatusCode::CONFLICT);
+        assert_error(v, "exists");
+    }
+    let (_, v) = call(&env, "GET", "/api/v1/devices/d/tags", None).await;
+    assert_eq!(v["tags"].as_array().unwrap().len(), 1, "{v}");
+}
