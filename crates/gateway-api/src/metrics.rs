@@ -1,11 +1,17 @@
 //! The API's own metrics (HTTP requests by route and status, their latency,
 //! WebSocket connections and drops) and the process's (resident memory, CPU
 //! time, threads, open files), read from /proc when metrics are scraped.
+//!
+//! No label takes a value a client chooses: the method is one of the
+//! standard ones or `other`, the route a template of the router or
+//! `unmatched`, the status one the gateway sent; so a client cannot grow the
+//! label sets (and every scrape) by sending odd methods or paths.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -21,7 +27,7 @@ use crate::error::ApiError;
 /// Labels of `gateway_http_requests`: one counter per method, route and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The request's method as sent, upper case (`GET`, `POST`, ...).
+    /// The request's method, as [`method_label`] names it.
     pub method: String,
     /// Route template (`/api/v1/devices/{name}`), or `unmatched`.
     pub route: String,
@@ -33,11 +39,36 @@ pub struct RequestLabels {
 /// route, whatever the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// The request's method as sent, upper case (`GET`, `POST`, ...).
+    /// The request's method, as [`method_label`] names it.
     pub method: String,
     /// Route template, as in [`RequestLabels::route`]; path parameters never
     /// become labels, so their number stays bounded.
     pub route: String,
+}
+
+/// The metrics label of an HTTP method: the standard methods as they are
+/// spelled, anything else `other`.
+///
+/// ```
+/// use axum::http::Method;
+/// use gateway_api::metrics::method_label;
+///
+/// assert_eq!(method_label(&Method::POST), "POST");
+/// assert_eq!(method_label(&Method::from_bytes(b"XYZZY").unwrap()), "other");
+/// ```
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -117,7 +148,7 @@ impl ApiMetrics {
 /// Middleware: request timeout, and counts and latency by route and status.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let timeout = std::time::Duration::from_secs(state.cfg().request_timeout_s);
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {

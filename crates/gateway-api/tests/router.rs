@@ -351,6 +351,26 @@ async fn the_openapi_document_describes_every_route() {
 }
 
 #[tokio::test]
+async fn metrics_labels_stay_bounded_whatever_methods_and_paths_clients_send() {
+    let env = env().await;
+    for i in 0..200 {
+        let method = format!("M{i}X");
+        let req = Request::builder().method(method.as_str()).uri(format!("/random/{i}")).body(Body::empty()).unwrap();
+        let (s, v) = raw(&env, req).await;
+        assert!(s.is_client_error(), "{method}: {s} {v}");
+    }
+    let resp = router(env.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("gateway_http_requests_total{")).collect();
+    assert!(series.len() <= 3, "{series:#?}");
+    assert!(
+        text.contains("gateway_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 200"),
+        "{series:#?}"
+    );
+    assert!(!text.contains("M1X") && !text.contains("/random/"), "a client-chosen value became a label");
+}
+
+#[tokio::test]
 async fn of_concurrent_creations_of_the_same_tag_exactly_one_succeeds() {
     let env = env().await;
     let (s, _) = call(&env, "POST", "/api/v1/devices", Some(json!({"name": "d", "driver": "sim"}))).await;
