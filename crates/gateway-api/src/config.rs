@@ -43,6 +43,14 @@ pub struct ApiConfig {
     /// dropped and counted (default 64).
     #[serde(default = "default_ws_queue")]
     pub ws_queue: usize,
+    /// Patterns one WebSocket client may hold (after removing duplicates);
+    /// a subscription beyond it is refused with an error message (default 256).
+    #[serde(default = "default_ws_max_patterns")]
+    pub ws_max_patterns: usize,
+    /// A WebSocket message the client does not take within this many
+    /// seconds ends the connection and frees its slot (default 10, 1 to 3600).
+    #[serde(default = "default_ws_send_timeout_s")]
+    pub ws_send_timeout_s: u64,
 }
 
 const fn default_bind() -> SocketAddr {
@@ -69,6 +77,12 @@ const fn default_ws_push_interval_ms() -> u64 {
 const fn default_ws_queue() -> usize {
     64
 }
+const fn default_ws_max_patterns() -> usize {
+    256
+}
+const fn default_ws_send_timeout_s() -> u64 {
+    10
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -81,6 +95,8 @@ impl Default for ApiConfig {
             ws_cleanup_interval_s: default_ws_cleanup_interval_s(),
             ws_push_interval_ms: default_ws_push_interval_ms(),
             ws_queue: default_ws_queue(),
+            ws_max_patterns: default_ws_max_patterns(),
+            ws_send_timeout_s: default_ws_send_timeout_s(),
         }
     }
 }
@@ -121,6 +137,12 @@ impl ApiConfig {
         }
         if !(1..=100_000).contains(&self.ws_queue) {
             return bad("ws_queue", format!("must be between 1 and 100000, got {}", self.ws_queue));
+        }
+        if !(1..=10_000).contains(&self.ws_max_patterns) {
+            return bad("ws_max_patterns", format!("must be between 1 and 10000, got {}", self.ws_max_patterns));
+        }
+        if !(1..=3600).contains(&self.ws_send_timeout_s) {
+            return bad("ws_send_timeout_s", format!("must be between 1 and 3600, got {}", self.ws_send_timeout_s));
         }
         Ok(())
     }

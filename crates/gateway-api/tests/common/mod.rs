@@ -30,6 +30,7 @@ pub fn default_devices() -> Vec<Value> {
 pub struct Env {
     pub state: AppState,
     pub bus: Bus,
+    pub cache: Arc<LatestCache>,
     _dir: tempfile::TempDir,
 }
 
@@ -47,7 +48,7 @@ pub async fn env_with(cfg: ApiConfig, from_file: Vec<Value>) -> Env {
     let devices = Arc::new(Devices::load(store.clone(), manager, cache.clone(), &from_file).await.unwrap());
     let state = AppState::new(Parts {
         bus: bus.clone(),
-        cache,
+        cache: cache.clone(),
         devices,
         store,
         registry: Arc::new(registry),
@@ -56,5 +57,5 @@ pub async fn env_with(cfg: ApiConfig, from_file: Vec<Value>) -> Env {
         cfg,
         preset: "memory_optimized".into(),
     });
-    Env { state, bus, _dir: dir }
+    Env { state, bus, cache, _dir: dir }
 }
