@@ -1,11 +1,13 @@
 //! The `[api]` section: where the API listens and its limits (the original
 //! gateway's: 30 s request timeout, 10 MiB bodies, 1,000 WebSocket connections,
-//! 60 s heartbeat timeout, 30 s clean-up).
+//! 60 s heartbeat timeout, 30 s clean-up), and the host allow-list.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use gateway_model::FieldError;
 use serde::{Deserialize, Serialize};
+
+use crate::guard::HostName;
 
 /// The `[api]` section. Every field may be left out; the defaults are the
 /// original gateway's, and [`ApiConfig::validate`] gives each its range.
@@ -43,6 +45,15 @@ pub struct ApiConfig {
     /// dropped and counted (default 64).
     #[serde(default = "default_ws_queue")]
     pub ws_queue: usize,
+    /// Host names and addresses clients use to reach the gateway, besides
+    /// `localhost`, `127.0.0.1`, `[::1]` and the bind address, which are
+    /// always accepted. A request whose `Host` is not one of them is refused
+    /// with 421 (it is how a web page uses DNS rebinding to reach the
+    /// gateway through the operator's browser), and so is a WebSocket
+    /// upgrade or a write from a page whose `Origin` is not. Names are
+    /// compared without case and without port (default none).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// Patterns one WebSocket client may hold (after removing duplicates);
     /// a subscription beyond it is refused with an error message (default 256).
     #[serde(default = "default_ws_max_patterns")]
@@ -95,6 +106,7 @@ impl Default for ApiConfig {
             ws_cleanup_interval_s: default_ws_cleanup_interval_s(),
             ws_push_interval_ms: default_ws_push_interval_ms(),
             ws_queue: default_ws_queue(),
+            allowed_hosts: Vec::new(),
             ws_max_patterns: default_ws_max_patterns(),
             ws_send_timeout_s: default_ws_send_timeout_s(),
         }
@@ -137,6 +149,9 @@ impl ApiConfig {
         }
         if !(1..=100_000).contains(&self.ws_queue) {
             return bad("ws_queue", format!("must be between 1 and 100000, got {}", self.ws_queue));
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            HostName::parse_allowed(h).map_err(|e| FieldError::new(format!("allowed_hosts[{i}]"), e))?;
         }
         if !(1..=10_000).contains(&self.ws_max_patterns) {
             return bad("ws_max_patterns", format!("must be between 1 and 10000, got {}", self.ws_max_patterns));

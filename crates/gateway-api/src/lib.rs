@@ -4,6 +4,7 @@
 //!
 //! [`router`] builds everything from an [`AppState`] without a socket, so
 //! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it.
+//! Every request passes the [`guard`] first (host allow-list, origin, sizes).
 //! Every error body is `{"error": {"code", "message"}}`; internal details go to
 //! the log, never into a response.
 
@@ -11,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod devices;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod process;
 pub mod routes;
@@ -170,11 +172,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/openapi.json"),
 ];
 
-/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit
-/// and request metrics applied; unknown paths and methods get JSON errors.
+/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
+/// the [`guard`] (in front of everything but the request metrics) and request
+/// metrics applied; unknown paths and methods get JSON errors.
 pub fn router(state: AppState) -> Router {
     use routes::*;
     let limit = state.cfg().max_request_size;
+    let guard = Arc::new(guard::Guard::new(state.cfg()));
     Router::new()
         .route("/", get(index))
         .route("/api/v1/system/health", get(health))
@@ -192,6 +196,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
