@@ -3,7 +3,8 @@
 //! document at `/api/openapi.json`, and a small live page at `/`.
 //!
 //! [`router`] builds everything from an [`AppState`] without a socket, so
-//! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it.
+//! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it behind
+//! the bounded accept loop of [`server`], over TLS if configured ([`tls`]).
 //! Every request passes the [`guard`] first (host allow-list, origin, sizes).
 //! Every error body is `{"error": {"code", "message"}}`; internal details go to
 //! the log, never into a response.
@@ -16,9 +17,10 @@ pub mod guard;
 pub mod metrics;
 pub mod process;
 pub mod routes;
+pub mod server;
+pub mod tls;
 pub mod ws;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +36,8 @@ pub use config::ApiConfig;
 pub use devices::Devices;
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
+pub use server::{Server, serve};
+pub use tls::TlsConfig;
 pub use ws::WsHub;
 
 /// The OpenAPI 3.1 description of the API.
@@ -134,6 +138,9 @@ impl AppState {
     pub fn metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
+    pub(crate) fn metrics_arc(&self) -> Arc<ApiMetrics> {
+        self.inner.metrics.clone()
+    }
     /// The hub behind `/ws`, for its connection count.
     pub fn ws(&self) -> &WsHub {
         &self.inner.ws
@@ -199,14 +206,4 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
-}
-
-/// Serves the router on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

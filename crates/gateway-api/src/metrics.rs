@@ -1,6 +1,7 @@
 //! The API's own metrics (HTTP requests by route and status, their latency,
-//! WebSocket connections and drops) and the process's (resident memory, CPU
-//! time, threads, open files), read from /proc when metrics are scraped.
+//! connections, WebSocket connections and drops) and the process's (resident
+//! memory, CPU time, threads, open files), read from /proc when metrics are
+//! scraped.
 //!
 //! No label takes a value a client chooses: the method is one of the
 //! standard ones or `other`, the route a template of the router or
@@ -14,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -44,6 +45,37 @@ pub struct RouteLabels {
     /// Route template, as in [`RequestLabels::route`]; path parameters never
     /// become labels, so their number stays bounded.
     pub route: String,
+}
+
+/// Why the server closed a connection before the client did, the label of
+/// `gateway_http_connection_timeouts`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// The TLS handshake did not finish within `header_read_timeout_s`.
+    TlsHandshake,
+    /// A request's headers did not arrive within `header_read_timeout_s`
+    /// (this includes an idle keep-alive connection).
+    Header,
+    /// No byte moved for `idle_timeout_s` while no request was handled.
+    Idle,
+}
+
+impl EncodeLabelValue for TimeoutKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            TimeoutKind::TlsHandshake => "tls_handshake",
+            TimeoutKind::Header => "header",
+            TimeoutKind::Idle => "idle",
+        })
+    }
+}
+
+/// Labels of `gateway_http_connection_timeouts`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// Which timeout closed the connection.
+    pub kind: TimeoutKind,
 }
 
 /// The metrics label of an HTTP method: the standard methods as they are
@@ -90,6 +122,19 @@ pub struct ApiMetrics {
     pub ws_dropped: Counter,
     /// Messages sent to WebSocket clients.
     pub ws_messages: Counter,
+    /// Connections open now (HTTP and WebSocket), at most the effective
+    /// connection cap.
+    pub http_connections: Gauge,
+    /// The effective connection cap: `max_connections`, or lower to stay
+    /// below the open-files limit.
+    pub http_connection_limit: Gauge,
+    /// Connections the server closed because a timeout ran out, by kind.
+    pub http_connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// TLS handshakes that failed (no client certificate, a bad one, not TLS).
+    pub http_tls_failures: Counter,
+    /// Failed accepts (such as out of file descriptors), each followed by a
+    /// short pause.
+    pub http_accept_errors: Counter,
     rss: Gauge,
     cpu: Counter<f64, AtomicU64>,
     cpu_seen: AtomicU64,
@@ -108,6 +153,11 @@ impl ApiMetrics {
             ws_refused: Counter::default(),
             ws_dropped: Counter::default(),
             ws_messages: Counter::default(),
+            http_connections: Gauge::default(),
+            http_connection_limit: Gauge::default(),
+            http_connection_timeouts: Family::default(),
+            http_tls_failures: Counter::default(),
+            http_accept_errors: Counter::default(),
             rss: Gauge::default(),
             cpu: Counter::default(),
             cpu_seen: AtomicU64::new(0),
@@ -117,6 +167,15 @@ impl ApiMetrics {
         let http = registry.sub_registry_with_prefix("gateway_http");
         http.register("requests", "HTTP requests by method, route and status", m.requests.clone());
         http.register_with_unit("request_duration", "HTTP request latency", Unit::Seconds, m.duration.clone());
+        http.register("connections", "Open connections, HTTP and WebSocket", m.http_connections.clone());
+        http.register("connection_limit", "The effective cap on open connections", m.http_connection_limit.clone());
+        http.register(
+            "connection_timeouts",
+            "Connections closed by the server because a timeout ran out",
+            m.http_connection_timeouts.clone(),
+        );
+        http.register("tls_failures", "Failed TLS handshakes", m.http_tls_failures.clone());
+        http.register("accept_errors", "Failed accepts, such as out of file descriptors", m.http_accept_errors.clone());
         let ws = registry.sub_registry_with_prefix("gateway_ws");
         ws.register("connections", "Open WebSocket connections", m.ws_connections.clone());
         ws.register("refused", "WebSocket connections refused at ws_max_connections", m.ws_refused.clone());

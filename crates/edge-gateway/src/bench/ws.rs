@@ -230,6 +230,8 @@ pub fn server(spec: &WsSpec) -> Result<Outcome, String> {
     rt.block_on(async {
         let api = ApiConfig {
             ws_max_connections: spec.connections + 16,
+            // Every WebSocket holds one of the API's connections.
+            max_connections: spec.connections + 64,
             // The run must not be disturbed by the heartbeat's clean-up.
             ws_heartbeat_timeout_s: 3600,
             ws_cleanup_interval_s: 600,
