@@ -5,6 +5,7 @@
 mod bench;
 mod config;
 mod run;
+mod tls;
 mod waltool;
 
 use std::path::PathBuf;
@@ -43,6 +44,11 @@ enum Command {
     },
     /// Measure the performance budget on this machine and print it with pass / fail.
     Bench(bench::BenchArgs),
+    /// Certificates for HTTPS ([api.tls]).
+    Tls {
+        #[command(subcommand)]
+        command: tls::TlsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,5 +131,6 @@ fn main() -> ExitCode {
         Command::Wal { command: WalCommand::Inspect { dir, from, limit } } => waltool::inspect(&dir, from, limit),
         Command::Wal { command: WalCommand::Verify { dir } } => waltool::verify(&dir),
         Command::Bench(args) => bench::main(args),
+        Command::Tls { command } => tls::main(command),
     }
 }

@@ -138,7 +138,7 @@ async fn connect_one(url: String, i: usize, stats: Arc<ClientStats>) -> Result<(
 /// The client process: connects, says `ready` on stdout, records until its
 /// standard input closes (or the deadline), then prints its outcome.
 pub fn clients(spec: &WsClientsSpec) -> Result<Outcome, String> {
-    probe::raise_nofile_limit();
+    crate::run::raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ws-client")
@@ -220,7 +220,7 @@ pub fn clients(spec: &WsClientsSpec) -> Result<Outcome, String> {
 
 /// The server process: gateway, clients child, publisher, figures.
 pub fn server(spec: &WsSpec) -> Result<Outcome, String> {
-    probe::raise_nofile_limit();
+    crate::run::raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("gateway")
