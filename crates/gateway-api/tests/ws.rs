@@ -329,3 +329,33 @@ async fn the_heartbeat_closes_a_silent_client_even_while_a_send_to_it_is_stuck()
     wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
     wait_until(60, "the silent client to be closed", || env.state.ws().connections() == 0).await;
 }
+
+#[tokio::test]
+async fn at_shutdown_every_client_is_told_the_gateway_is_going_away() {
+    let env = env_with(ApiConfig::default(), default_devices()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway_api::serve(listener, env.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut ws = connect(addr).await;
+    wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
+    stop.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1001);
+                break;
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without 1001"),
+            Some(Ok(_)) => {}
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), server).await.expect("the server returns").unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+}
