@@ -163,12 +163,7 @@ impl Server {
         state.metrics().http_connection_limit.set(cap as i64);
         let header_timeout = Duration::from_secs(cfg.header_read_timeout_s);
         let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .max_buf_size(MAX_HEAD_BYTES)
-            // One write per answer; HyperErrors relies on it to see hyper's
-            // own error answers whole.
-            .writev(false);
+        http.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(MAX_HEAD_BYTES);
         let shared = Arc::new(Shared {
             router: crate::router(state.clone()),
             http,
@@ -445,6 +440,27 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         }
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    this.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => this.pending(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_flush(cx) {
@@ -461,12 +477,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
 /// Replaces hyper's own, empty-bodied answers to requests it could not
 /// parse (400, 414, 431) by the API's JSON error (see the module docs).
 ///
-/// hyper writes such an answer as one buffer (the server turns vectored
-/// writes off) and closes the connection after it. Every error the router
-/// answers carries a JSON body (the guard sees to it), so an empty-bodied
-/// 400, 414 or 431 can only be hyper's. Should hyper ever split it, or send
-/// it behind a pipelined answer, it passes unchanged: still correct HTTP,
-/// only without the body.
+/// hyper writes such an answer (a head alone) in one write and closes the
+/// connection after it. Every error the router answers carries a JSON body
+/// (the guard sees to it), so an empty-bodied 400, 414 or 431 can only be
+/// hyper's. Should hyper ever split it, or send it behind a pipelined
+/// answer, it passes unchanged: still correct HTTP, only without the body.
+/// Other writes pass through as they come, vectored or not.
 struct HyperErrors<T> {
     io: T,
     /// The replacement still to write, from `pos`.
@@ -481,6 +497,17 @@ impl<T> HyperErrors<T> {
 }
 
 impl<T: AsyncWrite + Unpin> HyperErrors<T> {
+    /// Takes a write of `taken` bytes by writing `answer` in its place; what
+    /// does not go out now goes with the next write, flush or shutdown.
+    fn replace(&mut self, cx: &mut Context<'_>, answer: Vec<u8>, taken: usize) -> Poll<io::Result<usize>> {
+        self.out = answer;
+        self.pos = 0;
+        match self.drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(taken)),
+        }
+    }
+
     fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pos < self.out.len() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.pos..]))?;
@@ -495,10 +522,20 @@ impl<T: AsyncWrite + Unpin> HyperErrors<T> {
     }
 }
 
+/// Whether a write may be one of hyper's own error answers (a cheap look at
+/// its start; [`json_for_hyper_error`] decides).
+fn may_be_hyper_error(first: &[u8], len: usize) -> bool {
+    len <= MAX_HYPER_ERROR && first.starts_with(b"HTTP/1.1 4")
+}
+
+/// hyper's own error answers are a status line, `content-length: 0` and a
+/// date: well under this.
+const MAX_HYPER_ERROR: usize = 512;
+
 /// The JSON answer that replaces `head` if it is one of hyper's own error
 /// answers; `None` for anything else.
 fn json_for_hyper_error(head: &[u8]) -> Option<Vec<u8>> {
-    if head.len() > 512 || !head.ends_with(b"\r\n\r\n") {
+    if !may_be_hyper_error(head, head.len()) || !head.ends_with(b"\r\n\r\n") {
         return None;
     }
     let text = std::str::from_utf8(head).ok()?;
@@ -540,14 +577,30 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for HyperErrors<T> {
         let this = &mut *self;
         ready!(this.drain(cx))?;
         if let Some(answer) = json_for_hyper_error(buf) {
-            this.out = answer;
-            // Taken: the rest goes out with the next write, flush or shutdown.
-            if let Poll::Ready(Err(e)) = this.drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-            return Poll::Ready(Ok(buf.len()));
+            return this.replace(cx, answer, buf.len());
         }
         Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.drain(cx))?;
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.first().is_some_and(|b| may_be_hyper_error(b, len))
+            && let Some(answer) =
+                json_for_hyper_error(&bufs.iter().flat_map(|b| b.iter().copied()).collect::<Vec<u8>>())
+        {
+            return this.replace(cx, answer, len);
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
