@@ -42,20 +42,9 @@ fn exchange(addr: SocketAddr, bytes: &[u8]) -> (u16, String, Value) {
     (status, head.to_ascii_lowercase(), serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
 }
 
-/// Whether the server closed `s` (EOF or reset) within 60 s.
+/// Whether the server closed `s` within 60 s.
 fn closed_by_server(s: &mut TcpStream) -> bool {
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
+    gateway_bench::closed_by_peer(s, 60)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

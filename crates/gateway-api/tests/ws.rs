@@ -45,6 +45,22 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
+/// The code of the close frame the gateway sends within 10 s (other
+/// messages are skipped); a close without a frame fails the test.
+async fn close_code(ws: &mut Ws) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close code"),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 #[tokio::test]
 async fn subscribers_get_a_snapshot_then_only_matching_updates() {
     let env = env_with(ApiConfig::default(), default_devices()).await;
@@ -146,20 +162,7 @@ async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     let mut ws = connect(addr).await;
     // Say nothing and read nothing (so no pong goes back) for a while.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 4008);
-                break;
-            }
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without the heartbeat code"),
-            Some(Ok(_)) => {}
-        }
-    }
+    assert_eq!(close_code(&mut ws).await, 4008);
     assert_eq!(env.state.ws().connections(), 0);
 }
 
@@ -342,20 +345,7 @@ async fn at_shutdown_every_client_is_told_the_gateway_is_going_away() {
     let mut ws = connect(addr).await;
     wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
     stop.send(()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 1001);
-                break;
-            }
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without 1001"),
-            Some(Ok(_)) => {}
-        }
-    }
+    assert_eq!(close_code(&mut ws).await, 1001);
     tokio::time::timeout(Duration::from_secs(30), server).await.expect("the server returns").unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
