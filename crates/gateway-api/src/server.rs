@@ -396,6 +396,19 @@ impl<T> Tracked<T> {
         None
     }
 
+    /// A write's outcome: bytes out count as progress; not ready, the idle check.
+    fn written(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(r) => {
+                if matches!(r, Ok(n) if n > 0) {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.pending(cx),
+        }
+    }
+
     fn pending<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         match self.idle_expired(cx) {
             Some(e) => Poll::Ready(Err(e)),
@@ -429,15 +442,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.last = Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending(cx),
-        }
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.written(cx, r)
     }
 
     fn poll_write_vectored(
@@ -446,15 +452,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                if matches!(r, Ok(n) if n > 0) {
-                    this.last = Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => this.pending(cx),
-        }
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.written(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
