@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod run;
 mod users;
+mod tls;
 mod waltool;
 
 use std::path::PathBuf;
@@ -53,6 +54,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: users::TokenCommand,
+    },
+    /// Certificates for HTTPS ([api.tls]).
+    Tls {
+        #[command(subcommand)]
+        command: tls::TlsCommand,
     },
 }
 
@@ -138,5 +144,6 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::main(args),
         Command::User { command } => users::user(command),
         Command::Token { command } => users::token(command),
+        Command::Tls { command } => tls::main(command),
     }
 }

@@ -42,8 +42,30 @@ fn announce_first_admin(user: &str, password: &str) {
     );
 }
 
+/// Raises the soft open-files limit to the hard limit; returns the new soft
+/// limit. The soft limit (often 1,024) only protects programs that use
+/// `select()`; the gateway needs one descriptor per connection (1,000
+/// WebSocket clients by default) besides the WAL, the database and the
+/// drivers, and the API caps its connections below whatever limit holds.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Runs the gateway until a signal says stop.
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let open_files = raise_nofile_limit();
+    tracing::debug!(open_files, "Open-files limit.");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
     rt.block_on(run_async(cfg))
 }
@@ -196,8 +218,9 @@ impl Running {
             auth,
             preset: cfg.bus.preset.to_string(),
         });
+        let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gateway_api::serve(listener, state, async move {
+        let server = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }));
         Ok(Running { bus, store, devices, addr, connectors, stop: stop_tx, server, _data_lock: data_lock })
@@ -212,7 +235,8 @@ impl Running {
         self.connectors.stop().await;
         self.bus.close().await.context("closing the bus (flushing the WAL)")?;
         self.store.close().await;
-        // Open WebSocket connections would keep a graceful shutdown waiting forever.
+        // The server closes the WebSockets and lets requests in flight finish;
+        // past 5 s the rest are cut when the runtime stops.
         if tokio::time::timeout(Duration::from_secs(5), self.server).await.is_err() {
             tracing::warn!("Connections still open after 5 s; closing them.");
         }
@@ -224,7 +248,8 @@ async fn run_async(cfg: Config) -> anyhow::Result<()> {
     survive_file_size_limit();
     let gw = Running::start(&cfg).await?;
     let addr = gw.addr;
-    tracing::info!(%addr, devices = gw.devices.len(), "edge-gateway is running: http://{addr}/ (live values), /api/v1, /ws, /metrics.");
+    let scheme = if cfg.api.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, devices = gw.devices.len(), "edge-gateway is running: {scheme}://{addr}/ (live values), /api/v1, /ws, /metrics.");
 
     shutdown_signal().await;
     tracing::info!("Shutting down.");

@@ -45,12 +45,18 @@ impl LatestCache {
 
     /// Readings of tags matching `pattern`, sorted by tag.
     pub fn matching(&self, pattern: &TagPattern) -> Vec<DataFrame> {
+        self.matching_any(std::slice::from_ref(pattern))
+    }
+
+    /// Readings of tags matching any of `patterns`, each tag once, sorted by
+    /// tag: one pass under one read lock, however many patterns overlap.
+    pub fn matching_any(&self, patterns: &[TagPattern]) -> Vec<DataFrame> {
         let mut v: Vec<DataFrame> = self
             .map
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|f| pattern.matches(f.tag.as_str()))
+            .filter(|f| patterns.iter().any(|p| p.matches(f.tag.as_str())))
             .cloned()
             .collect();
         v.sort_by(|a, b| a.tag.cmp(&b.tag));

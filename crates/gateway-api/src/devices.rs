@@ -246,11 +246,25 @@ impl Devices {
 
     /// Creates or replaces a tag of a device (restarting its driver); returns whether it was created.
     pub async fn upsert_tag(&self, device: &str, tag: TagConfig) -> Result<bool, ApiError> {
+        self.put_tag(device, tag, false).await
+    }
+
+    /// Creates a tag of a device (restarting its driver); 409 if it exists.
+    /// The check and the change happen under the one write lock, so of
+    /// concurrent creations of the same tag exactly one succeeds.
+    pub async fn create_tag(&self, device: &str, tag: TagConfig) -> Result<(), ApiError> {
+        self.put_tag(device, tag, true).await.map(|_| ())
+    }
+
+    async fn put_tag(&self, device: &str, tag: TagConfig, only_new: bool) -> Result<bool, ApiError> {
         let _w = self.write.lock().await;
         self.owned_by_file(device)?;
         let (dev, _) = self.get(device).ok_or_else(|| ApiError::not_found("device", device))?;
         let mut next = (*dev).clone();
         let created = match next.tags.iter_mut().find(|t| t.name == tag.name) {
+            Some(_) if only_new => {
+                return Err(ApiError::conflict("exists", format!("tag {device}.{} already exists", tag.name)));
+            }
             Some(t) => {
                 *t = tag;
                 false

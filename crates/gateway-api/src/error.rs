@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -53,9 +53,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body, `{"error": {"code", "message"}}`, for the answers the
+    /// server writes itself, outside the router.
+    pub fn body(&self) -> String {
+        json!({"error": {"code": self.code, "message": self.message}}).to_string()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (self.status, [(header::CONTENT_TYPE, "application/json")], self.body()).into_response()
     }
 }
 

@@ -3,7 +3,9 @@
 //! document at `/api/openapi.json`, and a small live page at `/`.
 //!
 //! [`router`] builds everything from an [`AppState`] without a socket, so
-//! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it.
+//! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it behind
+//! the bounded accept loop of [`server`], over TLS if configured ([`tls`]).
+//! Every request passes the [`guard`] first (host allow-list, origin, sizes).
 //! Every error body is `{"error": {"code", "message"}}`; internal details go to
 //! the log, never into a response.
 
@@ -13,12 +15,14 @@ pub mod command_audit;
 pub mod config;
 pub mod devices;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod process;
 pub mod routes;
+pub mod server;
+pub mod tls;
 pub mod ws;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,6 +39,8 @@ pub use config::ApiConfig;
 pub use devices::Devices;
 pub use error::ApiError;
 pub use metrics::ApiMetrics;
+pub use server::{Server, serve};
+pub use tls::TlsConfig;
 pub use ws::WsHub;
 
 /// The OpenAPI 3.1 description of the API.
@@ -139,6 +145,9 @@ impl AppState {
     pub fn metrics(&self) -> &ApiMetrics {
         &self.inner.metrics
     }
+    pub(crate) fn metrics_arc(&self) -> Arc<ApiMetrics> {
+        self.inner.metrics.clone()
+    }
     /// The hub behind `/ws`, for its connection count.
     pub fn ws(&self) -> &WsHub {
         &self.inner.ws
@@ -198,11 +207,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit"),
 ];
 
-/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit
-/// and request metrics applied; unknown paths and methods get JSON errors.
+/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
+/// the [`guard`] (in front of everything but the request metrics) and request
+/// metrics applied; unknown paths and methods get JSON errors.
 pub fn router(state: AppState) -> Router {
     use routes::*;
     let limit = state.cfg().max_request_size;
+    let guard = Arc::new(guard::Guard::new(state.cfg()));
     Router::new()
         .route("/", get(index))
         .route("/api/v1/system/health", get(health))
@@ -232,21 +243,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
-        // Inner to outer: who may (so refusals are counted), then the metrics and the request timeout.
+        // Inner to outer: who may (so refusals are counted), the Host/Origin guard in front of
+        // everything else, then the metrics and the request timeout.
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
-}
-
-/// Serves the router on `listener` until `shutdown` resolves, then finishes
-/// the requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // The client's address reaches the handlers (and the audit trail) as ConnectInfo.
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -1,14 +1,21 @@
 //! The API's own metrics (HTTP requests by route and status, their latency,
-//! WebSocket connections and drops) and the process's (resident memory, CPU
-//! time, threads, open files), read from /proc when metrics are scraped.
+//! connections, WebSocket connections and drops) and the process's (resident
+//! memory, CPU time, threads, open files), read from /proc when metrics are
+//! scraped.
+//!
+//! No label takes a value a client chooses: the method is one of the
+//! standard ones or `other`, the route a template of the router or
+//! `unmatched`, the status one the gateway sent; so a client cannot grow the
+//! label sets (and every scrape) by sending odd methods or paths.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -21,7 +28,7 @@ use crate::error::ApiError;
 /// Labels of `gateway_http_requests`: one counter per method, route and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The request's method as sent, upper case (`GET`, `POST`, ...).
+    /// The request's method, as [`method_label`] names it.
     pub method: String,
     /// Route template (`/api/v1/devices/{name}`), or `unmatched`.
     pub route: String,
@@ -33,11 +40,67 @@ pub struct RequestLabels {
 /// route, whatever the status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// The request's method as sent, upper case (`GET`, `POST`, ...).
+    /// The request's method, as [`method_label`] names it.
     pub method: String,
     /// Route template, as in [`RequestLabels::route`]; path parameters never
     /// become labels, so their number stays bounded.
     pub route: String,
+}
+
+/// Why the server closed a connection before the client did, the label of
+/// `gateway_http_connection_timeouts`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// The TLS handshake did not finish within `header_read_timeout_s`.
+    TlsHandshake,
+    /// A request's headers did not arrive within `header_read_timeout_s`
+    /// (this includes an idle keep-alive connection).
+    Header,
+    /// No byte moved for `idle_timeout_s` while no request was handled.
+    Idle,
+}
+
+impl EncodeLabelValue for TimeoutKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        encoder.write_str(match self {
+            TimeoutKind::TlsHandshake => "tls_handshake",
+            TimeoutKind::Header => "header",
+            TimeoutKind::Idle => "idle",
+        })
+    }
+}
+
+/// Labels of `gateway_http_connection_timeouts`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// Which timeout closed the connection.
+    pub kind: TimeoutKind,
+}
+
+/// The metrics label of an HTTP method: the standard methods as they are
+/// spelled, anything else `other`.
+///
+/// ```
+/// use axum::http::Method;
+/// use gateway_api::metrics::method_label;
+///
+/// assert_eq!(method_label(&Method::POST), "POST");
+/// assert_eq!(method_label(&Method::from_bytes(b"XYZZY").unwrap()), "other");
+/// ```
+pub fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -59,6 +122,19 @@ pub struct ApiMetrics {
     pub ws_dropped: Counter,
     /// Messages sent to WebSocket clients.
     pub ws_messages: Counter,
+    /// Connections open now (HTTP and WebSocket), at most the effective
+    /// connection cap.
+    pub http_connections: Gauge,
+    /// The effective connection cap: `max_connections`, or lower to stay
+    /// below the open-files limit.
+    pub http_connection_limit: Gauge,
+    /// Connections the server closed because a timeout ran out, by kind.
+    pub http_connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// TLS handshakes that failed (no client certificate, a bad one, not TLS).
+    pub http_tls_failures: Counter,
+    /// Failed accepts (such as out of file descriptors), each followed by a
+    /// short pause.
+    pub http_accept_errors: Counter,
     rss: Gauge,
     cpu: Counter<f64, AtomicU64>,
     cpu_seen: AtomicU64,
@@ -77,6 +153,11 @@ impl ApiMetrics {
             ws_refused: Counter::default(),
             ws_dropped: Counter::default(),
             ws_messages: Counter::default(),
+            http_connections: Gauge::default(),
+            http_connection_limit: Gauge::default(),
+            http_connection_timeouts: Family::default(),
+            http_tls_failures: Counter::default(),
+            http_accept_errors: Counter::default(),
             rss: Gauge::default(),
             cpu: Counter::default(),
             cpu_seen: AtomicU64::new(0),
@@ -86,6 +167,15 @@ impl ApiMetrics {
         let http = registry.sub_registry_with_prefix("gateway_http");
         http.register("requests", "HTTP requests by method, route and status", m.requests.clone());
         http.register_with_unit("request_duration", "HTTP request latency", Unit::Seconds, m.duration.clone());
+        http.register("connections", "Open connections, HTTP and WebSocket", m.http_connections.clone());
+        http.register("connection_limit", "The effective cap on open connections", m.http_connection_limit.clone());
+        http.register(
+            "connection_timeouts",
+            "Connections closed by the server because a timeout ran out",
+            m.http_connection_timeouts.clone(),
+        );
+        http.register("tls_failures", "Failed TLS handshakes", m.http_tls_failures.clone());
+        http.register("accept_errors", "Failed accepts, such as out of file descriptors", m.http_accept_errors.clone());
         let ws = registry.sub_registry_with_prefix("gateway_ws");
         ws.register("connections", "Open WebSocket connections", m.ws_connections.clone());
         ws.register("refused", "WebSocket connections refused at ws_max_connections", m.ws_refused.clone());
@@ -117,7 +207,7 @@ impl ApiMetrics {
 /// Middleware: request timeout, and counts and latency by route and status.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let timeout = std::time::Duration::from_secs(state.cfg().request_timeout_s);
     let resp = match tokio::time::timeout(timeout, next.run(req)).await {

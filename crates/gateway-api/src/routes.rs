@@ -217,13 +217,10 @@ pub async fn create_tag(
     ApiJson(body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
     let tag = parse_tag(&s, &name, body)?;
-    if s.devices().get(&name).is_some_and(|(d, _)| d.tag(&tag.name).is_some()) {
-        return Err(ApiError::conflict("exists", format!("tag {name}.{} already exists", tag.name)));
-    }
     let json = tag.to_json();
     let devices = s.devices_arc();
     let target = format!("{name}.{}", tag.name);
-    change(&s, &who, "tag.create", &target, json!({}), async move { devices.upsert_tag(&name, tag).await }).await?;
+    change(&s, &who, "tag.create", &target, json!({}), async move { devices.create_tag(&name, tag).await }).await?;
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 

@@ -19,7 +19,14 @@
 //!
 //! The server pings every `ws_cleanup_interval_s`; a client from which
 //! nothing (not even a pong) arrived for `ws_heartbeat_timeout_s` is closed
-//! with code 4008.
+//! with code 4008, even while a message to it is stuck. A message the client
+//! does not take within `ws_send_timeout_s` ends the connection (code 4009
+//! if it can still be told): a client that stops reading frees its slot.
+//! A client holds at most `ws_max_patterns` distinct patterns; a subscribe
+//! that would exceed it is refused whole with `too_many_patterns`. Replies
+//! to a client's own messages wait in a short queue; a client that keeps
+//! sending without reading them is closed (1008). At shutdown every client
+//! gets 1001.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,6 +63,42 @@ struct HubInner {
     next_id: AtomicU64,
     /// Clients grouped by their (sorted) pattern set.
     groups: Mutex<HashMap<String, Group>>,
+    /// Set once, at shutdown: every client is closed.
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Replies and pings waiting for a client at most.
+const CONTROL_QUEUE: usize = 16;
+
+/// How long the close frame may take once a connection is ending anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a client's connection ends.
+#[derive(Debug)]
+enum End {
+    /// The client closed, or the connection broke.
+    Gone,
+    /// Nothing arrived for `ws_heartbeat_timeout_s`.
+    Heartbeat,
+    /// A message was not taken within `ws_send_timeout_s`.
+    SendTimeout,
+    /// Replies piled up: the client sends but does not read.
+    Flooded,
+    /// The gateway is stopping.
+    Shutdown,
+}
+
+impl End {
+    fn close_frame(&self) -> Option<CloseFrame> {
+        let (code, reason): (u16, &str) = match self {
+            End::Gone => return None,
+            End::Heartbeat => (4008, "heartbeat timeout"),
+            End::SendTimeout => (4009, "send timeout"),
+            End::Flooded => (1008, "too many unread replies"),
+            End::Shutdown => (1001, "gateway shutting down"),
+        };
+        Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
+    }
 }
 
 /// The WebSocket hub. Cheap to clone.
@@ -113,6 +156,7 @@ impl WsHub {
                 connections: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 groups: Mutex::new(HashMap::new()),
+                closing: tokio::sync::watch::Sender::new(false),
             }),
         };
         let filter = Filter::all().kinds([FrameKind::Data]);
@@ -149,6 +193,12 @@ impl WsHub {
     /// WebSocket connections holding a slot now, at most `ws_max_connections`.
     pub fn connections(&self) -> usize {
         self.inner.connections.load(Ordering::Acquire)
+    }
+
+    /// Closes every client (code 1001) and every client that connects from
+    /// now on: the gateway is stopping.
+    pub fn close_all(&self) {
+        self.inner.closing.send_replace(true);
     }
 
     /// Takes a connection slot, or `None` at `ws_max_connections`.
@@ -217,7 +267,10 @@ impl WsHub {
     }
 
     /// Serves one client over any message sink and stream (the WebSocket in
-    /// production, channels in tests) until it leaves or goes silent.
+    /// production, channels in tests) until it leaves, goes silent, stops
+    /// reading or the gateway stops. Reading (with the heartbeat) and writing
+    /// run side by side, so a send that cannot complete never holds up the
+    /// heartbeat, and each send has its own deadline.
     pub async fn serve<S, E>(self, socket: S, _slot: ConnectionSlot)
     where
         S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
@@ -226,64 +279,94 @@ impl WsHub {
         let cfg = self.inner.cfg.clone();
         let (mut sink, mut stream) = socket.split();
         let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(cfg.ws_queue);
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let mut reported = 0u64;
         let mut patterns: BTreeSet<String> = BTreeSet::new();
         let heartbeat = Duration::from_secs(cfg.ws_heartbeat_timeout_s);
-        let mut last_seen = Instant::now();
-        let mut check = tokio::time::interval(Duration::from_secs(cfg.ws_cleanup_interval_s));
-        check.reset();
+        let send_timeout = Duration::from_secs(cfg.ws_send_timeout_s);
+        let mut closing = self.inner.closing.subscribe();
         let metrics = self.inner.metrics.clone();
-        loop {
-            tokio::select! {
-                Some(msg) = rx.recv() => {
-                    let d = dropped.load(Ordering::Relaxed);
-                    if d > reported {
-                        let note = json!({"type": "dropped", "updates": d - reported}).to_string();
-                        reported = d;
-                        if sink.send(Message::Text(note.into())).await.is_err() {
-                            break;
+
+        let writer = async {
+            let mut reported = 0u64;
+            loop {
+                let (msg, is_update) = tokio::select! {
+                    biased;
+                    Some(m) = ctl_rx.recv() => (m, false),
+                    Some(update) = rx.recv() => {
+                        let d = dropped.load(Ordering::Relaxed);
+                        if d > reported {
+                            let note = json!({"type": "dropped", "updates": d - reported}).to_string();
+                            reported = d;
+                            match tokio::time::timeout(send_timeout, sink.send(Message::Text(note.into()))).await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return End::Gone,
+                                Err(_) => return End::SendTimeout,
+                            }
+                        }
+                        (Message::Text(update), true)
+                    }
+                    else => return End::Gone,
+                };
+                match tokio::time::timeout(send_timeout, sink.send(msg)).await {
+                    Ok(Ok(())) => {
+                        if is_update {
+                            metrics.ws_messages.inc();
                         }
                     }
-                    if sink.send(Message::Text(msg)).await.is_err() {
-                        break;
-                    }
-                    metrics.ws_messages.inc();
-                }
-                incoming = stream.next() => {
-                    let text = match incoming {
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                        Some(Ok(_)) => {
-                            last_seen = Instant::now();
-                            continue;
-                        }
-                    };
-                    last_seen = Instant::now();
-                    let replies = self.handle(id, &text, &mut patterns, &tx, &dropped);
-                    let mut failed = false;
-                    for r in replies {
-                        if sink.send(Message::Text(r)).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if failed {
-                        break;
-                    }
-                }
-                _ = check.tick() => {
-                    if last_seen.elapsed() >= heartbeat {
-                        tracing::info!(client = id, "Closing a silent WebSocket client.");
-                        let frame = CloseFrame { code: 4008, reason: Utf8Bytes::from_static("heartbeat timeout") };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        break;
-                    }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
+                    Ok(Err(_)) => return End::Gone,
+                    Err(_) => return End::SendTimeout,
                 }
             }
+        };
+
+        let reader = async {
+            let mut last_seen = Instant::now();
+            let mut check = tokio::time::interval(Duration::from_secs(cfg.ws_cleanup_interval_s));
+            check.reset();
+            loop {
+                tokio::select! {
+                    incoming = stream.next() => {
+                        let text = match incoming {
+                            Some(Ok(Message::Text(t))) => t,
+                            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Gone,
+                            Some(Ok(_)) => {
+                                last_seen = Instant::now();
+                                continue;
+                            }
+                        };
+                        last_seen = Instant::now();
+                        for r in self.handle(id, &text, &mut patterns, &tx, &dropped) {
+                            if ctl_tx.try_send(Message::Text(r)).is_err() {
+                                return End::Flooded;
+                            }
+                        }
+                    }
+                    _ = check.tick() => {
+                        if last_seen.elapsed() >= heartbeat {
+                            return End::Heartbeat;
+                        }
+                        // A full queue already holds a ping or replies the client has not read.
+                        let _ = ctl_tx.try_send(Message::Ping(Default::default()));
+                    }
+                    _ = closing.wait_for(|c| *c) => return End::Shutdown,
+                }
+            }
+        };
+
+        let end = tokio::select! {
+            e = writer => e,
+            e = reader => e,
+        };
+        match end {
+            End::Gone | End::Shutdown => {}
+            End::Heartbeat => tracing::info!(client = id, "Closing a silent WebSocket client."),
+            End::SendTimeout | End::Flooded => {
+                tracing::info!(client = id, reason = ?end, "Closing a WebSocket client that does not read.")
+            }
+        }
+        if let Some(frame) = end.close_frame() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
         }
         self.set_patterns(id, &patterns, &BTreeSet::new(), Member { tx, dropped });
     }
@@ -322,7 +405,18 @@ impl WsHub {
         match msg {
             In::Ping { id } => vec![Utf8Bytes::from(json!({"type": "pong", "id": id}).to_string())],
             In::Subscribe { patterns: add } => {
-                let mut compiled = Vec::new();
+                let max = self.inner.cfg.ws_max_patterns;
+                let add: BTreeSet<String> = add.into_iter().collect();
+                let after = patterns.len() + add.iter().filter(|p| !patterns.contains(*p)).count();
+                if after > max {
+                    return err(
+                        "too_many_patterns",
+                        format!(
+                            "a client may hold at most {max} distinct patterns (ws_max_patterns); this subscription would make {after}"
+                        ),
+                    );
+                }
+                let mut compiled = Vec::with_capacity(add.len());
                 for p in &add {
                     match TagPattern::new(p) {
                         Ok(c) => compiled.push(c),
@@ -331,12 +425,7 @@ impl WsHub {
                 }
                 patterns.extend(add);
                 self.set_patterns(id, &old, patterns, Member { tx: tx.clone(), dropped: dropped.clone() });
-                let mut snapshot: Vec<DataFrame> = Vec::new();
-                for p in &compiled {
-                    snapshot.extend(self.inner.cache.matching(p));
-                }
-                snapshot.sort_by(|a, b| a.tag.cmp(&b.tag));
-                snapshot.dedup_by(|a, b| a.tag == b.tag);
+                let snapshot = self.inner.cache.matching_any(&compiled);
                 let refs: Vec<&DataFrame> = snapshot.iter().collect();
                 vec![
                     Utf8Bytes::from(

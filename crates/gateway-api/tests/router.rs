@@ -365,3 +365,168 @@ async fn the_openapi_document_describes_every_route() {
     assert_eq!(s, StatusCode::OK);
     assert!(body.as_str().unwrap().contains("/ws"));
 }
+
+fn with_host(method: &str, uri: &str, host: &str) -> axum::http::request::Builder {
+    Request::builder().method(method).uri(uri).header(header::HOST, host)
+}
+
+#[tokio::test]
+async fn a_request_naming_a_foreign_host_is_refused_with_421_and_writes_nothing() {
+    let cfg = ApiConfig { allowed_hosts: vec!["gw1.plant.local".into()], ..ApiConfig::default() };
+    let env = env_with(cfg, common::default_devices()).await;
+    wait_for_value(&env, "line1.setpoint").await;
+    // DNS rebinding: a page at evil.example, its name now resolving to the
+    // gateway, posts a set-point through the operator's browser.
+    let body = json!({"tag": "line1.setpoint", "value": 99.0}).to_string();
+    let req = with_host("POST", "/api/v1/commands", "evil.example:8080")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (s, v) = raw(&env, req).await;
+    assert_eq!(s, StatusCode::MISDIRECTED_REQUEST);
+    assert_error(&v, "misdirected_request");
+    let (s, v) = raw(&env, with_host("GET", "/api/v1/values", "EVIL.example").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::MISDIRECTED_REQUEST, "reads too: {v}");
+    let absolute = Request::get("http://evil.example/api/v1/system/health").body(Body::empty()).unwrap();
+    assert_eq!(raw(&env, absolute).await.0, StatusCode::MISDIRECTED_REQUEST, "an absolute target names the host too");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(wait_for_value(&env, "line1.setpoint").await["value"], json!(5.0), "the set-point was written");
+
+    for host in ["localhost:8080", "127.0.0.1", "[::1]:8080", "GW1.plant.local:443"] {
+        let (s, v) = raw(&env, with_host("GET", "/api/v1/system/health", host).body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK, "{host}: {v}");
+    }
+    // No Host at all: not a browser, so not a rebinding vector.
+    assert_eq!(call(&env, "GET", "/api/v1/system/health", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn websocket_upgrades_and_writes_from_foreign_origins_are_refused_with_403() {
+    let env = env().await;
+    let upgrade = |origin: &str| {
+        with_host("GET", "/ws", "localhost:8080")
+            .header(header::ORIGIN, origin)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for origin in ["http://evil.example", "null", "https://localhost.evil.example:8080"] {
+        let (s, v) = raw(&env, upgrade(origin)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{origin}");
+        assert_error(&v, "forbidden_origin");
+    }
+    let dev = json!({"name": "x", "driver": "sim"}).to_string();
+    let post = |origin: &str| {
+        with_host("POST", "/api/v1/devices", "localhost:8080")
+            .header(header::ORIGIN, origin)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(dev.clone()))
+            .unwrap()
+    };
+    let (s, v) = raw(&env, post("http://evil.example")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_error(&v, "forbidden_origin");
+    assert_eq!(call(&env, "GET", "/api/v1/devices/x", None).await.0, StatusCode::NOT_FOUND);
+    // The gateway's own page (same host, any port) may write.
+    let (s, v) = raw(&env, post("http://localhost:8080")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // No CORS: a cross-origin read or preflight gets no Access-Control header.
+    for method in ["GET", "OPTIONS"] {
+        let req = with_host(method, "/api/v1/values", "localhost:8080")
+            .header(header::ORIGIN, "http://evil.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(env.state.clone()).oneshot(req).await.unwrap();
+        assert!(
+            resp.headers().keys().all(|k| !k.as_str().starts_with("access-control-")),
+            "{method}: {:?}",
+            resp.headers()
+        );
+        assert_eq!(resp.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(resp.headers()[header::X_FRAME_OPTIONS], "DENY");
+    }
+}
+
+/// A body that never yields a byte: reading it would hang the request.
+fn endless_body() -> Body {
+    Body::from_stream(futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>())
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_at_once_without_reading_it() {
+    let env = env().await;
+    let req = Request::post("/api/v1/commands")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "1000000000000")
+        .body(endless_body())
+        .unwrap();
+    // Were the body read, the request would wait for request_timeout_s and
+    // then answer 503; the deadline only keeps a regression from hanging.
+    let (s, v) =
+        tokio::time::timeout(Duration::from_secs(20), raw(&env, req)).await.expect("an answer without the body");
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&v, "payload_too_large");
+}
+
+#[tokio::test]
+async fn errors_of_the_layers_below_the_handlers_are_json_too() {
+    let env = env().await;
+    for (uri, status, code) in [
+        ("/api/v1/devices/%FF", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/v1/devices/line1/tags/%C3%28", StatusCode::BAD_REQUEST, "bad_request"),
+        ("/api/v1/values?pattern=a&colour=red", StatusCode::BAD_REQUEST, "invalid_query"),
+    ] {
+        let (s, v) = call(&env, "GET", uri, None).await;
+        assert_eq!(s, status, "{uri}: {v}");
+        assert_error(&v, code);
+    }
+    let long = format!("/api/v1/values/{}", "a".repeat(gateway_api::guard::MAX_URI_BYTES));
+    let (s, v) = call(&env, "GET", &long, None).await;
+    assert_eq!(s, StatusCode::URI_TOO_LONG);
+    assert_error(&v, "uri_too_long");
+}
+
+#[tokio::test]
+async fn metrics_labels_stay_bounded_whatever_methods_and_paths_clients_send() {
+    let env = env().await;
+    for i in 0..200 {
+        let method = format!("M{i}X");
+        let req = Request::builder().method(method.as_str()).uri(format!("/random/{i}")).body(Body::empty()).unwrap();
+        let (s, v) = raw(&env, req).await;
+        assert!(s.is_client_error(), "{method}: {s} {v}");
+    }
+    let resp = router(env.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("gateway_http_requests_total{")).collect();
+    assert!(series.len() <= 3, "{series:#?}");
+    assert!(
+        text.contains("gateway_http_requests_total{method=\"other\",route=\"unmatched\",status=\"404\"} 200"),
+        "{series:#?}"
+    );
+    assert!(!text.contains("M1X") && !text.contains("/random/"), "a client-chosen value became a label");
+}
+
+#[tokio::test]
+async fn of_concurrent_creations_of_the_same_tag_exactly_one_succeeds() {
+    let env = env().await;
+    let (s, _) = call(&env, "POST", "/api/v1/devices", Some(json!({"name": "d", "driver": "sim"}))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let tag = json!({"name": "t", "signal": "ramp"});
+    let answers = futures_util::future::join_all(
+        (0..10).map(|_| call(&env, "POST", "/api/v1/devices/d/tags", Some(tag.clone()))),
+    )
+    .await;
+    let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    assert_eq!(created, 1, "{answers:?}");
+    for (s, v) in answers.iter().filter(|(s, _)| *s != StatusCode::CREATED) {
+        assert_eq!(*s, StatusCode::CONFLICT);
+        assert_error(v, "exists");
+    }
+    let (_, v) = call(&env, "GET", "/api/v1/devices/d/tags", None).await;
+    assert_eq!(v["tags"].as_array().unwrap().len(), 1, "{v}");
+}

@@ -1,6 +1,7 @@
 //! The WebSocket endpoint over a real socket: subscriptions and pushed
 //! updates, ping/pong, errors, the connection limit, the heartbeat timeout,
-//! and a slow client that loses updates without slowing anyone else.
+//! a slow client that loses updates without slowing anyone else, the
+//! pattern caps, and clients that stop reading.
 
 mod common;
 
@@ -40,6 +41,22 @@ async fn next_json(ws: &mut Ws) -> Value {
             Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
             Some(Ok(_)) => continue,
             other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// The code of the close frame the gateway sends within 10 s (other
+/// messages are skipped); a close without a frame fails the test.
+async fn close_code(ws: &mut Ws) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return f.code.into(),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close code"),
+            Some(Ok(_)) => {}
         }
     }
 }
@@ -145,26 +162,14 @@ async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     let mut ws = connect(addr).await;
     // Say nothing and read nothing (so no pong goes back) for a while.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), ws.next())
-            .await
-            .expect("closed in time")
-        {
-            Some(Ok(Message::Close(Some(f)))) => {
-                assert_eq!(u16::from(f.code), 4008);
-                break;
-            }
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without the heartbeat code"),
-            Some(Ok(_)) => {}
-        }
-    }
+    assert_eq!(close_code(&mut ws).await, 4008);
     assert_eq!(env.state.ws().connections(), 0);
 }
 
 #[tokio::test]
 async fn a_slow_client_loses_updates_and_the_others_do_not_wait_for_it() {
-    let cfg = ApiConfig { ws_queue: 2, ws_push_interval_ms: 5, ..ApiConfig::default() };
+    // The slow client reads nothing for a while; the send timeout must not end it first.
+    let cfg = ApiConfig { ws_queue: 2, ws_push_interval_ms: 5, ws_send_timeout_s: 600, ..ApiConfig::default() };
     let devices = vec![json!({"name": "load", "driver": "sim", "poll_interval_ms": 5,
                               "generate": {"count": 3000, "signal": "sine"}})];
     let env = env_with(cfg, devices).await;
@@ -233,4 +238,114 @@ async fn a_client_message_over_the_size_limit_ends_the_connection() {
             break;
         }
     }
+}
+
+/// `count` simulated tags `load.g0..`, updated every 5 ms.
+fn load_device(count: u32) -> Vec<Value> {
+    vec![json!({"name": "load", "driver": "sim", "poll_interval_ms": 5,
+                "generate": {"count": count, "signal": "sine"}})]
+}
+
+#[tokio::test]
+async fn duplicate_patterns_are_merged_into_one_subscription_and_one_snapshot() {
+    let env = env_with(ApiConfig { ws_max_patterns: 8, ..ApiConfig::default() }, load_device(1000)).await;
+    let addr = serve(&env).await;
+    wait_until(10, "every tag to have a value", || env.cache.len() >= 1000).await;
+    let mut ws = connect(addr).await;
+    // The probe that took the gateway to 1.3 GiB: 16,000 copies of `*`.
+    let stars = vec!["*"; 16_000];
+    send(&mut ws, json!({"type": "subscribe", "patterns": stars})).await;
+    assert_eq!(next_json(&mut ws).await, json!({"type": "subscribed", "patterns": ["*"]}));
+    let snap = next_json(&mut ws).await;
+    assert_eq!(snap["snapshot"], true);
+    let tags: Vec<&str> = snap["values"].as_array().unwrap().iter().map(|v| v["tag"].as_str().unwrap()).collect();
+    let distinct: std::collections::BTreeSet<&str> = tags.iter().copied().collect();
+    assert_eq!((tags.len(), distinct.len()), (1000, 1000), "each tag once");
+
+    // Distinct patterns beyond ws_max_patterns are refused whole.
+    let many: Vec<String> = (0..8).map(|i| format!("load.g{i}*")).collect();
+    send(&mut ws, json!({"type": "subscribe", "patterns": many})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "error" {
+            assert_eq!(m["code"], "too_many_patterns", "{m}");
+            assert!(m["message"].as_str().unwrap().contains("at most 8"), "{m}");
+            break;
+        }
+        assert_ne!(m["type"], "subscribed", "{m}");
+    }
+    send(&mut ws, json!({"type": "subscribe", "patterns": ["load.g1", "load.g1", "load.g2"]})).await;
+    loop {
+        let m = next_json(&mut ws).await;
+        if m["type"] == "subscribed" {
+            assert_eq!(m["patterns"], json!(["*", "load.g1", "load.g2"]));
+            break;
+        }
+    }
+}
+
+/// A WebSocket client whose socket takes almost nothing: its receive buffer
+/// is tiny and it never reads, so the gateway's sends to it block.
+async fn deaf_client(addr: std::net::SocketAddr, patterns: &[&str]) -> Ws {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    send(&mut ws, json!({"type": "subscribe", "patterns": patterns})).await;
+    ws
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_by_the_send_timeout_and_frees_its_slot() {
+    let cfg = ApiConfig {
+        ws_send_timeout_s: 1,
+        ws_heartbeat_timeout_s: 3600,
+        ws_cleanup_interval_s: 600,
+        ws_max_connections: 1,
+        ..ApiConfig::default()
+    };
+    let env = env_with(cfg, load_device(3000)).await;
+    let addr = serve(&env).await;
+    let _deaf = deaf_client(addr, &["*"]).await;
+    wait_until(5, "the client to hold the slot", || env.state.ws().connections() == 1).await;
+    wait_until(60, "the deaf client to be closed", || env.state.ws().connections() == 0).await;
+    // Its slot serves the next client.
+    let mut ws = connect(addr).await;
+    send(&mut ws, json!({"type": "ping", "id": 1})).await;
+    while next_json(&mut ws).await["type"] != "pong" {}
+}
+
+#[tokio::test]
+async fn the_heartbeat_closes_a_silent_client_even_while_a_send_to_it_is_stuck() {
+    let cfg = ApiConfig {
+        ws_send_timeout_s: 3600,
+        ws_heartbeat_timeout_s: 2,
+        ws_cleanup_interval_s: 1,
+        ..ApiConfig::default()
+    };
+    let env = env_with(cfg, load_device(3000)).await;
+    let addr = serve(&env).await;
+    let _deaf = deaf_client(addr, &["*"]).await;
+    wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
+    wait_until(60, "the silent client to be closed", || env.state.ws().connections() == 0).await;
+}
+
+#[tokio::test]
+async fn at_shutdown_every_client_is_told_the_gateway_is_going_away() {
+    let env = env_with(ApiConfig::default(), default_devices()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gateway_api::serve(listener, env.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut ws = connect(addr).await;
+    wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
+    stop.send(()).unwrap();
+    assert_eq!(close_code(&mut ws).await, 1001);
+    tokio::time::timeout(Duration::from_secs(30), server).await.expect("the server returns").unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }

@@ -61,6 +61,39 @@ pub fn wait_until_blocking(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Whether the peer closed `stream` (end of stream or a reset) within `secs`
+/// seconds, whatever it sent before: for tests that a server hangs up on a
+/// client that misbehaves. Blocking; call it outside a runtime's threads.
+///
+/// ```
+/// use std::io::Write;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+/// let (mut server, _) = listener.accept().unwrap();
+/// server.write_all(b"bye").unwrap();
+/// drop(server);
+/// assert!(gateway_bench::closed_by_peer(&mut client, 10));
+/// ```
+pub fn closed_by_peer(stream: &mut std::net::TcpStream, secs: u64) -> bool {
+    use std::io::Read;
+    if stream.set_read_timeout(Some(Duration::from_secs(secs.max(1)))).is_err() {
+        return true;
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) if Instant::now() < deadline => continue,
+            Ok(_) => return false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,4 +24,4 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod procstat;
 
-pub use harness::{free_port, wait_until, wait_until_blocking};
+pub use harness::{closed_by_peer, free_port, wait_until, wait_until_blocking};

@@ -483,7 +483,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
     let limit = lines.iter().find(|l| l.metric == "api.simple.q1000.p99_us").map_or(5_000.0, |l| l.limit);
-    let raised = probe::raise_nofile_limit();
+    let raised = crate::run::raise_nofile_limit();
     let steps = plan(&settings, limit);
     let machine = probe::machine();
     let started = Instant::now();

@@ -43,23 +43,6 @@ pub fn cpu_seconds() -> f64 {
     })
 }
 
-/// Raises the soft open-files limit to the hard limit (10,000 WebSocket
-/// connections need 10,000 descriptors on each side); returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-                hard
-            } else {
-                soft
-            }
-        }
-        Ok((soft, _)) => soft,
-        Err(_) => 0,
-    }
-}
-
 /// Samples RSS, CPU and a throughput counter every 100 ms on its own thread
 /// until stopped, so that a scenario's report carries its figures over time.
 pub struct Sampler {

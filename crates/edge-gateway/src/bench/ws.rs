@@ -138,7 +138,7 @@ async fn connect_one(url: String, i: usize, stats: Arc<ClientStats>) -> Result<(
 /// The client process: connects, says `ready` on stdout, records until its
 /// standard input closes (or the deadline), then prints its outcome.
 pub fn clients(spec: &WsClientsSpec) -> Result<Outcome, String> {
-    probe::raise_nofile_limit();
+    crate::run::raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ws-client")
@@ -220,7 +220,7 @@ pub fn clients(spec: &WsClientsSpec) -> Result<Outcome, String> {
 
 /// The server process: gateway, clients child, publisher, figures.
 pub fn server(spec: &WsSpec) -> Result<Outcome, String> {
-    probe::raise_nofile_limit();
+    crate::run::raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("gateway")
@@ -230,6 +230,8 @@ pub fn server(spec: &WsSpec) -> Result<Outcome, String> {
     rt.block_on(async {
         let api = ApiConfig {
             ws_max_connections: spec.connections + 16,
+            // Every WebSocket holds one of the API's connections.
+            max_connections: spec.connections + 64,
             // The run must not be disturbed by the heartbeat's clean-up.
             ws_heartbeat_timeout_s: 3600,
             ws_cleanup_interval_s: 600,

@@ -67,6 +67,12 @@ impl Gateway {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        Self::spawn(cmd, port)
+    }
+
+    /// Starts `cmd` (an `edge-gateway run`, perhaps behind a shell that
+    /// limits it) with the API on `port`, and waits until it is healthy.
+    pub fn spawn(mut cmd: Command, port: u16) -> Gateway {
         let child = cmd
             .env("GATEWAY__API__BIND", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")

@@ -36,6 +36,7 @@ pub struct Env {
     pub admin: String,
     pub operator: String,
     pub viewer: String,
+    pub cache: Arc<LatestCache>,
     _dir: tempfile::TempDir,
 }
 
@@ -64,7 +65,7 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
     gateway_api::command_audit::spawn(&bus, auth.clone()).unwrap();
     let state = AppState::new(Parts {
         bus: bus.clone(),
-        cache,
+        cache: cache.clone(),
         devices,
         store: store.clone(),
         registry: Arc::new(registry),
@@ -74,5 +75,5 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
         auth,
         preset: "memory_optimized".into(),
     });
-    Env { state, bus, store, manager, admin, operator, viewer, _dir: dir }
+    Env { state, bus, cache, store, manager, admin, operator, viewer, _dir: dir }
 }
