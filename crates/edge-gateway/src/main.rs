@@ -5,8 +5,8 @@
 mod bench;
 mod config;
 mod run;
-mod users;
 mod tls;
+mod users;
 mod waltool;
 
 use std::path::PathBuf;

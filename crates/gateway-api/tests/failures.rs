@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn call(env: &Env, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(uri);
+    let mut req =
+        Request::builder().method(method).uri(uri).header(header::AUTHORIZATION, format!("Bearer {}", env.admin));
     let body = match body {
         Some(b) => {
             req = req.header(header::CONTENT_TYPE, "application/json");

@@ -421,6 +421,7 @@ async fn websocket_upgrades_and_writes_from_foreign_origins_are_refused_with_403
     let dev = json!({"name": "x", "driver": "sim"}).to_string();
     let post = |origin: &str| {
         with_host("POST", "/api/v1/devices", "localhost:8080")
+            .header(header::AUTHORIZATION, format!("Bearer {}", env.admin))
             .header(header::ORIGIN, origin)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(dev.clone()))

@@ -67,7 +67,7 @@ impl Store {
     /// Appends one entry; returns its id.
     pub async fn append_audit(&self, e: &NewAuditEntry) -> Result<i64, StoreError> {
         let detail = if e.detail.is_empty() { "{}" } else { e.detail.as_str() };
-        self.write(async |tx| {
+        self.write_small(async |tx| {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO audit (ts_ms, actor, source, action, target, outcome, detail) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",

@@ -248,7 +248,7 @@ impl Store {
 
     /// Starts a session for `user`, identified by the SHA-256 (hex) of its secret id.
     pub async fn create_session(&self, id_sha256: &str, user: &str, expires_at_ms: i64) -> Result<(), StoreError> {
-        self.write(async |tx| {
+        self.write_small(async |tx| {
             sqlx::query(
                 "INSERT INTO sessions (id_sha256, user_name, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)",
             )
@@ -285,7 +285,7 @@ impl Store {
 
     /// Ends a session (logout); returns whether it existed.
     pub async fn delete_session(&self, id_sha256: &str) -> Result<bool, StoreError> {
-        self.write(async |tx| {
+        self.write_small(async |tx| {
             let done =
                 sqlx::query("DELETE FROM sessions WHERE id_sha256 = $1").bind(id_sha256).execute(&mut *tx).await?;
             Ok(done.rows_affected() > 0)
@@ -295,7 +295,7 @@ impl Store {
 
     /// Deletes expired sessions; returns how many.
     pub async fn purge_sessions(&self) -> Result<u64, StoreError> {
-        self.write(async |tx| {
+        self.write_small(async |tx| {
             let done =
                 sqlx::query("DELETE FROM sessions WHERE expires_at_ms <= $1").bind(now_ms()).execute(&mut *tx).await?;
             Ok(done.rows_affected())

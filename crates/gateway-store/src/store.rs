@@ -367,6 +367,25 @@ impl Store {
         &self,
         f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_reporting(f, true).await
+    }
+
+    /// As [`Store::write`], for small appends (audit rows, sessions): their
+    /// failure is remembered, but their success does not clear a failure. A
+    /// nearly full database still takes a row that fits in a page it has,
+    /// while it cannot store a device; health must keep saying so.
+    pub(crate) async fn write_small<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_reporting(f, false).await
+    }
+
+    async fn write_reporting<T>(
+        &self,
+        f: impl AsyncFnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+        success_clears_failure: bool,
+    ) -> Result<T, StoreError> {
         let result = match self.pool.acquire().await {
             Ok(mut conn) => {
                 let result = self.transact(&mut conn, f).await;
@@ -391,6 +410,7 @@ impl Store {
         };
         let mut failure = lock(&self.write_failure);
         match &result {
+            Ok(_) if !success_clears_failure => {}
             Ok(_) => {
                 if failure.take().is_some() {
                     tracing::info!("Database writes work again.");

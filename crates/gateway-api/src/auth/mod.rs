@@ -328,6 +328,11 @@ impl Auth {
             .create_session(&secret::digest(&token), &record.name, expires_at_ms)
             .await
             .map_err(LoginError::Store)?;
+        // Expired sessions are deleted as new ones begin, so the table stays
+        // as small as the number of live logins.
+        if let Err(e) = self.store.purge_sessions().await {
+            tracing::warn!(error = %e, "Cannot delete expired sessions.");
+        }
         Ok(Login { token, user: record.name, role: record.role, expires_at_ms })
     }
 
