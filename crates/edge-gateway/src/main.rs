@@ -94,7 +94,11 @@ enum WalCommand {
 }
 
 fn main() -> ExitCode {
-    // A benchmark scenario running in a child process of `bench`.
+    // A benchmark scenario, or the north scenario's Modbus servers, running
+    // in a child process of `bench`.
+    if let Some(code) = gateway_bench::north::farm_entry() {
+        return code;
+    }
     if let Some(code) = bench::child_entry() {
         return code;
     }

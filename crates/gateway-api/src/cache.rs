@@ -15,7 +15,7 @@ use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
 /// is absent until its driver publishes again.
 #[derive(Debug, Default)]
 pub struct LatestCache {
-    map: RwLock<HashMap<TagId, DataFrame>>,
+    map: RwLock<HashMap<TagId, DataFrame, foldhash::fast::RandomState>>,
 }
 
 impl LatestCache {
@@ -30,7 +30,13 @@ impl LatestCache {
                 let mut map = c.map.write().unwrap_or_else(|e| e.into_inner());
                 for (_, f) in d.frames() {
                     if let Frame::Data(df) = f {
-                        map.insert(df.tag.clone(), df.clone());
+                        // A tag seen before keeps its key: one lookup, no key clone.
+                        match map.get_mut(&df.tag) {
+                            Some(slot) => slot.clone_from(df),
+                            None => {
+                                map.insert(df.tag.clone(), df.clone());
+                            }
+                        }
                     }
                 }
             }

@@ -63,6 +63,9 @@ struct HubInner {
     next_id: AtomicU64,
     /// Clients grouped by their (sorted) pattern set.
     groups: Mutex<HashMap<String, Group>>,
+    /// Groups now: with none, the hub collects nothing (no work for tags
+    /// nobody watches).
+    watched: AtomicUsize,
     /// Set once, at shutdown: every client is closed.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -156,6 +159,7 @@ impl WsHub {
                 connections: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 groups: Mutex::new(HashMap::new()),
+                watched: AtomicUsize::new(0),
                 closing: tokio::sync::watch::Sender::new(false),
             }),
         };
@@ -163,16 +167,22 @@ impl WsHub {
         let mut sub = bus.subscribe(SubscribeOptions::lossy("ws-hub", 1 << 20).filter(filter))?;
         let h = hub.clone();
         tokio::spawn(async move {
-            let mut pending: HashMap<TagId, DataFrame> = HashMap::new();
+            let mut pending: HashMap<TagId, DataFrame, foldhash::fast::RandomState> = HashMap::default();
             let mut tick = tokio::time::interval(Duration::from_millis(h.inner.cfg.ws_push_interval_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     d = sub.recv() => match d {
+                        Ok(d) if h.inner.watched.load(Ordering::Relaxed) == 0 => drop(d),
                         Ok(d) => {
                             for (_, f) in d.frames() {
                                 if let Frame::Data(df) = f {
-                                    pending.insert(df.tag.clone(), df.clone());
+                                    match pending.get_mut(&df.tag) {
+                                        Some(slot) => slot.clone_from(df),
+                                        None => {
+                                            pending.insert(df.tag.clone(), df.clone());
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -218,7 +228,7 @@ impl WsHub {
         }
     }
 
-    fn push(&self, pending: &HashMap<TagId, DataFrame>) {
+    fn push(&self, pending: &HashMap<TagId, DataFrame, foldhash::fast::RandomState>) {
         let mut frames: Vec<&DataFrame> = pending.values().collect();
         frames.sort_by(|a, b| a.tag.cmp(&b.tag));
         let groups = lock(&self.inner.groups);
@@ -264,6 +274,7 @@ impl WsHub {
                 .members
                 .insert(id, member);
         }
+        self.inner.watched.store(groups.len(), Ordering::Relaxed);
     }
 
     /// Serves one client over any message sink and stream (the WebSocket in

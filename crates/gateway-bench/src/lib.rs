@@ -7,7 +7,9 @@
 //! * [`histogram`]: latency recording and percentiles;
 //! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
 //!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
-//!   (the MQTT connector against a real broker);
+//!   (the MQTT connector against a real broker), [`north`] (the whole
+//!   plant-to-broker job: Modbus servers, the gateway and mosquitto as
+//!   processes of their own, and the data's age at the subscriber);
 //! * test peers: [`mosquitto`] (a broker launcher and test certificates);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
 //!
@@ -22,6 +24,7 @@ pub mod histogram;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod north;
 pub mod procstat;
 
 pub use harness::{closed_by_peer, free_port, wait_until, wait_until_blocking};

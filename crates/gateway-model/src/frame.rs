@@ -48,7 +48,8 @@ impl Serialize for DataFrame {
         } else {
             st.skip_field("reason")?;
         }
-        st.serialize_field("ts", &crate::format_rfc3339_ns(self.source_ts_ns))?;
+        let mut ts = [0u8; crate::time::RFC3339_MAX_LEN];
+        st.serialize_field("ts", crate::time::write_rfc3339_ns(self.source_ts_ns, &mut ts))?;
         st.end()
     }
 }

@@ -37,5 +37,5 @@ pub use pattern::{PatternError, TagPattern};
 pub use quality::{Quality, QualityLevel, Reason};
 pub use secret::{Secret, redact_url};
 pub use tag::{TagError, TagId};
-pub use time::{format_rfc3339_ns, now_ns, parse_rfc3339_ns};
+pub use time::{RFC3339_MAX_LEN, format_rfc3339_ns, now_ns, parse_rfc3339_ns, write_rfc3339_ns};
 pub use value::Value;

@@ -33,23 +33,59 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Longest text [`write_rfc3339_ns`] writes: `2554-07-21T23:34:33.709551615Z`.
+pub const RFC3339_MAX_LEN: usize = 30;
+
 /// `2026-11-30T04:44:08.123Z`: UTC, with 0, 3, 6 or 9 fractional digits as needed.
 pub fn format_rfc3339_ns(ns: u64) -> String {
+    let mut buf = [0u8; RFC3339_MAX_LEN];
+    write_rfc3339_ns(ns, &mut buf).to_owned()
+}
+
+/// As [`format_rfc3339_ns`], into `buf`, returning the text: no allocation
+/// and no `core::fmt`, for the paths that format a timestamp per value (JSON
+/// payloads at hundreds of thousands of values per second).
+pub fn write_rfc3339_ns(ns: u64, buf: &mut [u8; RFC3339_MAX_LEN]) -> &str {
+    fn digits(out: &mut [u8], mut v: u64) {
+        for b in out.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
     let secs = (ns / 1_000_000_000) as i64;
     let nanos = (ns % 1_000_000_000) as u32;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    let frac = if nanos == 0 {
-        String::new()
+    let sod = secs.rem_euclid(86_400) as u64;
+    digits(&mut buf[0..4], y as u64);
+    buf[4] = b'-';
+    digits(&mut buf[5..7], u64::from(mo));
+    buf[7] = b'-';
+    digits(&mut buf[8..10], u64::from(d));
+    buf[10] = b'T';
+    digits(&mut buf[11..13], sod / 3600);
+    buf[13] = b':';
+    digits(&mut buf[14..16], sod / 60 % 60);
+    buf[16] = b':';
+    digits(&mut buf[17..19], sod % 60);
+    let mut len = 19;
+    let (frac, width) = if nanos == 0 {
+        (0, 0)
     } else if nanos.is_multiple_of(1_000_000) {
-        format!(".{:03}", nanos / 1_000_000)
+        (nanos / 1_000_000, 3)
     } else if nanos.is_multiple_of(1_000) {
-        format!(".{:06}", nanos / 1_000)
+        (nanos / 1_000, 6)
     } else {
-        format!(".{nanos:09}")
+        (nanos, 9)
     };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}Z")
+    if width > 0 {
+        buf[len] = b'.';
+        digits(&mut buf[len + 1..len + 1 + width], u64::from(frac));
+        len += 1 + width;
+    }
+    buf[len] = b'Z';
+    len += 1;
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&buf[..len]).unwrap_or("")
 }
 
 /// Parses an RFC 3339 timestamp (`Z` or a `+hh:mm` offset) into nanoseconds since
@@ -121,6 +157,9 @@ mod tests {
         assert_eq!(format_rfc3339_ns(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
         assert_eq!(format_rfc3339_ns(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
         assert_eq!(format_rfc3339_ns(1_700_000_000_000_000_001), "2023-11-14T22:13:20.000000001Z");
+        assert_eq!(format_rfc3339_ns(1_700_000_000_000_042_000), "2023-11-14T22:13:20.000042Z");
+        assert_eq!(format_rfc3339_ns(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+        assert_eq!(format_rfc3339_ns(u64::MAX).len(), RFC3339_MAX_LEN);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use gateway_bench::child;
 use gateway_bench::modbus::{self, Level};
 use gateway_bench::mqtt::{self, MqttScenario};
+use gateway_bench::north::{self, NorthSpec};
 use gateway_bus::{Persistence, Preset};
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,8 @@ pub enum Spec {
     Modbus(Level),
     /// MQTT delivery.
     Mqtt(MqttScenario),
+    /// The plant-to-broker job: Modbus servers, this gateway and mosquitto as processes.
+    North(NorthSpec),
 }
 
 /// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
@@ -202,6 +205,26 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             ];
             if r.connected < level.devices {
                 o.notes.push(format!("only {} of {} devices were connected at the end", r.connected, level.devices));
+            }
+            Ok(o)
+        }
+        Spec::North(s) => {
+            let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+            let r = north::run(s, &exe)?;
+            let k = north_key(s);
+            let mut o = Outcome::default();
+            o.put(&format!("{k}.offered_values_per_s"), r.offered_values_per_s);
+            o.put(&format!("{k}.delivered_values_per_s"), r.delivered_values_per_s);
+            o.put(&format!("{k}.delivered_fraction"), r.delivered_fraction);
+            o.put(&format!("{k}.cpu_cores"), r.gateway_cpu_cores);
+            o.put(&format!("{k}.rss_mb"), r.gateway_rss_mb);
+            o.put(&format!("{k}.peak_rss_mb"), r.gateway_peak_rss_mb);
+            o.put(&format!("{k}.age_p50_ms"), r.age_p50_ms);
+            o.put(&format!("{k}.age_p99_ms"), r.age_p99_ms);
+            o.put(&format!("{k}.age_p999_ms"), r.age_p999_ms);
+            o.put(&format!("{k}.age_samples"), r.age_samples as f64);
+            if !r.pinned {
+                o.notes.push("taskset is missing: the gateway ran unpinned".into());
             }
             Ok(o)
         }
@@ -381,6 +404,30 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         skip: None,
         estimate_s: d + 5.0,
     });
+    let north_missing = north::available().err();
+    for (level, poll_ms) in [("100k", 10u64), ("10k", 100)] {
+        for format in ["json_batch", "sparkplug_b", "json"] {
+            let spec = NorthSpec {
+                format: format.into(),
+                devices: 20,
+                tags: 50,
+                poll_ms,
+                preset: "default".into(),
+                warmup_s: if s.quick { 1.0 } else { 3.0 },
+                seconds: d,
+                pin_cpu: Some(1),
+            };
+            let quick_skip = s.quick && (level != "100k" || format != "json_batch");
+            steps.push(Step {
+                id: north_key(&spec),
+                skip: north_missing
+                    .clone()
+                    .or_else(|| quick_skip.then(|| "left out by --quick (json_batch at 100k only)".to_string())),
+                estimate_s: d + 20.0,
+                spec: Spec::North(spec),
+            });
+        }
+    }
     let mqtt_missing = mqtt::available().err();
     for format in ["json_batch", "sparkplug_b", "json"] {
         let outage_values = if s.quick { 10_000 } else { 100_000 };
@@ -403,6 +450,11 @@ fn selected(only: Option<&str>, id: &str) -> bool {
             .filter(|w| !w.is_empty())
             .any(|w| id.starts_with(w) || id.split('.').any(|part| part == w))
     })
+}
+
+/// The figures' prefix of a north run: `north.{format}.{10k|100k}`.
+fn north_key(s: &NorthSpec) -> String {
+    format!("north.{}.{}k", s.format, (s.offered() / 1000.0).round() as u64)
 }
 
 /// How a scenario went.
@@ -579,5 +631,6 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Storage(_) => vec!["storage.".into()],
         Spec::Modbus(_) => vec!["modbus.".into()],
         Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
+        Spec::North(n) => vec![format!("{}.", north_key(n))],
     }
 }
