@@ -34,7 +34,7 @@ mod shutdown;
 mod subscriber;
 
 pub use batcher::Batcher;
-pub use bus::{Bus, BusStats, SubscriberStats};
+pub use bus::{Bus, BusStats, SEQ_RESERVATION, SubscriberStats};
 pub use command::{CommandInbox, CommandRequest};
 pub use config::{BatchConfig, BatchSettings, BusConfig, BusSettings, Persistence, Preset};
 pub use error::{BusError, TryPublishError};

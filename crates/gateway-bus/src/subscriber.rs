@@ -143,6 +143,18 @@ impl SubscribeOptions {
         self
     }
 
+    /// A durable subscriber that, in WAL mode, is given frames as soon as they
+    /// are published, before they are durable: for a connector that forwards
+    /// as fast as it can. Its cursor still moves only past frames that are
+    /// both acknowledged ([`Subscriber::ack`]) and durable, so after a crash it
+    /// resumes no later than the last durable acknowledgement; a frame it
+    /// forwarded and the crash then lost keeps its sequence number, which the
+    /// log never gives to other data (it reserves numbers ahead of the appends).
+    pub fn ahead_of_durability(mut self) -> Self {
+        self.only_durable = false;
+        self
+    }
+
     /// A new durable cursor starts at the oldest frame still in the log.
     pub fn from_oldest(mut self) -> Self {
         self.start = CursorStart::Oldest;
@@ -208,6 +220,9 @@ pub struct Subscriber {
     local: VecDeque<Delivery>,
     pos: u64,
     acked: u64,
+    /// What the WAL cursor holds: `acked`, held back to what is durable for a
+    /// subscriber given frames [ahead of durability](SubscribeOptions::ahead_of_durability).
+    committed: u64,
     wal: Option<WalSide>,
 }
 
@@ -269,7 +284,17 @@ impl Bus {
         drop(r);
         let filter = (!opts.filter.is_all()).then(|| Arc::new(opts.filter));
         let only_durable = opts.only_durable && inner.wal.is_some();
-        Ok(Subscriber { bus: self.clone(), st, only_durable, filter, local: VecDeque::new(), pos, acked: pos, wal })
+        Ok(Subscriber {
+            bus: self.clone(),
+            st,
+            only_durable,
+            filter,
+            local: VecDeque::new(),
+            pos,
+            acked: pos,
+            committed: pos,
+            wal,
+        })
     }
 }
 
@@ -305,6 +330,10 @@ impl Subscriber {
     /// The next batch. Waits for one; `Err(Closed)` once the bus is closed and
     /// everything before the close was delivered.
     pub async fn recv(&mut self) -> Result<Delivery, BusError> {
+        // An acknowledgement held back until its frames were durable moves on now.
+        if self.acked > self.committed {
+            self.commit()?;
+        }
         loop {
             if let Some(d) = self.local.pop_front() {
                 self.delivered();
@@ -368,8 +397,24 @@ impl Subscriber {
             return Ok(());
         }
         self.acked = end;
-        if let Some(c) = self.wal.as_ref().and_then(|w| w.cursor.as_ref()) {
-            c.commit(end)?;
+        self.commit()
+    }
+
+    /// Moves the WAL cursor to the acknowledged position, or as far towards
+    /// it as the log is durable: a crash must never find the cursor past data
+    /// it lost. The rest follows on a later `ack` or `recv`.
+    fn commit(&mut self) -> Result<(), BusError> {
+        let Some(c) = self.wal.as_ref().and_then(|w| w.cursor.as_ref()) else {
+            self.committed = self.acked;
+            return Ok(());
+        };
+        let target = match (self.only_durable, &self.bus.inner.wal) {
+            (false, Some(w)) => self.acked.min(w.progress().borrow().durable),
+            _ => self.acked,
+        };
+        if target > self.committed {
+            c.commit(target)?;
+            self.committed = target;
         }
         Ok(())
     }

@@ -420,3 +420,37 @@ async fn the_slot_array_is_sized_for_batches_and_still_holds_a_backlog_of_single
     assert_eq!(drain(&mut sub, 10_000).await, expected);
     assert_eq!(sub.drops(), 0);
 }
+
+#[tokio::test]
+async fn a_subscriber_ahead_of_durability_gets_frames_at_once_but_its_cursor_waits_for_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Group commit every 10 s: nothing becomes durable on its own during the test.
+    let cfg = BusSettings { wal_flush_ms: 10_000, ..wal(dir.path(), 12) };
+    let bus = Bus::open(cfg, Default::default()).unwrap();
+    let mut early = bus.subscribe(SubscribeOptions::durable("early").ahead_of_durability()).unwrap();
+    let mut durable = bus.subscribe(SubscribeOptions::durable("late")).unwrap();
+    let r = bus.publish(batch("a.b", 0, 10)).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), early.recv()).await.expect("given before durable").unwrap();
+    assert_eq!(d.end_seq(), r.end);
+    let wal = bus.wal().unwrap().clone();
+    assert!(wal.progress().borrow().durable < r.end, "not durable yet");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), durable.recv()).await.is_err(),
+        "a durable-only subscriber still waits for the disk"
+    );
+
+    // Acknowledged but not durable: the cursor must not move past the disk.
+    early.ack(d.end_seq()).unwrap();
+    assert_eq!(early.acked(), r.end);
+    let cursor = |name: &str| wal.cursors().into_iter().find(|(n, _)| n == name).map(|(_, p)| p).unwrap();
+    assert!(cursor("early") < r.end, "the cursor waits for durability");
+
+    // Once durable, the held-back acknowledgement moves on with the next call.
+    wal.flush().await.unwrap();
+    let r2 = bus.publish(batch("a.b", 10, 5)).await.unwrap();
+    let d2 = early.recv().await.unwrap();
+    assert_eq!(d2.first_seq(), r2.start);
+    assert_eq!(cursor("early"), r.end);
+    let d = tokio::time::timeout(Duration::from_secs(5), durable.recv()).await.expect("durable now").unwrap();
+    assert_eq!(d.first_seq(), r.start);
+}

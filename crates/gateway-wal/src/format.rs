@@ -24,6 +24,8 @@ pub const CODEC_LZ4: u8 = 1;
 
 /// First eight bytes of a cursor file.
 pub const CURSOR_MAGIC: [u8; 8] = *b"EGWALCR1";
+/// Magic of the reservation file (same layout as a cursor file).
+pub const RESERVE_MAGIC: [u8; 8] = *b"EGWALRS1";
 /// Size of a cursor file: magic, position (u64 LE), 4 reserved bytes, CRC32C.
 pub const CURSOR_FILE_LEN: usize = 24;
 
@@ -199,19 +201,37 @@ pub fn scan_at(buf: &[u8], at: usize, min_seq: u64) -> Scan {
 
 /// Bytes of a cursor file holding `position`.
 pub fn cursor_file(position: u64) -> [u8; CURSOR_FILE_LEN] {
+    small_file(CURSOR_MAGIC, position)
+}
+
+/// Parses a cursor file; `None` if it is not a valid one.
+pub fn parse_cursor_file(b: &[u8]) -> Option<u64> {
+    parse_small_file(CURSOR_MAGIC, b)
+}
+
+/// The bytes of the reservation file holding `end` (see [`crate::WalOptions::reserve_seqs`]).
+pub fn reserve_file(end: u64) -> [u8; CURSOR_FILE_LEN] {
+    small_file(RESERVE_MAGIC, end)
+}
+
+/// Parses a reservation file; `None` if it is not a valid one.
+pub fn parse_reserve_file(b: &[u8]) -> Option<u64> {
+    parse_small_file(RESERVE_MAGIC, b)
+}
+
+/// `magic`, a little-endian `u64`, four reserved zero bytes, a CRC32C.
+fn small_file(magic: [u8; 8], value: u64) -> [u8; CURSOR_FILE_LEN] {
     let mut b = [0u8; CURSOR_FILE_LEN];
-    b[0..8].copy_from_slice(&CURSOR_MAGIC);
-    b[8..16].copy_from_slice(&position.to_le_bytes());
+    b[0..8].copy_from_slice(&magic);
+    b[8..16].copy_from_slice(&value.to_le_bytes());
     // 16..20 reserved, zero.
     let crc = crc32c::crc32c(&b[0..20]);
     b[20..24].copy_from_slice(&crc.to_le_bytes());
     b
 }
 
-/// Parses a cursor file; `None` if it is not a valid one.
-pub fn parse_cursor_file(b: &[u8]) -> Option<u64> {
-    (b.len() == CURSOR_FILE_LEN && b[0..8] == CURSOR_MAGIC && crc32c::crc32c(&b[0..20]) == u32_at(b, 20))
-        .then(|| u64_at(b, 8))
+fn parse_small_file(magic: [u8; 8], b: &[u8]) -> Option<u64> {
+    (b.len() == CURSOR_FILE_LEN && b[0..8] == magic && crc32c::crc32c(&b[0..20]) == u32_at(b, 20)).then(|| u64_at(b, 8))
 }
 
 /// File name of the segment starting at `base_seq`.
@@ -281,6 +301,8 @@ mod tests {
 
     #[test]
     fn cursor_files_are_checksummed() {
+        assert_eq!(parse_reserve_file(&reserve_file(7)), Some(7));
+        assert_eq!(parse_cursor_file(&reserve_file(7)), None, "a reservation is not a cursor");
         let b = cursor_file(99);
         assert_eq!(parse_cursor_file(&b), Some(99));
         let mut bad = b;

@@ -2,9 +2,15 @@
 //! to a broker, and commands from the broker back to the devices.
 //!
 //! **Delivery** is at least once and in order. The connector reads the bus
-//! through a durable cursor (which only ever hands it durable frames),
-//! publishes, and moves the cursor only when the broker confirmed everything
-//! before it (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 is fire-and-forget
+//! through a durable cursor that hands it readings as soon as they are
+//! published, before the WAL's group commit makes them durable (forward
+//! before durable: a reading's age at the broker does not include the commit
+//! interval), publishes, and moves the cursor only past readings that are
+//! both durable and confirmed by the broker: a crash resumes there, so
+//! nothing confirmed is lost and what went out before the crash is at most
+//! sent again; a reading the crash lost keeps its sequence number, which the
+//! log never gives to another reading. The cursor moves when the broker
+//! confirmed everything before it (PUBACK for QoS 1, PUBCOMP for QoS 2; QoS 0 is fire-and-forget
 //! and is acknowledged when handed to the socket). At most `max_inflight`
 //! messages are unconfirmed; while the broker is away nothing more is read,
 //! so the backlog waits in the WAL, not in memory. After a reconnect without

@@ -47,7 +47,10 @@ struct Worker {
 /// The durable subscription; made before the task starts, so nothing
 /// published after [`crate::Connectors::start`] returns is missed.
 pub(super) fn subscribe(name: &str, cfg: &MqttConfig, ctx: &ConnectorContext) -> Result<Subscriber, BusError> {
-    let mut opts = SubscribeOptions::durable(format!("mqtt-{name}")).filter(cfg.filter());
+    // Readings go out as soon as they are published, not a group commit
+    // later; the cursor still moves only past what is durable and confirmed,
+    // and the log never gives a sequence number seen here to other data.
+    let mut opts = SubscribeOptions::durable(format!("mqtt-{name}")).ahead_of_durability().filter(cfg.filter());
     if cfg.start_from == super::StartFrom::Oldest {
         opts = opts.from_oldest();
     }
@@ -349,9 +352,9 @@ impl Worker {
         match &self.live {
             None if connected && backlog > self.cfg.replay_max_rate.max(1000) => {
                 let name = format!("mqtt-{}-live", self.name);
-                // Only durable frames: live values carry their seq too, and a seq a
-                // crash could lose would be given to another reading after a restart.
-                let opts = SubscribeOptions::lossy(name, 1 << 16).only_durable().filter(filter.clone());
+                // Live values carry their seq too; the log reserves sequence
+                // numbers ahead, so none seen here is reused after a crash.
+                let opts = SubscribeOptions::lossy(name, 1 << 16).filter(filter.clone());
                 if let Ok(s) = self.ctx.bus.subscribe(opts) {
                     tracing::info!(connector = %self.name, backlog, "Replaying a backlog at up to replay_max_rate; sending live values alongside.");
                     let start = s.position();
