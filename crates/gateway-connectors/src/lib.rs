@@ -10,10 +10,15 @@
 //! Connectors never import drivers (and drivers never import connectors):
 //! they meet only on the bus.
 
+mod commands;
 pub mod config;
 pub mod connector;
+mod encode;
 pub mod metrics;
 pub mod mqtt;
+mod slots;
+pub mod sparkplug;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use std::time::Duration;
 use gateway_bus::{Bus, Shutdown, ShutdownSwitch};
 use tokio::task::JoinHandle;
 
-pub use config::{ConnectorConfig, parse_connectors};
+pub use config::{ConnectorConfig, StartFrom, parse_connectors};
 pub use connector::{Connector, ConnectorEntry, ConnectorError, ConnectorParams, ConnectorTask};
 pub use metrics::ConnectorMetrics;
 

@@ -13,12 +13,12 @@
 use bytes::Bytes;
 use gateway_model::{DataFrame, TagId};
 use prost::Message as _;
-use serde_json::json;
 
 use super::config::{Format, MqttConfig};
 use super::delivery::{Kind, Outgoing};
 use super::edge_node::EdgeNode;
-use super::sparkplug;
+use crate::encode::{batch_json, by_device, value_json};
+use crate::sparkplug;
 
 /// Births and command acknowledgements always use QoS 1.
 const CONTROL_QOS: u8 = 1;
@@ -68,11 +68,7 @@ impl Encoder {
                 .collect(),
             (Format::JsonBatch, _) => frames
                 .chunks(self.batch_max_values)
-                .map(|chunk| {
-                    let values: Vec<_> = chunk.iter().map(|(s, f)| value_json(f, *s)).collect();
-                    let payload = json!({ "values": values }).to_string().into_bytes();
-                    reading(format!("{}/batch", self.topic_prefix), payload, chunk.len())
-                })
+                .map(|chunk| reading(format!("{}/batch", self.topic_prefix), batch_json(chunk), chunk.len()))
                 .collect(),
             (Format::SparkplugB, Some(node)) => {
                 let mut out = Vec::new();
@@ -103,26 +99,6 @@ impl Encoder {
 /// A birth or a command acknowledgement.
 pub(super) fn control(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
     Outgoing { topic, payload: Bytes::from(payload), qos: CONTROL_QOS, kind, values: 0 }
-}
-
-/// Frames grouped by device, devices in order of first appearance.
-fn by_device<'f>(frames: &[(u64, &'f DataFrame)]) -> Vec<(&'f str, Vec<(u64, &'f DataFrame)>)> {
-    let mut out: Vec<(&str, Vec<(u64, &DataFrame)>)> = Vec::new();
-    for &(s, f) in frames {
-        match out.iter_mut().find(|(d, _)| *d == f.tag.device()) {
-            Some((_, v)) => v.push((s, f)),
-            None => out.push((f.tag.device(), vec![(s, f)])),
-        }
-    }
-    out
-}
-
-fn value_json(f: &DataFrame, seq: u64) -> serde_json::Value {
-    let mut v = serde_json::to_value(f).unwrap_or_default();
-    if let serde_json::Value::Object(m) = &mut v {
-        m.insert("seq".into(), seq.into());
-    }
-    v
 }
 
 fn json_topic(prefix: &str, tag: &TagId) -> String {
