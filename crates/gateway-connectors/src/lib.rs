@@ -47,6 +47,10 @@ pub struct ConnectorContext {
     pub metrics: Arc<ConnectorMetrics>,
     /// The gateway's data directory (for small state files such as Sparkplug's bdSeq).
     pub data_dir: PathBuf,
+    /// The gateway's name (`[gateway] name`): one subject-safe token of
+    /// `A-Z a-z 0-9 _ -`, unique in a fleet, for what a connector sends
+    /// (NATS subjects and message ids).
+    pub gateway: String,
 }
 
 /// Runs the configured connectors.
@@ -62,9 +66,16 @@ impl std::fmt::Debug for Connectors {
 }
 
 impl Connectors {
-    /// Starts every enabled connector. Their bus subscriptions exist when this
-    /// returns: start connectors before the drivers that feed them.
-    pub fn start(configs: &[ConnectorConfig], bus: &Bus, metrics: Arc<ConnectorMetrics>, data_dir: PathBuf) -> Self {
+    /// Starts every enabled connector of the gateway named `gateway`. Their
+    /// bus subscriptions exist when this returns: start connectors before the
+    /// drivers that feed them.
+    pub fn start(
+        configs: &[ConnectorConfig],
+        bus: &Bus,
+        metrics: Arc<ConnectorMetrics>,
+        data_dir: PathBuf,
+        gateway: &str,
+    ) -> Self {
         let (stop, shutdown) = Shutdown::new();
         let mut tasks = Vec::new();
         for c in configs.iter().filter(|c| c.enabled) {
@@ -73,6 +84,7 @@ impl Connectors {
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 data_dir: data_dir.clone(),
+                gateway: gateway.to_owned(),
             };
             let task = match c.params.build(&c.name, ctx) {
                 Ok(task) => tokio::spawn(task),
