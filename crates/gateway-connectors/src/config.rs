@@ -127,7 +127,7 @@ mod tests {
         );
         assert_eq!(
             bad(json!({"name": "up", "kind": "kafka"})),
-            "connectors[0].kind: unknown connector kind `kafka`, expected one of: mqtt"
+            "connectors[0].kind: unknown connector kind `kafka`, expected one of: mqtt, nats"
         );
         assert!(bad(json!({"name": "up", "kind": "mqtt", "url": "mqtt://h", "qso": 1})).starts_with("connectors[0]"));
         assert!(bad(json!({"name": "a b", "kind": "mqtt", "url": "mqtt://h"})).starts_with("connectors[0].name:"));

@@ -16,6 +16,7 @@ pub mod connector;
 mod encode;
 pub mod metrics;
 pub mod mqtt;
+pub mod nats;
 mod slots;
 pub mod sparkplug;
 mod tls;
@@ -32,7 +33,8 @@ pub use connector::{Connector, ConnectorEntry, ConnectorError, ConnectorParams, 
 pub use metrics::ConnectorMetrics;
 
 /// Every connector kind this build knows, by its `kind = "..."` name.
-pub static CONNECTORS: &[ConnectorEntry] = &[ConnectorEntry::of::<mqtt::MqttConfig>()];
+pub static CONNECTORS: &[ConnectorEntry] =
+    &[ConnectorEntry::of::<mqtt::MqttConfig>(), ConnectorEntry::of::<nats::NatsConfig>()];
 
 /// Everything a connector may touch.
 #[derive(Clone, Debug)]
