@@ -166,3 +166,49 @@ async fn a_wrong_credential_is_reported_clearly_and_retried_until_the_server_acc
     let reader = async_nats::ConnectOptions::with_token("wr0ng-s3cret".into()).connect(server.url()).await.unwrap();
     assert_eq!(json_seqs(&read_stream(&reader, "AUTH").await.unwrap()), (0..200).collect::<Vec<u64>>());
 }
+
+/// The accounts docs/fleet.md recommends: a gateway may publish only its own
+/// data and answers and read only its own commands; the operators'
+/// application may send commands to any gateway.
+const LEAST_PRIVILEGE: &str = r#"
+authorization {
+  users = [
+    { user: gw, password: "gw-pass", permissions: {
+        publish: { allow: ["gw.gw.batch", "gw.gw.data.>", "gw.gw.spb.>", "gw.gw.cmd_ack.>",
+                           "$JS.API.STREAM.INFO.EDGE_GATEWAY", "$JS.API.STREAM.CREATE.EDGE_GATEWAY"] },
+        subscribe: { allow: ["gw.gw.cmd.>", "_INBOX.>"] },
+        allow_responses: true } },
+    { user: ops, password: "ops-pass", permissions: {
+        publish: { allow: ["gw.*.cmd.>", "$JS.API.>"] },
+        subscribe: { allow: ["_INBOX.>"] } } }
+  ]
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_user_limited_to_its_own_subjects_delivers_and_takes_commands() {
+    let server = NatsServer::start_with(LEAST_PRIVILEGE);
+    let c = NatsConfig {
+        username: Some("gw".into()),
+        password: Some(Secret::new("gw-pass")),
+        ..cfg(&server.url(), "EDGE_GATEWAY", Format::JsonBatch)
+    };
+    let rig = Rig::start(c);
+    let mut inbox = rig.bus.route_commands("plc1");
+    tokio::spawn(async move {
+        while let Some(req) = inbox.recv().await {
+            req.reply(CmdStatus::Ok, "");
+        }
+    });
+    rig.publish("line1.count", 0, 300, 30).await;
+    wait_until(30, "every value acknowledged", || rig.cursor() == 300).await;
+    let ops = async_nats::ConnectOptions::with_user_and_password("ops".into(), "ops-pass".into())
+        .connect(server.url())
+        .await
+        .unwrap();
+    assert_eq!(json_seqs(&read_stream(&ops, "EDGE_GATEWAY").await.unwrap()), (0..300).collect::<Vec<u64>>());
+    let body = json!({"id": "c1", "tag": "plc1.setpoint", "value": 1}).to_string();
+    let answer = ops.request("gw.gw.cmd.c1", body.into()).await.expect("an answer to the operators' command");
+    let v: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(v["status"], "ok");
+}

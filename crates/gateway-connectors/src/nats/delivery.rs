@@ -12,9 +12,11 @@
 //! message this state gave up changes nothing.
 //!
 //! **The window.** At most `max_inflight` messages are published and not
-//! yet acknowledged, failed or timed out; while the window is full, or while
-//! `QUEUE_MAX` messages wait, the worker reads nothing more from the bus, so
-//! a backlog waits in the WAL, not in memory. While disconnected nothing is
+//! yet acknowledged, failed or timed out; the worker reads more from the bus
+//! only while the messages in flight and those queued are fewer than that
+//! (so at most one delivery's messages more wait in memory: after a failure,
+//! while one message probes the stream, the queue does not fill), and a
+//! backlog waits in the WAL, not in memory. While disconnected nothing is
 //! handed out (the client would only buffer it).
 //!
 //! **A failed publish** (no responders or stream not found while a leader is
@@ -39,9 +41,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::slots::Deliveries;
-
-/// Most messages queued before the worker stops reading the bus.
-const QUEUE_MAX: usize = 4096;
 
 /// A message to publish.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,7 +135,7 @@ impl DeliveryState {
 
     /// Whether the worker should read more from the bus now.
     pub fn wants_readings(&self) -> bool {
-        self.connected && self.window() < self.max_inflight && self.queued.len() < QUEUE_MAX
+        self.connected && self.window() + self.queued.len() < self.max_inflight
     }
 
     /// Until when sending pauses after a failure, if it does.
@@ -277,6 +276,22 @@ mod tests {
         assert!(!s.wants_readings(), "the window is full: the bus waits");
         s.acked(p[0].0);
         assert_eq!(ids(&publish(&mut s, now)), ["3"]);
+    }
+
+    #[test]
+    fn while_one_message_probes_the_stream_the_queue_does_not_fill_from_the_bus() {
+        let now = Instant::now();
+        let mut s = state(4);
+        s.queue_delivery(1, vec![msg("a")]);
+        let p = publish(&mut s, now);
+        s.failed(p[0].0, now);
+        let mut end = 1;
+        while s.wants_readings() {
+            end += 1;
+            s.queue_delivery(end, vec![msg("x")]);
+            assert!(end < 100, "the bus is read without bound");
+        }
+        assert_eq!(end - 1, 4, "in flight and queued together stay within max_inflight");
     }
 
     #[test]
