@@ -7,7 +7,8 @@
 //! * [`histogram`]: latency recording and percentiles;
 //! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
 //!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
-//!   (the MQTT connector against a real broker);
+//!   (the MQTT connector against a real broker), [`nats`] (the NATS connector
+//!   into a JetStream node or a 3-node cluster);
 //! * test peers: [`mosquitto`] (a broker launcher and test certificates),
 //!   [`nats_server`] (a JetStream node or a 3-node cluster, and reading a stream back);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
@@ -23,6 +24,7 @@ pub mod histogram;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod nats;
 pub mod nats_server;
 pub mod procstat;
 
