@@ -24,12 +24,54 @@ fn cerr(path: impl Into<String>, message: impl std::fmt::Display) -> FieldError 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
+    /// This gateway's name among a fleet: 1-64 of `A-Z a-z 0-9 _ -`, so that
+    /// it is one token of a NATS subject and an MQTT topic level. Connectors
+    /// put it in what they send (the NATS connector's subjects and message
+    /// ids), so two gateways feeding one place must not share it. Default:
+    /// the machine's host name, each character outside that set turned into `-`.
+    #[serde(default = "default_name")]
+    pub name: String,
     /// Where the WAL and the SQLite database live.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Log level (RUST_LOG overrides it).
     #[serde(default = "default_log_level")]
     pub log_level: String,
+}
+
+/// Longest gateway name.
+const NAME_MAX: usize = 64;
+
+/// The machine's host name as a gateway name: characters outside
+/// `A-Z a-z 0-9 _ -` become `-`, cut to [`NAME_MAX`]; `edge-gateway` if the
+/// host has no name.
+fn default_name() -> String {
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    name_from_host(&host)
+}
+
+fn name_from_host(host: &str) -> String {
+    let name: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .take(NAME_MAX)
+        .collect();
+    if name.is_empty() { "edge-gateway".into() } else { name }
+}
+
+impl GatewaySection {
+    /// Checks `name`; paths relative to `[gateway]`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let ok = !self.name.is_empty()
+            && self.name.len() <= NAME_MAX
+            && self.name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(cerr("name", format!("{:?} is not a valid gateway name: use 1-64 of A-Z a-z 0-9 _ -", self.name)))
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -42,7 +84,7 @@ fn default_log_level() -> String {
 
 impl Default for GatewaySection {
     fn default() -> Self {
-        GatewaySection { data_dir: default_data_dir(), log_level: default_log_level() }
+        GatewaySection { name: default_name(), data_dir: default_data_dir(), log_level: default_log_level() }
     }
 }
 
@@ -137,6 +179,7 @@ pub fn load_str(
     if let Some(d) = data_dir_override {
         gateway.data_dir = d.to_owned();
     }
+    gateway.validate().map_err(|e| e.under("gateway"))?;
     let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| e.under("bus"))?;
     raw.api.validate().map_err(|e| e.under("api"))?;
     raw.database.validate().map_err(|e| e.under("database"))?;
@@ -217,8 +260,21 @@ mod tests {
         let e = load("[[connectors]]\nname = \"up\"\nkind = \"mqtt\"\nurl = \"mqtt://bob:s3cret@broker:99999\"\n")
             .unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "a config error never shows a password: {e}");
+        let e = load("[gateway]\nname = \"line 1\"\n").unwrap_err();
+        assert_eq!(e.path, "gateway.name", "{e}");
         let e = load("[api\n").unwrap_err();
         assert!(e.message.starts_with("invalid TOML"), "{e}");
+    }
+
+    #[test]
+    fn the_gateway_name_defaults_to_the_host_name_made_subject_safe() {
+        assert_eq!(name_from_host("plc-line1.plant.local"), "plc-line1-plant-local");
+        assert_eq!(name_from_host("gw 7*>"), "gw-7--");
+        assert_eq!(name_from_host(""), "edge-gateway");
+        assert_eq!(name_from_host(&"x".repeat(100)).len(), NAME_MAX);
+        let c = load("").unwrap();
+        assert!(c.gateway.validate().is_ok(), "{:?}", c.gateway.name);
+        assert_eq!(load("[gateway]\nname = \"line1_gw-2\"\n").unwrap().gateway.name, "line1_gw-2");
     }
 
     #[test]

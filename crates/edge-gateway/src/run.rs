@@ -195,7 +195,8 @@ impl Running {
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
         // Connectors subscribe before any driver publishes.
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
-        let connectors = Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone());
+        let connectors =
+            Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone(), &cfg.gateway.name);
         let manager = Arc::new(DriverManager::new(bus.clone()));
         let devices = Arc::new(
             Devices::load(store.clone(), manager, cache.clone(), &cfg.devices, cfg.security.clone())

@@ -9,8 +9,10 @@
 //!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
 //!   (the MQTT connector against a real broker), [`north`] (the whole
 //!   plant-to-broker job: Modbus servers, the gateway and mosquitto as
-//!   processes of their own, and the data's age at the subscriber);
-//! * test peers: [`mosquitto`] (a broker launcher and test certificates);
+//!   processes of their own, and the data's age at the subscriber), [`nats`]
+//!   (the NATS connector into a JetStream node or a 3-node cluster);
+//! * test peers: [`mosquitto`] (a broker launcher and test certificates),
+//!   [`nats_server`] (a JetStream node or a 3-node cluster, and reading a stream back);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
 //!
 //! A library must never depend on this crate except as a dev-dependency, and
@@ -24,6 +26,8 @@ pub mod histogram;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod nats;
+pub mod nats_server;
 pub mod north;
 pub mod procstat;
 

@@ -163,7 +163,7 @@ async fn run_async(s: &MqttScenario) -> Result<MqttReport, String> {
         "reconnect_max_ms": 200,
     }))
     .map_err(|e| format!("the MQTT scenario's connector: {e}"))?;
-    let connectors = Connectors::start(&[config], &bus, metrics.clone(), dir.path().to_owned());
+    let connectors = Connectors::start(&[config], &bus, metrics.clone(), dir.path().to_owned(), "bench");
     let label = ConnectorLabel { connector: "bench".into() };
     let acked = || metrics.values_acked.get_or_create(&label).get();
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gateway_connectors::mqtt::sparkplug;
+use gateway_connectors::sparkplug;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};

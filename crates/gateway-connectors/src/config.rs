@@ -4,10 +4,23 @@
 //! is looked up in [`CONNECTORS`](crate::CONNECTORS).
 
 use gateway_model::{FieldError, take_field};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::CONNECTORS;
 use crate::connector::{Connector, ConnectorParams};
+
+/// Where a connector that never ran starts reading the bus (`start_from`);
+/// one that ran resumes after its last confirmed reading whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// At the head: only what is published from now on.
+    #[default]
+    Latest,
+    /// At the oldest frame still in the WAL.
+    Oldest,
+}
 
 /// One `[[connectors]]` table: the fields every connector has, and its kind's own.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,7 +127,7 @@ mod tests {
         );
         assert_eq!(
             bad(json!({"name": "up", "kind": "kafka"})),
-            "connectors[0].kind: unknown connector kind `kafka`, expected one of: mqtt"
+            "connectors[0].kind: unknown connector kind `kafka`, expected one of: mqtt, nats"
         );
         assert!(bad(json!({"name": "up", "kind": "mqtt", "url": "mqtt://h", "qso": 1})).starts_with("connectors[0]"));
         assert!(bad(json!({"name": "a b", "kind": "mqtt", "url": "mqtt://h"})).starts_with("connectors[0].name:"));

@@ -79,7 +79,13 @@ use crate::ConnectorContext;
 ///     let bus = Bus::open(settings, Arc::new(BusMetrics::unregistered())).unwrap();
 ///     let metrics = Arc::new(ConnectorMetrics::unregistered());
 ///     let (_stop, shutdown) = Shutdown::new();
-///     let ctx = ConnectorContext { bus: bus.clone(), shutdown, metrics: metrics.clone(), data_dir: std::env::temp_dir() };
+///     let ctx = ConnectorContext {
+///         bus: bus.clone(),
+///         shutdown,
+///         metrics: metrics.clone(),
+///         data_dir: std::env::temp_dir(),
+///         gateway: "line1-gw".into(),
+///     };
 ///     assert!(Counter { limit: 0 }.validate().is_err());
 ///     let task = Counter { limit: 1 }.build("demo", ctx).unwrap();
 ///     let frame = Frame::Data(DataFrame::new(TagId::new("line1.temp").unwrap(), Value::F64(21.5), Quality::GOOD, 0));

@@ -10,10 +10,16 @@
 //! Connectors never import drivers (and drivers never import connectors):
 //! they meet only on the bus.
 
+mod commands;
 pub mod config;
 pub mod connector;
+mod encode;
 pub mod metrics;
 pub mod mqtt;
+pub mod nats;
+mod slots;
+pub mod sparkplug;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,12 +28,13 @@ use std::time::Duration;
 use gateway_bus::{Bus, Shutdown, ShutdownSwitch};
 use tokio::task::JoinHandle;
 
-pub use config::{ConnectorConfig, parse_connectors};
+pub use config::{ConnectorConfig, StartFrom, parse_connectors};
 pub use connector::{Connector, ConnectorEntry, ConnectorError, ConnectorParams, ConnectorTask};
 pub use metrics::ConnectorMetrics;
 
 /// Every connector kind this build knows, by its `kind = "..."` name.
-pub static CONNECTORS: &[ConnectorEntry] = &[ConnectorEntry::of::<mqtt::MqttConfig>()];
+pub static CONNECTORS: &[ConnectorEntry] =
+    &[ConnectorEntry::of::<mqtt::MqttConfig>(), ConnectorEntry::of::<nats::NatsConfig>()];
 
 /// Everything a connector may touch.
 #[derive(Clone, Debug)]
@@ -42,6 +49,10 @@ pub struct ConnectorContext {
     pub metrics: Arc<ConnectorMetrics>,
     /// The gateway's data directory (for small state files such as Sparkplug's bdSeq).
     pub data_dir: PathBuf,
+    /// The gateway's name (`[gateway] name`): one subject-safe token of
+    /// `A-Z a-z 0-9 _ -`, unique in a fleet, for what a connector sends
+    /// (NATS subjects and message ids).
+    pub gateway: String,
 }
 
 /// Runs the configured connectors.
@@ -57,9 +68,16 @@ impl std::fmt::Debug for Connectors {
 }
 
 impl Connectors {
-    /// Starts every enabled connector. Their bus subscriptions exist when this
-    /// returns: start connectors before the drivers that feed them.
-    pub fn start(configs: &[ConnectorConfig], bus: &Bus, metrics: Arc<ConnectorMetrics>, data_dir: PathBuf) -> Self {
+    /// Starts every enabled connector of the gateway named `gateway`. Their
+    /// bus subscriptions exist when this returns: start connectors before the
+    /// drivers that feed them.
+    pub fn start(
+        configs: &[ConnectorConfig],
+        bus: &Bus,
+        metrics: Arc<ConnectorMetrics>,
+        data_dir: PathBuf,
+        gateway: &str,
+    ) -> Self {
         let (stop, shutdown) = Shutdown::new();
         let mut tasks = Vec::new();
         for c in configs.iter().filter(|c| c.enabled) {
@@ -68,6 +86,7 @@ impl Connectors {
                 shutdown: shutdown.clone(),
                 metrics: metrics.clone(),
                 data_dir: data_dir.clone(),
+                gateway: gateway.to_owned(),
             };
             let task = match c.params.build(&c.name, ctx) {
                 Ok(task) => tokio::spawn(task),

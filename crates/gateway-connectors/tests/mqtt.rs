@@ -292,13 +292,13 @@ async fn tls_connects_to_a_broker_with_a_test_certificate() {
     assert_eq!(rig2.acked(), 0, "an untrusted certificate must not be accepted");
 }
 
-fn sp_payload(bytes: &[u8]) -> gateway_connectors::mqtt::sparkplug::Payload {
+fn sp_payload(bytes: &[u8]) -> gateway_connectors::sparkplug::Payload {
     use prost::Message;
-    gateway_connectors::mqtt::sparkplug::Payload::decode(bytes).expect("a Sparkplug payload")
+    gateway_connectors::sparkplug::Payload::decode(bytes).expect("a Sparkplug payload")
 }
 
-fn bd_seq(p: &gateway_connectors::mqtt::sparkplug::Payload) -> u64 {
-    use gateway_connectors::mqtt::sparkplug::MetricValue;
+fn bd_seq(p: &gateway_connectors::sparkplug::Payload) -> u64 {
+    use gateway_connectors::sparkplug::MetricValue;
     match p.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| m.value.clone()) {
         Some(MetricValue::LongValue(v)) => v,
         other => panic!("no bdSeq metric: {other:?}"),
@@ -307,7 +307,7 @@ fn bd_seq(p: &gateway_connectors::mqtt::sparkplug::Payload) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sparkplug_births_data_commands_and_deaths_follow_the_specification() {
-    use gateway_connectors::mqtt::sparkplug::{Metric, MetricValue, Payload, PropertyKind};
+    use gateway_connectors::sparkplug::{Metric, MetricValue, Payload, PropertyKind};
     use prost::Message;
     let broker = Mosquitto::start();
     let sink = Collector::start(broker.port, "spBv1.0/#", "sink-sp").await;

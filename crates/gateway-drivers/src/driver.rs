@@ -172,7 +172,14 @@ impl DriverContext {
     pub async fn publish(&mut self, batch: Batch) -> Result<(), Stop> {
         let bus = self.bus.clone();
         tokio::select! {
-            r = bus.publish(Arc::new(batch)) => r.map(|_| ()).map_err(|_| Stop),
+            r = bus.publish(Arc::new(batch)) => r.map(|_| ()).map_err(|e| {
+                // Closed is the gateway stopping; anything else ends the
+                // device, and the operator must see why.
+                if !matches!(e, gateway_bus::BusError::Closed) {
+                    tracing::error!(error = %e, "The bus refused a device's readings.");
+                }
+                Stop
+            }),
             _ = self.shutdown.wait() => Err(Stop),
         }
     }

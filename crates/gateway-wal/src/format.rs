@@ -52,14 +52,29 @@ pub fn segment_header(base_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
 /// that predate the flag ignore it.
 pub const FLAG_AFTER_GAP: u32 = 1;
 
+/// Segment flag: the sequence numbers just before this segment's base were
+/// reserved by an earlier run that crashed and were never given to data
+/// (see `WalOptions::reserve_seqs`); how many is in header bytes 24..28.
+/// Readers pass over them without reporting a gap. Set with
+/// [`FLAG_AFTER_GAP`], so that readers that predate it report a gap, as
+/// before, and recovery does not count a loss.
+pub const FLAG_AFTER_SKIP: u32 = 2;
+
 /// A segment header with `flags` ([`FLAG_AFTER_GAP`]).
 pub fn segment_header_with(base_seq: u64, flags: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    segment_header_skip(base_seq, flags, 0)
+}
+
+/// A segment header with `flags` and, for [`FLAG_AFTER_SKIP`], the count of
+/// sequence numbers skipped before `base_seq`.
+pub fn segment_header_skip(base_seq: u64, flags: u32, skipped: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[12..16].copy_from_slice(&flags.to_le_bytes());
-    // 24..28 reserved: zero.
     h[16..24].copy_from_slice(&base_seq.to_le_bytes());
+    // 24..28: zero, or the skip's length with FLAG_AFTER_SKIP.
+    h[24..28].copy_from_slice(&skipped.to_le_bytes());
     let crc = crc32c::crc32c(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
@@ -86,6 +101,12 @@ pub fn parse_segment_header(h: &[u8]) -> Result<u64, Corruption> {
 /// The flags of a header that [`parse_segment_header`] accepted.
 pub fn segment_flags(h: &[u8]) -> u32 {
     u32_at(h, 12)
+}
+
+/// Sequence numbers skipped on purpose before the base of a header that
+/// [`parse_segment_header`] accepted ([`FLAG_AFTER_SKIP`]); 0 without it.
+pub fn segment_skipped(h: &[u8]) -> u64 {
+    if segment_flags(h) & FLAG_AFTER_SKIP != 0 { u64::from(u32_at(h, 24)) } else { 0 }
 }
 
 /// A record header as read from disk.

@@ -16,7 +16,8 @@
 //! * Sequence numbers are never reused, even when data was lost: a cursor found
 //!   ahead of the data moves the log's end past it.
 //! * Records are read back in sequence order; what cannot be delivered is
-//!   reported as a [`ReadItem::Gap`], never silently skipped.
+//!   reported as a [`ReadItem::Gap`], never silently skipped (numbers a
+//!   crashed run reserved and never used are not data, and not a gap).
 //!
 //! # Directory layout
 //!

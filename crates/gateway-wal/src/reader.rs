@@ -114,6 +114,10 @@ impl Reader {
                 let segs = self.shared.segs();
                 let Some(first) = segs.first() else { return Ok(None) };
                 if self.next < first.base_seq {
+                    if self.next >= first.base_seq - first.skipped {
+                        self.next = first.base_seq;
+                        continue;
+                    }
                     let gap = ReadItem::Gap { from: self.next, to: first.base_seq };
                     self.next = first.base_seq;
                     return Ok(Some(gap));
@@ -122,6 +126,10 @@ impl Reader {
                 let s = &segs[i];
                 if self.next >= s.end_seq {
                     match segs.get(i + 1) {
+                        Some(n) if self.next >= n.base_seq - n.skipped => {
+                            self.next = n.base_seq;
+                            continue;
+                        }
                         Some(n) => {
                             let gap = ReadItem::Gap { from: self.next, to: n.base_seq };
                             self.next = n.base_seq;

@@ -211,9 +211,11 @@ pub(crate) fn scan_segment(
     let n = read_prefix(&*file, &mut header).map_err(WalError::io("read", path))?;
     let mut header_damaged = false;
     let mut after_gap = false;
+    let mut skipped = 0;
     let header_ok = match format::parse_segment_header(&header[..n]) {
         Ok(b) if b == base => {
             after_gap = format::segment_flags(&header) & format::FLAG_AFTER_GAP != 0;
+            skipped = format::segment_skipped(&header);
             Ok(())
         }
         Ok(b) => Err(Corruption::BaseMismatch { header: b, name: base }),
@@ -241,6 +243,7 @@ pub(crate) fn scan_segment(
 
     let mut seg = SegInfo::new(base, path.to_owned(), SEGMENT_HEADER_LEN);
     seg.after_gap = after_gap;
+    seg.skipped = skipped;
     let mut w = Window::new(&*file, path, file_len);
     let mut pos = SEGMENT_HEADER_LEN;
     let mut expected = base;

@@ -29,11 +29,23 @@ pub(crate) struct SegInfo {
     /// The header has [`crate::format::FLAG_AFTER_GAP`]: a gap before this
     /// segment was made on purpose.
     pub after_gap: bool,
+    /// Sequence numbers just before `base_seq` that were reserved and never
+    /// used ([`crate::format::FLAG_AFTER_SKIP`]): not a gap for a reader.
+    pub skipped: u64,
 }
 
 impl SegInfo {
     pub fn new(base_seq: u64, path: PathBuf, len: u64) -> Self {
-        SegInfo { base_seq, path, len, end_seq: base_seq, index: Vec::new(), bad: Vec::new(), after_gap: false }
+        SegInfo {
+            base_seq,
+            path,
+            len,
+            end_seq: base_seq,
+            index: Vec::new(),
+            bad: Vec::new(),
+            after_gap: false,
+            skipped: 0,
+        }
     }
 
     /// Offset of the last indexed record at or before `seq`.

@@ -189,8 +189,8 @@ impl WalOptions {
         {
             return bad("durability", format!("a flush interval of {d:?} is longer than the limit of 60 s"));
         }
-        if self.reserve_seqs != 0 && !(1024..=1 << 40).contains(&self.reserve_seqs) {
-            return bad("reserve_seqs", format!("{} must be 0 or between 1024 and 2^40", self.reserve_seqs));
+        if self.reserve_seqs != 0 && !(1024..=1 << 31).contains(&self.reserve_seqs) {
+            return bad("reserve_seqs", format!("{} must be 0 or between 1024 and 2^31", self.reserve_seqs));
         }
         Ok(())
     }
@@ -475,14 +475,21 @@ impl Wal {
         if !reuse {
             // Flagged, so that later opens do not report the gap (reported
             // now, as cursors ahead) as a new loss.
-            let flags = if next_seq > 0 { format::FLAG_AFTER_GAP } else { 0 };
+            let mut flags = if next_seq > 0 { format::FLAG_AFTER_GAP } else { 0 };
+            // Numbers reserved by the crashed run are not a loss for readers.
+            let skipped = u32::try_from(rec.report.skipped_seqs).unwrap_or(0);
+            if skipped > 0 {
+                flags |= format::FLAG_AFTER_SKIP;
+            }
             let path = dir.join(format::segment_name(next_seq));
             let f = storage.open(&path, OpenMode::Create).map_err(WalError::io("create", &path))?;
-            f.write_at(&format::segment_header_with(next_seq, flags), 0).map_err(WalError::io("write", &path))?;
+            f.write_at(&format::segment_header_skip(next_seq, flags, skipped), 0)
+                .map_err(WalError::io("write", &path))?;
             f.sync_data().map_err(WalError::io("sync", &path))?;
             storage.sync_dir(&dir).map_err(WalError::io("sync", &dir))?;
             let mut seg = SegInfo::new(next_seq, path, SEGMENT_HEADER_LEN);
             seg.after_gap = flags != 0;
+            seg.skipped = u64::from(skipped);
             segs.push(seg);
         }
         let active = segs.last().expect("a segment was just ensured");

@@ -51,7 +51,7 @@ impl Op {
 pub struct Line {
     /// Unique identifier, e.g. `bus.low_latency.latency`.
     pub id: String,
-    /// `bus`, `api`, `websocket`, `database`, `memory`, `cpu`, `storage`, `network`, `modbus`, `mqtt`.
+    /// `bus`, `api`, `websocket`, `database`, `memory`, `cpu`, `storage`, `network`, `modbus`, `mqtt`, `nats`.
     pub section: String,
     /// What is measured, in people's words.
     pub what: String,

@@ -2,14 +2,15 @@
 //!
 //! The parent process plans the scenarios (bus presets in memory and
 //! durable, whole-gateway memory and CPU per preset, REST, store queries,
-//! WebSocket fan-out, the WAL's size limit, Modbus and MQTT end to end),
+//! WebSocket fan-out, the WAL's size limit, Modbus, MQTT and NATS end to end),
 //! runs each in a fresh child process of this executable (`--bench-child
 //! <json>` through `gateway_bench::child`, so every memory figure belongs to
 //! its scenario alone, and a scenario that hangs is killed), collects
 //! their figures, judges every line of the budget (`budget.toml`) and prints
 //! the table; then writes the JSON and HTML reports and saves or compares a
 //! baseline. All load is generated here: no outside tool is needed (MQTT
-//! needs a local mosquitto and is skipped, with the reason, without one).
+//! needs a local mosquitto, NATS a local nats-server; each is skipped, with
+//! the reason, without it).
 
 mod budget;
 mod bus;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use gateway_bench::child;
 use gateway_bench::modbus::{self, Level};
 use gateway_bench::mqtt::{self, MqttScenario};
+use gateway_bench::nats::{self, NatsScenario};
 use gateway_bench::north::{self, NorthSpec};
 use gateway_bus::{Persistence, Preset};
 use serde::{Deserialize, Serialize};
@@ -148,6 +150,8 @@ pub enum Spec {
     Mqtt(MqttScenario),
     /// The plant-to-broker job: Modbus servers, this gateway and mosquitto as processes.
     North(NorthSpec),
+    /// NATS JetStream delivery.
+    Nats(NatsScenario),
 }
 
 /// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
@@ -247,7 +251,28 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             o.put(&format!("{k}.peak_rss_mb"), r.peak_rss as f64 / 1e6);
             Ok(o)
         }
+        Spec::Nats(s) => {
+            let r = nats::run(s)?;
+            let k = nats_key(s);
+            let mut o = Outcome::default();
+            o.put(&format!("{k}.values_per_s"), r.values_per_s);
+            o.put(&format!("{k}.messages_per_s"), r.messages_per_s);
+            o.put(&format!("{k}.stream_bytes_per_value"), r.stream_bytes_per_value);
+            if s.outage_values > 0 {
+                o.put(&format!("{k}.replay_values_per_s"), r.replay_values_per_s);
+                o.put(&format!("{k}.recovery_s"), r.recovery_s);
+            }
+            o.put(&format!("{k}.cpu_cores"), r.cpu_cores);
+            o.put(&format!("{k}.server_cpu_cores"), r.server_cpu_cores);
+            o.put(&format!("{k}.peak_rss_mb"), r.peak_rss as f64 / 1e6);
+            Ok(o)
+        }
     }
+}
+
+/// `nats.one.{format}` (one node, stream R1) or `nats.r3.{format}` (3-node cluster, stream R3).
+fn nats_key(s: &NatsScenario) -> String {
+    format!("nats.{}.{}", if s.cluster { "r3" } else { "one" }, s.format)
 }
 
 /// If this process is a benchmark child, runs its scenario, prints the
@@ -437,6 +462,33 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
             skip: mqtt_missing.clone(),
             estimate_s: d + 15.0,
         });
+    }
+    let nats_missing = nats::available().err();
+    for cluster in [false, true] {
+        for format in ["json_batch", "sparkplug_b", "json"] {
+            let spec = NatsScenario {
+                format: format.into(),
+                cluster,
+                seconds: d,
+                // The replay, measured with the default format; --quick only on one node.
+                outage_values: match (format, s.quick, cluster) {
+                    ("json_batch", true, false) => 20_000,
+                    ("json_batch", false, _) => 300_000,
+                    _ => 0,
+                },
+                batch: 100,
+            };
+            // --quick: one format on one node and on the cluster, a few seconds each.
+            let left_out = s.quick && format != "json_batch";
+            steps.push(Step {
+                id: nats_key(&spec),
+                skip: nats_missing
+                    .clone()
+                    .or_else(|| left_out.then(|| "left out by --quick (json_batch only)".to_string())),
+                spec: Spec::Nats(spec),
+                estimate_s: d + 20.0,
+            });
+        }
     }
     steps
 }
@@ -632,5 +684,6 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Modbus(_) => vec!["modbus.".into()],
         Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
         Spec::North(n) => vec![format!("{}.", north_key(n))],
+        Spec::Nats(n) => vec![format!("{}.", nats_key(n))],
     }
 }

@@ -4,20 +4,16 @@
 //! refuses a missing or unreadable CA, certificate or key file instead of the
 //! running connector finding out.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use gateway_bus::Filter;
 use gateway_model::{FieldError, FrameKind, Secret, TagPattern, redact_url};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::link::Protocol;
 
-/// The CA bundle `mqtts` trusts when `ca_file` is not set (Debian's path).
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub use crate::config::StartFrom;
 
 /// How readings are laid out in messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,17 +114,6 @@ pub struct MqttConfig {
     /// from now on, the default) or `oldest` (everything still in the WAL).
     #[serde(default)]
     pub start_from: StartFrom,
-}
-
-/// Where a new connector's cursor starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartFrom {
-    /// At the head: only what is published from now on.
-    #[default]
-    Latest,
-    /// At the oldest frame still in the WAL.
-    Oldest,
 }
 
 fn default_topic_prefix() -> String {
@@ -250,50 +235,13 @@ impl MqttConfig {
         if !self.endpoint()?.tls {
             return Ok(None);
         }
-        let roots = match &self.ca_file {
-            Some(ca) => read_roots(ca).map_err(|e| FieldError::new("ca_file", e))?,
-            None => read_roots(Path::new(SYSTEM_CA_BUNDLE))
-                .map_err(|e| FieldError::new("ca_file", format!("{e}; set ca_file to the broker's CA")))?,
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| FieldError::new("url", format!("no TLS version to offer: {e}")))?
-            .with_root_certificates(roots);
-        let config = match (&self.client_cert_file, &self.client_key_file) {
-            (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| FieldError::new("client_cert_file", format!("cannot read {}: {e}", cert.display())))?
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| {
-                        FieldError::new("client_cert_file", format!("bad certificate in {}: {e}", cert.display()))
-                    })?;
-                if chain.is_empty() {
-                    return Err(FieldError::new("client_cert_file", format!("no certificate in {}", cert.display())));
-                }
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| FieldError::new("client_key_file", format!("cannot read {}: {e}", key.display())))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    FieldError::new("client_key_file", format!("does not go with client_cert_file: {e}"))
-                })?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        Ok(Some(config))
+        crate::tls::client_config(
+            self.ca_file.as_deref(),
+            self.client_cert_file.as_deref(),
+            self.client_key_file.as_deref(),
+        )
+        .map(Some)
     }
-}
-
-fn read_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
-    for c in certs {
-        let c = c.map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
-        roots.add(c).map_err(|e| format!("unusable CA certificate in {}: {e}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("no certificate in {}", ca.display()));
-    }
-    Ok(roots)
 }
 
 /// Checks the fields, TLS files included; the error names the first bad one.
@@ -414,7 +362,7 @@ mod tests {
 
     #[test]
     fn a_missing_client_certificate_or_key_is_refused_with_its_field() {
-        let ca = Some(PathBuf::from(SYSTEM_CA_BUNDLE));
+        let ca = Some(PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE));
         let e = check("mqtts://h", |c| {
             c.ca_file = ca.clone();
             c.client_cert_file = Some("/nonexistent/cert.pem".into());
@@ -424,7 +372,7 @@ mod tests {
         assert_eq!(e.path, "client_cert_file", "{e}");
         let e = check("mqtts://h", |c| {
             c.ca_file = ca.clone();
-            c.client_cert_file = Some(SYSTEM_CA_BUNDLE.into());
+            c.client_cert_file = Some(crate::tls::SYSTEM_CA_BUNDLE.into());
             c.client_key_file = Some("/nonexistent/key.pem".into());
         })
         .unwrap_err();

@@ -58,6 +58,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::slots::Deliveries;
+
 /// Most messages queued before the worker stops reading the bus.
 const QUEUE_MAX: usize = 4096;
 
@@ -102,13 +104,6 @@ struct Handed {
     at: Instant,
     /// Its place in the order of handing over.
     turn: u64,
-}
-
-/// A bus delivery not yet passed by the cursor.
-#[derive(Debug)]
-struct Pending {
-    end: u64,
-    unconfirmed: u32,
 }
 
 /// A confirmed message, for the metrics, and where the cursor may now go.
@@ -161,9 +156,7 @@ pub(super) struct DeliveryState {
     /// Handed to the client, not yet written (no packet id yet), in order.
     handed: VecDeque<Handed>,
     in_flight: HashMap<u16, Handed>,
-    deliveries: VecDeque<Pending>,
-    /// Number of `deliveries.front()`; numbers below it are settled or given up.
-    first_delivery: u64,
+    deliveries: Deliveries,
     next_number: u64,
     /// Messages handed over so far.
     turns: u64,
@@ -186,8 +179,7 @@ impl DeliveryState {
             queued: VecDeque::new(),
             handed: VecDeque::new(),
             in_flight: HashMap::new(),
-            deliveries: VecDeque::new(),
-            first_delivery: 0,
+            deliveries: Deliveries::default(),
             next_number: 0,
             turns: 0,
             connected: false,
@@ -222,15 +214,14 @@ impl DeliveryState {
     /// `Data` messages gate the cursor's move past `end`. Returns where the
     /// cursor may go now (a delivery without messages settles at once).
     pub fn queue_delivery(&mut self, end: u64, messages: Vec<Outgoing>) -> Option<u64> {
-        let number = self.first_delivery + self.deliveries.len() as u64;
         let data = messages.iter().filter(|m| m.kind == Kind::Data).count();
-        self.deliveries.push_back(Pending { end, unconfirmed: u32::try_from(data).unwrap_or(u32::MAX) });
+        let number = self.deliveries.push(end, data);
         for out in messages {
             let delivery = (out.kind == Kind::Data).then_some(number);
             let m = self.message(out, delivery);
             self.queued.push_back(m);
         }
-        self.settle()
+        self.deliveries.settle()
     }
 
     /// Queues messages behind everything queued (live values, births of a
@@ -304,28 +295,14 @@ impl DeliveryState {
         if !message.current {
             return None;
         }
-        if let Some(d) = message.delivery
-            && let Some(i) = d.checked_sub(self.first_delivery)
-            && let Some(p) = self.deliveries.get_mut(i as usize)
-        {
-            p.unconfirmed = p.unconfirmed.saturating_sub(1);
+        if let Some(d) = message.delivery {
+            self.deliveries.confirm(d);
         }
         if self.probe_from.is_some_and(|from| turn >= from) {
             self.probe_from = None;
             self.pause = self.pause_min;
         }
-        Some(Confirmed { values: message.out.values, handed_at: at, ack: self.settle() })
-    }
-
-    /// Drops every delivery whose messages are all confirmed from the front;
-    /// the end of the last one dropped is where the cursor may go.
-    fn settle(&mut self) -> Option<u64> {
-        let mut end = None;
-        while self.deliveries.front().is_some_and(|p| p.unconfirmed == 0) {
-            end = self.deliveries.pop_front().map(|p| p.end);
-            self.first_delivery += 1;
-        }
-        end
+        Some(Confirmed { values: message.out.values, handed_at: at, ack: self.deliveries.settle() })
     }
 
     /// The broker refused packet `pkid` (MQTT 5); see the module docs.
@@ -362,8 +339,7 @@ impl DeliveryState {
     fn forget_readings(&mut self) {
         self.queued.retain(|m| m.out.kind == Kind::CommandAck);
         self.ahead.retain(|m| m.out.kind == Kind::CommandAck);
-        self.first_delivery += self.deliveries.len() as u64;
-        self.deliveries.clear();
+        self.deliveries.forget();
     }
 
     /// Connected; `session_present`: the broker kept the session.

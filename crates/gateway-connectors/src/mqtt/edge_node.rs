@@ -3,7 +3,7 @@
 //! the same connection (persisted, so a restarted gateway continues the
 //! sequence instead of repeating a number a host has already seen), and the
 //! births that open a session. Payloads and the per-session state are in
-//! [`super::sparkplug`].
+//! [`crate::sparkplug`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prost::Message as _;
 
 use super::link::WillFn;
-use super::sparkplug::{self, NodeState};
+use crate::sparkplug::{self, NodeState};
 
 /// The node a Sparkplug connector speaks as: its identity and its session state.
 pub(super) struct EdgeNode {
@@ -117,7 +117,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::mqtt::sparkplug::{MetricValue, Payload};
+    use crate::sparkplug::{MetricValue, Payload};
 
     fn bd_seq(p: &Payload) -> u64 {
         match p.metrics.iter().find(|m| m.name.as_deref() == Some("bdSeq")).and_then(|m| m.value.clone()) {

@@ -15,21 +15,18 @@
 //! copy, and no `serde_json::Value` tree, `String` or formatter is made per
 //! value (at 100,000 values/s those were most of the connector's CPU).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use gateway_model::{DataFrame, TagId};
 use prost::Message as _;
 
 use super::config::{Format, MqttConfig};
 use super::delivery::{Kind, Outgoing};
 use super::edge_node::EdgeNode;
-use super::sparkplug;
+use crate::encode::{JSON_VALUE_BYTES, by_device, write_batch, write_value};
+use crate::sparkplug;
 
 /// Births and command acknowledgements always use QoS 1.
 const CONTROL_QOS: u8 = 1;
-
-/// Bytes set aside in the shared buffer per JSON value before writing it
-/// (a reading is 90-130 bytes); the buffer grows past it when needed.
-const JSON_VALUE_BYTES: usize = 128;
 
 /// Turns readings into messages.
 pub(super) struct Encoder {
@@ -52,19 +49,6 @@ impl Encoder {
             qos: cfg.qos,
             batch_max_values: cfg.batch_max_values.max(1),
             buf: BytesMut::new(),
-        }
-    }
-
-    /// One value's JSON, `{"tag","value","quality","reason"?,"ts","seq"}`.
-    fn json_value(buf: &mut BytesMut, f: &DataFrame, seq: u64) {
-        // The frame's own JSON form, then its bus sequence number before the
-        // closing brace: serde writes both without an intermediate tree.
-        let _ = serde_json::to_writer((&mut *buf).writer(), f);
-        if buf.last() == Some(&b'}') {
-            buf.truncate(buf.len() - 1);
-            buf.put_slice(b",\"seq\":");
-            let _ = serde_json::to_writer((&mut *buf).writer(), &seq);
-            buf.put_u8(b'}');
         }
     }
 
@@ -93,22 +77,14 @@ impl Encoder {
                 .iter()
                 .map(|(seq, f)| {
                     buf.reserve(JSON_VALUE_BYTES);
-                    Self::json_value(buf, f, *seq);
+                    write_value(buf, f, *seq);
                     reading(json_topic(&self.topic_prefix, &f.tag), buf.split().freeze(), 1)
                 })
                 .collect(),
             (Format::JsonBatch, _) => frames
                 .chunks(self.batch_max_values)
                 .map(|chunk| {
-                    buf.reserve(16 + chunk.len() * JSON_VALUE_BYTES);
-                    buf.put_slice(b"{\"values\":[");
-                    for (i, (s, f)) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            buf.put_u8(b',');
-                        }
-                        Self::json_value(buf, f, *s);
-                    }
-                    buf.put_slice(b"]}");
+                    write_batch(buf, chunk);
                     reading(self.batch_topic.clone(), buf.split().freeze(), chunk.len())
                 })
                 .collect(),
@@ -141,18 +117,6 @@ impl Encoder {
 /// A birth or a command acknowledgement.
 pub(super) fn control(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
     Outgoing { topic, payload: Bytes::from(payload), qos: CONTROL_QOS, kind, values: 0 }
-}
-
-/// Frames grouped by device, devices in order of first appearance.
-fn by_device<'f>(frames: &[(u64, &'f DataFrame)]) -> Vec<(&'f str, Vec<(u64, &'f DataFrame)>)> {
-    let mut out: Vec<(&str, Vec<(u64, &DataFrame)>)> = Vec::new();
-    for &(s, f) in frames {
-        match out.iter_mut().find(|(d, _)| *d == f.tag.device()) {
-            Some((_, v)) => v.push((s, f)),
-            None => out.push((f.tag.device(), vec![(s, f)])),
-        }
-    }
-    out
 }
 
 fn json_topic(prefix: &str, tag: &TagId) -> String {

@@ -92,7 +92,7 @@ async fn a_refused_message_reaches_the_broker_again_in_order_with_the_messages_a
     };
     let metrics = Arc::new(ConnectorMetrics::unregistered());
     let connectors =
-        Connectors::start(&[ConnectorConfig::new("up", cfg).unwrap()], &bus, metrics, dir.path().to_owned());
+        Connectors::start(&[ConnectorConfig::new("up", cfg).unwrap()], &bus, metrics, dir.path().to_owned(), "gw");
     let tag = TagId::new("line1.count").unwrap();
     for start in (0..TOTAL).step_by(10) {
         let frames: Vec<Frame> = (start..start + 10)

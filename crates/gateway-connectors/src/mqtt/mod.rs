@@ -39,7 +39,7 @@
 //!
 //! Files: `config.rs` (fields, validation, TLS), `delivery.rs` (the pure state
 //! machine), `encode.rs` (payloads from readings), `edge_node.rs` and
-//! [`sparkplug`] (Sparkplug), `commands.rs`, `link.rs` (both MQTT versions
+//! [`crate::sparkplug`] (Sparkplug), `commands.rs`, `link.rs` (both MQTT versions
 //! behind one face), `worker.rs` (the I/O loop).
 
 mod commands;
@@ -50,7 +50,6 @@ mod encode;
 #[cfg(test)]
 mod fake_broker_tests;
 mod link;
-pub mod sparkplug;
 mod worker;
 
 use gateway_model::FieldError;

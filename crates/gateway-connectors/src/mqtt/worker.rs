@@ -94,7 +94,7 @@ pub(super) async fn run(
         label: ConnectorLabel { connector: name.clone() },
         delivery: DeliveryState::new(cfg.max_inflight, backoff),
         encoder: Encoder::new(&cfg),
-        commands: Commands::new(ctx.bus.clone(), &name, Duration::from_millis(cfg.command_timeout_ms)),
+        commands: Commands::new(ctx.bus.clone(), format!("mqtt:{name}"), Duration::from_millis(cfg.command_timeout_ms)),
         node,
         live: None,
         name,

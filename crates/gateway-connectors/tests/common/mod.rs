@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gateway_bus::{Bus, BusMetrics, BusSettings};
-use gateway_connectors::mqtt::MqttConfig;
-use gateway_connectors::{ConnectorConfig, ConnectorMetrics, Connectors};
+use gateway_connectors::{Connector, ConnectorConfig, ConnectorMetrics, Connectors};
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -33,16 +32,17 @@ pub fn bus_cfg(dir: &std::path::Path) -> BusSettings {
 }
 
 impl Rig {
-    pub fn start(cfg: MqttConfig) -> Rig {
+    /// A connector named `up` of a gateway named `gw`, on a bus with a WAL in a new directory.
+    pub fn start<T: Connector>(cfg: T) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         Self::start_with(cfg, bus_cfg(dir.path()), dir)
     }
 
-    pub fn start_with(cfg: MqttConfig, bus_cfg: BusSettings, dir: tempfile::TempDir) -> Rig {
+    pub fn start_with<T: Connector>(cfg: T, bus_cfg: BusSettings, dir: tempfile::TempDir) -> Rig {
         let bus = Bus::open(bus_cfg, Arc::new(BusMetrics::unregistered())).unwrap();
         let metrics = Arc::new(ConnectorMetrics::unregistered());
         let c = ConnectorConfig::new("up", cfg).unwrap();
-        let connectors = Connectors::start(&[c], &bus, metrics.clone(), dir.path().to_owned());
+        let connectors = Connectors::start(&[c], &bus, metrics.clone(), dir.path().to_owned(), "gw");
         Rig { bus, metrics, connectors: Some(connectors), dir }
     }
 
@@ -75,7 +75,8 @@ impl Rig {
     }
 
     pub fn cursor(&self) -> u64 {
-        self.bus.wal().unwrap().cursors().into_iter().find(|(n, _)| n == "mqtt-up").map_or(0, |(_, p)| p)
+        // The connector's durable cursor: `{kind}-up`.
+        self.bus.wal().unwrap().cursors().into_iter().find(|(n, _)| n.ends_with("-up")).map_or(0, |(_, p)| p)
     }
 }
 

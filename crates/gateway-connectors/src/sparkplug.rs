@@ -2,6 +2,8 @@
 //! `sparkplug_b.proto` the gateway uses, field numbers unchanged), value and
 //! quality mapping, and the node state a Sparkplug edge node keeps (bdSeq,
 //! the 0-255 message sequence, which devices were born with which metrics).
+//! Shared by the MQTT connector (Sparkplug B proper) and the NATS connector
+//! (the same payloads on NATS subjects); nothing here knows a transport.
 
 use std::collections::{BTreeMap, BTreeSet};
 
