@@ -15,7 +15,7 @@ use gateway_bus::config::WalOverflow;
 use gateway_bus::{Bus, BusMetrics, BusSettings, Preset, SubscribeOptions};
 use gateway_drivers::DeviceConfig;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
-use gateway_store::{DatabaseConfig, Source, Store};
+use gateway_store::{DatabaseConfig, HistoryConfig, Source, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -60,6 +60,9 @@ impl Gateway {
             bus: BusSettings { wal_dir: dir.path().join("wal"), ..preset.settings() },
             api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },
             database: DatabaseConfig::default(),
+            // The memory and CPU lines measure the bus, cache, hub and API;
+            // history's own cost is measured by the history scenarios.
+            history: HistoryConfig { enabled: false, ..HistoryConfig::default() },
             devices: devices.to_vec(),
             connectors: Vec::new(),
         };

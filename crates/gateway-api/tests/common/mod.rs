@@ -74,6 +74,7 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
         cfg,
         auth,
         preset: "memory_optimized".into(),
+        history: None,
     });
     Env { state, bus, cache, store, manager, admin, operator, viewer, _dir: dir }
 }
