@@ -10,7 +10,7 @@ use gateway_bus::{BusConfig, BusSettings};
 use gateway_connectors::ConnectorConfig;
 use gateway_drivers::{DeviceConfig, DevicePolicy};
 use gateway_model::FieldError;
-use gateway_store::DatabaseConfig;
+use gateway_store::{DatabaseConfig, HistoryConfig};
 use serde::Deserialize;
 
 /// The built-in default configuration (printed by `edge-gateway config default`).
@@ -100,6 +100,8 @@ struct RawConfig {
     #[serde(default)]
     database: DatabaseConfig,
     #[serde(default)]
+    history: HistoryConfig,
+    #[serde(default)]
     security: DevicePolicy,
     #[serde(default)]
     devices: Vec<toml::Value>,
@@ -118,6 +120,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[database]`.
     pub database: DatabaseConfig,
+    /// `[history]`.
+    pub history: HistoryConfig,
     /// `[security]`: what devices may reach.
     pub security: DevicePolicy,
     /// `[[devices]]`.
@@ -183,6 +187,7 @@ pub fn load_str(
     let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| e.under("bus"))?;
     raw.api.validate().map_err(|e| e.under("api"))?;
     raw.database.validate().map_err(|e| e.under("database"))?;
+    raw.history.validate().map_err(|e| e.under("history"))?;
     let devices_json: Vec<serde_json::Value> = raw
         .devices
         .into_iter()
@@ -201,7 +206,16 @@ pub fn load_str(
         .map(|(i, v)| serde_json::to_value(v).map_err(|e| cerr(format!("connectors[{i}]"), e)))
         .collect::<Result<_, _>>()?;
     let connectors = gateway_connectors::parse_connectors(connectors_json, "connectors")?;
-    Ok(Config { gateway, bus, api: raw.api, database: raw.database, security: raw.security, devices, connectors })
+    Ok(Config {
+        gateway,
+        bus,
+        api: raw.api,
+        database: raw.database,
+        history: raw.history,
+        security: raw.security,
+        devices,
+        connectors,
+    })
 }
 
 /// Reads and validates a configuration file (or the built-in default).
@@ -230,6 +244,8 @@ mod tests {
         assert_eq!(c.database.max_connections, 50);
         assert_eq!(c.bus.wal_dir, PathBuf::from("./data").join("wal"));
         assert!(c.devices.iter().flat_map(|d| &d.tags).any(|t| t.writable));
+        assert!(c.history.enabled, "history is on by default");
+        assert_eq!(c.history, HistoryConfig::default(), "default.toml shows the defaults");
     }
 
     #[test]
@@ -242,6 +258,13 @@ mod tests {
         assert_eq!(e.path, "bus.ring_pow");
         let e = load("[database]\nmin_connections = 90\n").unwrap_err();
         assert_eq!(e.path, "database.min_connections", "{e}");
+        let e = load("[history]\nretention = \"30 days\"\n").unwrap_err();
+        assert_eq!(e.path, "history.retention", "{e}");
+        let e = load("[history]\nrollups = [{ interval = \"90s\", retention = \"1d\" }]\n").unwrap_err();
+        assert_eq!(e.path, "history.rollups[0].retention", "{e}");
+        let e = load("[history.database]\nurl = \"postgres://gw:s3cret@db:99999999/h\"\n").unwrap_err();
+        assert_eq!(e.path, "history.database.url", "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = load("[[devices]]\nname = \"a\"\ndriver = \"sim\"\n[[devices]]\nname = \"b\"\ndriver = \"sim\"\n[[devices.tags]]\nname = \"t\"\nsignal = \"sine\"\ndata_type = \"flaot\"\n").unwrap_err();
         assert_eq!(e.path, "devices[1].tags[0].data_type");
         assert!(e.message.contains("unknown variant `flaot`"), "{e}");

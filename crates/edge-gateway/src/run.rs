@@ -1,8 +1,9 @@
-//! `edge-gateway run`: opens the bus (and its WAL), the store, the cache, the
-//! WebSocket hub, the drivers, the connectors and the API, then waits for
-//! SIGINT or SIGTERM and shuts down in order: stop accepting requests, stop the
-//! drivers, stop the connectors (what they have not delivered stays in the
-//! WAL), close the bus (flushing and syncing the WAL), close the store.
+//! `edge-gateway run`: opens the bus (and its WAL), the store, history, the
+//! cache, the WebSocket hub, the drivers, the connectors and the API, then
+//! waits for SIGINT or SIGTERM and shuts down in order: stop accepting
+//! requests, stop the drivers, stop history and the connectors (what they
+//! have not written or delivered stays in the WAL), close the bus (flushing
+//! and syncing the WAL), close the store.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +15,7 @@ use gateway_api::{ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub
 use gateway_bus::{Bus, BusError, BusMetrics};
 use gateway_connectors::{ConnectorMetrics, Connectors};
 use gateway_drivers::DriverManager;
-use gateway_store::Store;
+use gateway_store::{History, HistoryMetrics, Store};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
@@ -92,6 +93,8 @@ pub struct Running {
     /// The bus (and its WAL).
     pub bus: Bus,
     store: Store,
+    /// History, when `[history] enabled`.
+    pub history: Option<History>,
     devices: Arc<Devices>,
     /// Where the API listens (`api.bind`, with the port resolved).
     pub addr: SocketAddr,
@@ -190,6 +193,17 @@ impl Running {
         }
         // Before anything can be asked to write, so every command is recorded.
         gateway_api::command_audit::spawn(&bus, auth.clone())?;
+        // Before the drivers publish, so history misses nothing.
+        let history = if cfg.history.enabled {
+            let metrics = Arc::new(HistoryMetrics::new(&mut registry));
+            let h = History::open(&cfg.history, &cfg.database, &data_dir, metrics)
+                .await
+                .context("cannot open the history database")?;
+            h.start(&bus).await.context("cannot start recording history")?;
+            Some(h)
+        } else {
+            None
+        };
         let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
         let cache = LatestCache::spawn(&bus)?;
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
@@ -218,21 +232,26 @@ impl Running {
             cfg: cfg.api.clone(),
             auth,
             preset: cfg.bus.preset.to_string(),
+            history: history.clone(),
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }));
-        Ok(Running { bus, store, devices, addr, connectors, stop: stop_tx, server, _data_lock: data_lock })
+        Ok(Running { bus, store, history, devices, addr, connectors, stop: stop_tx, server, _data_lock: data_lock })
     }
 
     /// Shuts down in order: stop accepting requests, stop the drivers, stop
-    /// the connectors (what they have not delivered stays in the WAL), close
-    /// the bus (flushing and syncing the WAL), close the store.
+    /// history (it writes what it took) and the connectors (what they have
+    /// not delivered stays in the WAL), close the bus (flushing and syncing
+    /// the WAL), close the store.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         self.devices.stop_all().await;
+        if let Some(h) = &self.history {
+            h.close().await;
+        }
         self.connectors.stop().await;
         self.bus.close().await.context("closing the bus (flushing the WAL)")?;
         self.store.close().await;

@@ -1,4 +1,4 @@
-//! The gateway's HTTP face: REST v1 (devices, tags, values, commands, system),
+//! The gateway's HTTP face: REST v1 (devices, tags, values, commands, history, system),
 //! the WebSocket `/ws` for live values, `/metrics` for Prometheus, the OpenAPI
 //! document at `/api/openapi.json`, and a small live page at `/`.
 //!
@@ -16,6 +16,7 @@ pub mod config;
 pub mod devices;
 pub mod error;
 pub mod guard;
+pub mod history;
 pub mod metrics;
 pub mod process;
 pub mod routes;
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use gateway_bus::Bus;
-use gateway_store::Store;
+use gateway_store::{History, Store};
 use prometheus_client::registry::Registry;
 
 pub use auth::{Auth, AuthConfig, Principal};
@@ -59,6 +60,7 @@ struct Inner {
     ws: WsHub,
     cfg: ApiConfig,
     auth: Arc<Auth>,
+    history: Option<History>,
     started: Instant,
     preset: String,
 }
@@ -99,6 +101,9 @@ pub struct Parts {
     pub auth: Arc<Auth>,
     /// Name of the bus preset, for `/system/info`.
     pub preset: String,
+    /// The history store the history routes read (None: history is off,
+    /// they answer 404 `history_disabled`).
+    pub history: Option<History>,
 }
 
 impl AppState {
@@ -115,6 +120,7 @@ impl AppState {
                 ws: p.ws,
                 cfg: p.cfg,
                 auth: p.auth,
+                history: p.history,
                 started: Instant::now(),
                 preset: p.preset,
             }),
@@ -170,6 +176,10 @@ impl AppState {
     pub(crate) fn preset(&self) -> &str {
         &self.inner.preset
     }
+    /// The history store, if history is recorded.
+    pub(crate) fn history(&self) -> Option<&History> {
+        self.inner.history.as_ref()
+    }
 }
 
 /// Every route, as (method, path) — the OpenAPI document must describe each.
@@ -205,6 +215,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{name}"),
     ("get", "/api/v1/audit"),
+    ("get", "/api/v1/history"),
+    ("get", "/api/v1/history/{tag}/latest"),
 ];
 
 /// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
@@ -240,6 +252,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", get(auth::handlers::list_tokens).post(auth::handlers::create_token))
         .route("/api/v1/tokens/{name}", delete(auth::handlers::revoke_token))
         .route("/api/v1/audit", get(auth::handlers::audit))
+        .route("/api/v1/history", get(history::query))
+        .route("/api/v1/history/{tag}/latest", get(history::latest))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -60,7 +60,10 @@ pub async fn health(State(s): State<AppState>) -> Response {
     let wal_error = wal.as_ref().and_then(|w| w.last_error.clone());
     let store = s.store().health().await;
     let failed: Vec<String> = s.devices().manager().failed().into_iter().map(|(name, _)| name).collect();
-    let ok = bus_ok && wal_error.is_none() && store.is_ok() && failed.is_empty();
+    // None: history is off. Failing writes only delay history (the WAL keeps
+    // the data), but an operator must know, so they degrade the status.
+    let history = s.history().map(|h| h.health());
+    let ok = bus_ok && wal_error.is_none() && store.is_ok() && failed.is_empty() && !matches!(history, Some(Err(_)));
     let body = json!({
         "status": if ok { "ok" } else { "degraded" },
         "checks": {
@@ -79,8 +82,17 @@ pub async fn health(State(s): State<AppState>) -> Response {
             },
             // The reasons are in each device's status and in the log.
             "drivers": if failed.is_empty() { "ok".to_string() } else { format!("failed: {}", failed.join(", ")) },
+            "history": match &history {
+                None => "off",
+                Some(Ok(())) => "ok",
+                // The database's own message (which may name hosts) is in the log.
+                Some(Err(_)) => "failing (writes wait for the database; see the gateway log)",
+            },
         }
     });
+    if let Some(Err(e)) = &history {
+        tracing::error!(error = %e, "History writes are failing.");
+    }
     if let Err(e) = store {
         tracing::error!(error = %e, "Store health check failed.");
     }

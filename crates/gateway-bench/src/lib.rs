@@ -12,7 +12,9 @@
 //!   processes of their own, and the data's age at the subscriber), [`nats`]
 //!   (the NATS connector into a JetStream node or a 3-node cluster);
 //! * test peers: [`mosquitto`] (a broker launcher and test certificates),
-//!   [`nats_server`] (a JetStream node or a 3-node cluster, and reading a stream back);
+//!   [`nats_server`] (a JetStream node or a 3-node cluster, and reading a
+//!   stream back), [`postgres`] (a PostgreSQL server that can be stopped and
+//!   started again);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
 //!
 //! A library must never depend on this crate except as a dev-dependency, and
@@ -29,6 +31,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod nats_server;
 pub mod north;
+pub mod postgres;
 pub mod procstat;
 
 pub use harness::{closed_by_peer, free_port, wait_until, wait_until_blocking};

@@ -1,7 +1,9 @@
 //! The gateway's metadata store: the configured devices and their tags, kept
 //! in a database so that devices created over the API survive restarts; the
 //! users, API tokens and login sessions that say who may do what; and the
-//! append-only audit trail of every change.
+//! append-only audit trail of every change. Beside it, [`history`]: every
+//! reading, its summaries and the queries over them, in a database of its
+//! own (or its own tables), written by a bus subscriber.
 //!
 //! The same code runs on SQLite (the default: `gateway.db` in the data
 //! directory) and PostgreSQL, through sqlx's `Any` driver. The schema sticks to
@@ -41,6 +43,7 @@
 mod audit;
 mod config;
 mod error;
+pub mod history;
 pub mod migrate;
 mod record;
 mod security;
@@ -49,6 +52,7 @@ mod store;
 pub use audit::{AuditEntry, AuditQuery, NewAuditEntry};
 pub use config::{DEFAULT_SQLITE_FILE, DatabaseConfig, MAX_DURATION_S};
 pub use error::StoreError;
+pub use history::{History, HistoryConfig, HistoryError, HistoryMetrics};
 pub use record::{DeviceRecord, Source, TagRecord};
 pub use security::{Holder, Role, TokenRecord, UserRecord};
 pub use store::{Dialect, Store, SyncReport};

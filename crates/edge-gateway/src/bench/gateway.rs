@@ -15,7 +15,7 @@ use gateway_bus::config::WalOverflow;
 use gateway_bus::{Bus, BusMetrics, BusSettings, Preset, SubscribeOptions};
 use gateway_drivers::DeviceConfig;
 use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value};
-use gateway_store::{DatabaseConfig, Source, Store};
+use gateway_store::{DatabaseConfig, HistoryConfig, Source, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -29,6 +29,8 @@ use crate::run::Running;
 pub struct Gateway {
     /// The bus.
     pub bus: Bus,
+    /// History, when started with it.
+    pub history: Option<gateway_store::History>,
     /// Where the API listens.
     pub addr: SocketAddr,
     running: Running,
@@ -50,9 +52,22 @@ pub fn sim_devices(prefix: &str, count: usize, tags: u32, poll_ms: u64) -> Resul
 }
 
 impl Gateway {
-    /// Starts a gateway with `preset` (WAL persistence) and `devices`; call
-    /// inside a multi-thread runtime.
+    /// Starts a gateway with `preset` (WAL persistence) and `devices`, history
+    /// off; call inside a multi-thread runtime.
     pub async fn start(preset: Preset, api: ApiConfig, devices: &[DeviceConfig]) -> Result<Gateway, String> {
+        // The memory and CPU lines measure the bus, cache, hub and API;
+        // history's own cost is measured by the history scenarios.
+        let off = HistoryConfig { enabled: false, ..HistoryConfig::default() };
+        Self::start_with_history(preset, api, devices, off).await
+    }
+
+    /// The same with `history` as the `[history]` section.
+    pub async fn start_with_history(
+        preset: Preset,
+        api: ApiConfig,
+        devices: &[DeviceConfig],
+        history: HistoryConfig,
+    ) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let cfg = Config {
             security: Default::default(),
@@ -60,11 +75,18 @@ impl Gateway {
             bus: BusSettings { wal_dir: dir.path().join("wal"), ..preset.settings() },
             api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },
             database: DatabaseConfig::default(),
+            history,
             devices: devices.to_vec(),
             connectors: Vec::new(),
         };
         let running = Running::start(&cfg).await.map_err(|e| format!("{e:#}"))?;
-        Ok(Gateway { bus: running.bus.clone(), addr: running.addr, running, _dir: dir })
+        Ok(Gateway {
+            bus: running.bus.clone(),
+            history: running.history.clone(),
+            addr: running.addr,
+            running,
+            _dir: dir,
+        })
     }
 
     /// Stops in the order `run` does.

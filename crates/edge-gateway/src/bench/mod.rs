@@ -15,6 +15,7 @@
 mod budget;
 mod bus;
 mod gateway;
+mod history;
 mod html;
 mod http;
 mod probe;
@@ -152,6 +153,8 @@ pub enum Spec {
     North(NorthSpec),
     /// NATS JetStream delivery.
     Nats(NatsScenario),
+    /// History: writes, queries, the pool, an outage.
+    History(history::HistorySpec),
 }
 
 /// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
@@ -232,6 +235,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             }
             Ok(o)
         }
+        Spec::History(s) => history::run(s),
         Spec::Mqtt(s) => {
             let r = mqtt::run(s)?;
             let k = format!("mqtt.{}", s.format);
@@ -453,6 +457,7 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
             });
         }
     }
+    history_steps(s, &mut steps);
     let mqtt_missing = mqtt::available().err();
     for format in ["json_batch", "sparkplug_b", "json"] {
         let outage_values = if s.quick { 10_000 } else { 100_000 };
@@ -491,6 +496,55 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The history scenarios: in --quick, small and short (they prove the
+/// scenarios run; the figures of BENCHMARKS.md come from full runs).
+fn history_steps(s: &Settings, steps: &mut Vec<Step>) {
+    use history::{Dialect, HistorySpec};
+    let q = s.quick;
+    let pg_missing = gateway_bench::postgres::available().err();
+    for (dialect, rate) in [(Dialect::Sqlite, 250_000.0), (Dialect::Postgres, 350_000.0)] {
+        let skip = if dialect == Dialect::Postgres { pg_missing.clone() } else { None };
+        let spec = HistorySpec::Write {
+            dialect,
+            tags: 10_000,
+            rate: if q { 20_000.0 } else { rate },
+            warmup_s: if q { 0.3 } else { s.warmup_s.max(2.0) },
+            seconds: s.duration_s,
+        };
+        steps.push(Step {
+            id: spec.key(),
+            spec: Spec::History(spec),
+            skip: skip.clone(),
+            estimate_s: s.duration_s + 30.0,
+        });
+        let spec = HistorySpec::Query {
+            dialect,
+            tags: if q { 1 } else { 10 },
+            hours: if q { 1 } else { 24 },
+            raw_queries: if q { 2 } else { 20 },
+            agg_queries: if q { 5 } else { 200 },
+        };
+        steps.push(Step { id: spec.key(), spec: Spec::History(spec), skip, estimate_s: if q { 10.0 } else { 120.0 } });
+    }
+    for mode in [gateway_store::history::PoolMode::Fixed, gateway_store::history::PoolMode::Adaptive] {
+        let spec =
+            HistorySpec::Pool { mode, rate: if q { 200.0 } else { 2000.0 }, seconds: if q { 1.0 } else { 10.0 } };
+        steps.push(Step {
+            id: spec.key(),
+            spec: Spec::History(spec),
+            skip: None,
+            estimate_s: if q { 10.0 } else { 60.0 },
+        });
+    }
+    let spec = HistorySpec::Outage { rate: if q { 20_000.0 } else { 100_000.0 }, outage_s: if q { 1.0 } else { 30.0 } };
+    steps.push(Step {
+        id: spec.key(),
+        spec: Spec::History(spec),
+        skip: pg_missing,
+        estimate_s: if q { 15.0 } else { 300.0 },
+    });
 }
 
 fn selected(only: Option<&str>, id: &str) -> bool {
@@ -685,5 +739,11 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
         Spec::North(n) => vec![format!("{}.", north_key(n))],
         Spec::Nats(n) => vec![format!("{}.", nats_key(n))],
+        Spec::History(h) => match h {
+            history::HistorySpec::Write { dialect, .. } => {
+                vec![h.key() + ".", format!("history.{}.bytes_per_value", dialect.name())]
+            }
+            _ => vec![h.key() + "."],
+        },
     }
 }

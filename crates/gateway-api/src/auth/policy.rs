@@ -34,6 +34,7 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
             Access::Admin
         }
         "/api/v1/commands" if *method == Method::POST => Access::Operate,
+        "/api/v1/history" | "/api/v1/history/{tag}/latest" if read => Access::Read,
         _ if read => Access::Read,
         _ => Access::Admin,
     }
@@ -54,6 +55,9 @@ mod tests {
             (Method::GET, "/ws", Read),
             (Method::GET, "/metrics", Read),
             (Method::GET, "/api/v1/devices/{name}", Read),
+            (Method::GET, "/api/v1/history", Read),
+            (Method::GET, "/api/v1/history/{tag}/latest", Read),
+            (Method::DELETE, "/api/v1/history", Admin),
             (Method::POST, "/api/v1/commands", Operate),
             (Method::POST, "/api/v1/devices", Admin),
             (Method::PUT, "/api/v1/devices/{name}", Admin),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gateway_api::{ApiConfig, ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub};
 use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence};
 use gateway_drivers::{DeviceConfig, DriverManager};
-use gateway_store::{DatabaseConfig, Role, Store};
+use gateway_store::{DatabaseConfig, History, HistoryConfig, HistoryMetrics, Role, Store};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -37,6 +37,8 @@ pub struct Env {
     pub operator: String,
     pub viewer: String,
     pub cache: Arc<LatestCache>,
+    /// History, when the env was made with it (recording from `bus`).
+    pub history: Option<History>,
     _dir: tempfile::TempDir,
 }
 
@@ -45,6 +47,20 @@ pub async fn env_with(cfg: ApiConfig, from_file: Vec<Value>) -> Env {
 }
 
 pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConfig) -> Env {
+    env_full(cfg, from_file, db, None).await
+}
+
+/// An env whose history records from its bus (SQLite in its directory).
+pub async fn env_with_history(history: HistoryConfig) -> Env {
+    env_full(ApiConfig::default(), Vec::new(), DatabaseConfig::default(), Some(history)).await
+}
+
+pub async fn env_full(
+    cfg: ApiConfig,
+    from_file: Vec<Value>,
+    db: DatabaseConfig,
+    history: Option<HistoryConfig>,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let bus_cfg = BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() };
@@ -63,6 +79,15 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
     let operator = auth.create_token("test-operator", Role::Operator).await.unwrap();
     let viewer = auth.create_token("test-viewer", Role::Viewer).await.unwrap();
     gateway_api::command_audit::spawn(&bus, auth.clone()).unwrap();
+    let history = match history {
+        Some(h) => {
+            let metrics = Arc::new(HistoryMetrics::new(&mut registry));
+            let h = History::open(&h, &db, dir.path(), metrics).await.unwrap();
+            h.start(&bus).await.unwrap();
+            Some(h)
+        }
+        None => None,
+    };
     let state = AppState::new(Parts {
         bus: bus.clone(),
         cache: cache.clone(),
@@ -74,6 +99,7 @@ pub async fn env_with_db(cfg: ApiConfig, from_file: Vec<Value>, db: DatabaseConf
         cfg,
         auth,
         preset: "memory_optimized".into(),
+        history: history.clone(),
     });
-    Env { state, bus, cache, store, manager, admin, operator, viewer, _dir: dir }
+    Env { state, bus, cache, store, manager, admin, operator, viewer, history, _dir: dir }
 }
