@@ -8,7 +8,9 @@
 //! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
 //!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
 //!   (the MQTT connector against a real broker);
-//! * test peers: [`mosquitto`] (a broker launcher and test certificates);
+//! * test peers: [`mosquitto`] (a broker launcher and test certificates),
+//!   [`peer`] (a Python server from PyPI, and [`peer::TestGateway`]: a bus and
+//!   the real driver manager for the driver tests);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
 //!
 //! A library must never depend on this crate except as a dev-dependency, and
@@ -22,6 +24,7 @@ pub mod histogram;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod peer;
 pub mod procstat;
 
 pub use harness::{closed_by_peer, free_port, wait_until, wait_until_blocking};
