@@ -6,7 +6,8 @@
 //! * [`procstat`]: `/proc` sampling of memory and CPU;
 //! * [`histogram`]: latency recording and percentiles;
 //! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
-//!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
+//!   in-process Modbus servers polled by the real driver manager), [`opcua`]
+//!   (`asyncua` servers subscribed to by the real driver manager), [`mqtt`]
 //!   (the MQTT connector against a real broker);
 //! * test peers: [`mosquitto`] (a broker launcher and test certificates),
 //!   [`peer`] (a Python server from PyPI, and [`peer::TestGateway`]: a bus and
@@ -24,6 +25,7 @@ pub mod histogram;
 pub mod modbus;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod opcua;
 pub mod peer;
 pub mod procstat;
 

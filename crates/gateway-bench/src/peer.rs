@@ -22,6 +22,11 @@ use serde_json::Value as Json;
 /// must import `modules` (`"pymodbus, serial"`). Fails, never skips,
 /// without them.
 pub fn python(modules: &str) -> PathBuf {
+    find_python(modules).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`python`], or why there is none.
+pub fn find_python(modules: &str) -> Result<PathBuf, String> {
     let venv = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edge-gateway/venv/bin/python"));
     let py = venv.filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("python3"));
     let ok = Command::new(&py)
@@ -29,8 +34,7 @@ pub fn python(modules: &str) -> PathBuf {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(ok, "{modules} missing for {}: run scripts/setup-test-peers", py.display());
-    py
+    if ok { Ok(py) } else { Err(format!("{modules} missing for {}: run scripts/setup-test-peers", py.display())) }
 }
 
 /// A running Python peer; killed on drop.

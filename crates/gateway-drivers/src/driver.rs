@@ -119,6 +119,11 @@ pub trait Driver: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Sen
     /// The name in `driver = "..."`.
     const NAME: &'static str;
 
+    /// Device fields that hold secrets (a password): the API shows them as
+    /// [`REDACTED`](crate::config::REDACTED) and keeps the stored value when a
+    /// change sends that back. The default: none.
+    const SECRET_FIELDS: &'static [&'static str] = &[];
+
     /// A tag's own fields under this driver (what a tag has besides `name`
     /// and `writable`).
     type Tag: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync + 'static;
@@ -275,6 +280,11 @@ impl DriverParams {
         self.0.reaches()
     }
 
+    /// The device fields that hold secrets ([`Driver::SECRET_FIELDS`]).
+    pub fn secret_fields(&self) -> &'static [&'static str] {
+        self.0.secret_fields()
+    }
+
     pub(crate) fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
         self.0.check_against(dev, earlier)
     }
@@ -357,6 +367,7 @@ trait ErasedDriver: Send + Sync + 'static {
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError>;
     fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError>;
     fn reaches(&self) -> Vec<Reach>;
+    fn secret_fields(&self) -> &'static [&'static str];
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask;
     fn browse(&self, dev: Arc<DeviceConfig>, node: Option<String>, env: DriverEnv) -> Option<DriverFuture<Value>>;
     fn import(&self, dev: Arc<DeviceConfig>, points: Vec<Value>, env: DriverEnv) -> Option<DriverFuture<Vec<Value>>>;
@@ -403,6 +414,10 @@ impl<D: Driver> ErasedDriver for D {
 
     fn reaches(&self) -> Vec<Reach> {
         Driver::reaches(self)
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        D::SECRET_FIELDS
     }
 
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask {

@@ -26,7 +26,7 @@ mod status;
 
 use std::sync::Arc;
 
-pub use config::{DeviceConfig, TagConfig, parse_devices, valid_device_name};
+pub use config::{DeviceConfig, REDACTED, TagConfig, parse_devices, valid_device_name};
 pub use driver::{BrowseError, Driver, DriverContext, DriverEnv, DriverFuture, DriverParams, Stop, TagParams};
 pub use gateway_model::FieldError;
 pub use manager::DriverManager;

@@ -34,6 +34,8 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
             Access::Admin
         }
         "/api/v1/commands" if *method == Method::POST => Access::Operate,
+        // Browsing reaches out to a device, and import changes one.
+        "/api/v1/devices/{name}/browse" | "/api/v1/devices/{name}/import" => Access::Admin,
         _ if read => Access::Read,
         _ => Access::Admin,
     }
@@ -54,6 +56,8 @@ mod tests {
             (Method::GET, "/ws", Read),
             (Method::GET, "/metrics", Read),
             (Method::GET, "/api/v1/devices/{name}", Read),
+            (Method::GET, "/api/v1/devices/{name}/browse", Admin),
+            (Method::POST, "/api/v1/devices/{name}/import", Admin),
             (Method::POST, "/api/v1/commands", Operate),
             (Method::POST, "/api/v1/devices", Admin),
             (Method::PUT, "/api/v1/devices/{name}", Admin),

@@ -102,6 +102,7 @@ use crate::security::Reach;
 
 impl Driver for OpcUaConfig {
     const NAME: &'static str = "opcua";
+    const SECRET_FIELDS: &'static [&'static str] = &["password"];
     type Tag = OpcUaTagConfig;
 
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError> {
