@@ -289,25 +289,44 @@ async fn basic256sha256_with_a_password_works_and_trust_and_a_wrong_password_are
     gw.wait("the tag good with the right password", LONG, |l| good(l, "sec.Double")).await;
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_server_turns_tags_bad_in_time_and_they_recover_when_it_returns() {
+async fn a_lost_or_stopped_server_turns_tags_bad_in_time_and_they_recover_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut srv = Server::start(port, &["--tick-ms", "100"]);
     let mut gw = TestGateway::new(Some(dir.path()));
     let tags = vec![json!({"name": "Counter", "node_id": srv.node("Counter")})];
-    gw.start(device("ua", &srv, json!({"publishing_interval_ms": 200, "timeout_ms": 1000}), tags)).await;
+    let (publishing, timeout) = (200, 1000);
+    let limit = Duration::from_millis(2 * publishing + timeout);
+    let extra = json!({"publishing_interval_ms": publishing, "timeout_ms": timeout});
+    gw.start(device("ua", &srv, extra, tags)).await;
     gw.wait("the counter", LONG, |l| counter(l, "ua.Counter").is_some()).await;
+    let is_bad = |l: &Latest| l.get("ua.Counter").is_some_and(|(_, q)| q.level == QualityLevel::Bad);
 
+    // A server that goes silent (frozen: the connection stays open, nothing
+    // answers) is lost within two publishing intervals plus the timeout
+    // (and slack for a loaded machine), by the session keep-alive.
+    signal(srv.proc.pid(), "STOP");
+    let frozen = Instant::now();
+    gw.wait("the tag bad once the server is silent", LONG, is_bad).await;
+    let took = frozen.elapsed();
+    assert!(took < limit + Duration::from_secs(2), "{took:?}");
+    assert!(bad_for(&gw.latest, "ua.Counter", Reason::TIMEOUT), "{:?}", gw.latest["ua.Counter"]);
+    signal(srv.proc.pid(), "CONT");
+    gw.wait("the counter good again once the server answers", LONG, |l| counter(l, "ua.Counter").is_some()).await;
+
+    // A server that stops (its connection closes) turns the tags bad at once.
     srv.proc.kill();
     let killed = Instant::now();
-    gw.wait("the tag bad once the server is gone", LONG, |l| {
-        l.get("ua.Counter").is_some_and(|(_, q)| q.level == QualityLevel::Bad)
-    })
-    .await;
-    // Two publishing intervals plus the timeout, and slack for a loaded machine.
+    gw.wait("the tag bad once the server is gone", LONG, is_bad).await;
     let took = killed.elapsed();
-    assert!(took < Duration::from_millis(2 * 200 + 1000 + 2000), "{took:?}");
+    assert!(took < limit + Duration::from_secs(2), "{took:?}");
     let reconnects = gw.drivers.status("ua").unwrap().snapshot().reconnects;
 
     // The server comes back (a new process: no old session): the driver
