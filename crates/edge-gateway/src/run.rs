@@ -211,7 +211,8 @@ impl Running {
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
         let connectors =
             Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone(), &cfg.gateway.name);
-        let manager = Arc::new(DriverManager::new(bus.clone()));
+        // Drivers keep what must outlast a restart (OPC UA certificates) under the data directory.
+        let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(data_dir.clone()));
         let devices = Arc::new(
             Devices::load(store.clone(), manager, cache.clone(), &cfg.devices, cfg.security.clone())
                 .await

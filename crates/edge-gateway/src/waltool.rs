@@ -28,6 +28,14 @@ fn print_inspection(dir: &Path, i: &Inspection) {
         for (a, b) in &s.corrupt {
             damage.push(format!("corrupt {a}..{b}"));
         }
+        if s.skipped_before > 0 {
+            // Not damage: numbers reserved by a run that crashed, never given to data.
+            damage.push(format!(
+                "after reserved seq {}..{} (skipped after a crash, no data)",
+                s.base_seq - s.skipped_before,
+                s.base_seq
+            ));
+        }
         if s.torn_tail > 0 {
             damage.push(format!("torn tail {} bytes (truncated at next start)", s.torn_tail));
         }

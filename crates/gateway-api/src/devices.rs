@@ -183,7 +183,8 @@ impl Devices {
         &self.manager
     }
 
-    fn owned_by_file(&self, name: &str) -> Result<(), ApiError> {
+    /// 409 if device `name` belongs to the config file.
+    pub fn owned_by_file(&self, name: &str) -> Result<(), ApiError> {
         if matches!(self.get(name), Some((_, Source::Config))) {
             return Err(ApiError::conflict(
                 "defined_in_config_file",
@@ -278,6 +279,27 @@ impl Devices {
         self.store.upsert_device(&to_record(&next, Source::Api)).await?;
         self.apply(next, Source::Api).await;
         Ok(created)
+    }
+
+    /// Adds imported tags to a device (restarting its driver once); 409,
+    /// naming them, if tags of those names exist.
+    pub async fn import_tags(&self, device: &str, tags: Vec<TagConfig>) -> Result<(), ApiError> {
+        let _w = self.write.lock().await;
+        self.owned_by_file(device)?;
+        let (dev, _) = self.get(device).ok_or_else(|| ApiError::not_found("device", device))?;
+        let taken: Vec<&str> = tags.iter().filter(|t| dev.tag(&t.name).is_some()).map(|t| t.name.as_str()).collect();
+        if !taken.is_empty() {
+            return Err(ApiError::conflict(
+                "exists",
+                format!("device {device:?} already has tags named {}; give the nodes other names", taken.join(", ")),
+            ));
+        }
+        let mut next = (*dev).clone();
+        next.tags.extend(tags);
+        next.validate().map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+        self.store.upsert_device(&to_record(&next, Source::Api)).await?;
+        self.apply(next, Source::Api).await;
+        Ok(())
     }
 
     /// Deletes a tag of a device (restarting its driver).

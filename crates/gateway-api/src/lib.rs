@@ -196,6 +196,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/devices/{name}/tags/{tag}"),
     ("put", "/api/v1/devices/{name}/tags/{tag}"),
     ("delete", "/api/v1/devices/{name}/tags/{tag}"),
+    ("get", "/api/v1/devices/{name}/browse"),
+    ("post", "/api/v1/devices/{name}/import"),
     ("get", "/api/v1/values"),
     ("get", "/api/v1/values/{tag}"),
     ("post", "/api/v1/commands"),
@@ -234,6 +236,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{name}", get(get_device).put(put_device).delete(delete_device))
         .route("/api/v1/devices/{name}/tags", get(list_tags).post(create_tag))
         .route("/api/v1/devices/{name}/tags/{tag}", get(get_tag).put(put_tag).delete(delete_tag))
+        .route("/api/v1/devices/{name}/browse", get(browse))
+        .route("/api/v1/devices/{name}/import", post(import))
         .route("/api/v1/values", get(values))
         .route("/api/v1/values/{tag}", get(value))
         .route("/api/v1/commands", post(command))

@@ -8,7 +8,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gateway_drivers::{DeviceConfig, TagConfig};
+use gateway_drivers::{BrowseError, DeviceConfig, TagConfig};
 use gateway_model::{CmdStatus, TagId, TagPattern, Value};
 use gateway_store::{NewAuditEntry, Source};
 use serde::Deserialize;
@@ -127,7 +127,8 @@ pub async fn info(State(s): State<AppState>) -> Json<JsonValue> {
 }
 
 fn device_json(s: &AppState, dev: &DeviceConfig, source: Source) -> JsonValue {
-    let mut v = dev.to_json();
+    // Passwords and the like are `***`; a PUT that sends `***` back keeps them.
+    let mut v = dev.to_public_json();
     if let JsonValue::Object(m) = &mut v {
         m.insert("source".into(), json!(source));
         let status = s.devices().manager().status(&dev.name).map(|st| st.snapshot());
@@ -189,6 +190,9 @@ pub async fn put_device(
             }
             Some(_) => {}
         }
+    }
+    if let Some((old, _)) = s.devices().get(&name) {
+        old.restore_secrets(&mut body);
     }
     let dev = parse_device(body)?;
     let (devices, d) = (s.devices_arc(), dev.clone());
@@ -286,6 +290,83 @@ pub async fn delete_tag(
     let target = format!("{name}.{tag}");
     change(&s, &who, "tag.delete", &target, json!({}), async move { devices.delete_tag(&name, &tag).await }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /api/v1/devices/{name}/browse`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowseQuery {
+    /// The node whose children to list, in the driver's notation (default:
+    /// where the driver starts, the Objects folder for OPC UA).
+    node: Option<String>,
+}
+
+fn browse_error(e: BrowseError) -> ApiError {
+    match e {
+        BrowseError::Invalid(m) => ApiError::bad_request("invalid_node", m),
+        BrowseError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+        BrowseError::Device(m) => ApiError::new(StatusCode::BAD_GATEWAY, "device_error", m),
+    }
+}
+
+fn not_supported(dev: &DeviceConfig, what: &str) -> ApiError {
+    ApiError::bad_request("not_supported", format!("driver {:?} of device {:?} cannot {what}", dev.driver(), dev.name))
+}
+
+/// `GET /api/v1/devices/{name}/browse?node=...`: the children of a node of
+/// the device, asked of the device over a connection of its own. 400
+/// `not_supported` for a driver that cannot browse; 502 if the device
+/// cannot be reached.
+pub async fn browse(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<BrowseQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<JsonValue>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let (dev, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
+    let env = s.devices().manager().env();
+    let fut = dev.params.browse(dev.clone(), q.node, env).ok_or_else(|| not_supported(&dev, "browse"))?;
+    Ok(Json(fut.await.map_err(browse_error)?))
+}
+
+/// Body of `POST /api/v1/devices/{name}/import`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    /// The points to import, in the driver's form (OPC UA:
+    /// `{"node_id", "name"?, "writable"?}`).
+    nodes: Vec<JsonValue>,
+}
+
+/// `POST /api/v1/devices/{name}/import`: turns chosen points of the device
+/// (from a browse) into tags, asking the device what it must know of each,
+/// and adds them to the device (its driver restarts). 201 with the tags; 409
+/// if a tag of that name exists.
+pub async fn import(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> ApiResult<Response> {
+    let (dev, _) = s.devices().get(&name).ok_or_else(|| ApiError::not_found("device", &name))?;
+    s.devices().owned_by_file(&name)?;
+    let env = s.devices().manager().env();
+    let fut = dev.params.import(dev.clone(), body.nodes, env).ok_or_else(|| not_supported(&dev, "import"))?;
+    let found = fut.await.map_err(browse_error)?;
+    let tags = found
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            TagConfig::from_json(&dev.params, t)
+                .map_err(|e| ApiError::bad_request("invalid_field", e.under(&format!("nodes[{i}]")).to_string()))
+        })
+        .collect::<ApiResult<Vec<TagConfig>>>()?;
+    let json: Vec<JsonValue> = tags.iter().map(TagConfig::to_json).collect();
+    let devices = s.devices_arc();
+    let detail = json!({ "tags": tags.iter().map(|t| t.name.clone()).collect::<Vec<_>>() });
+    let target = name.clone();
+    change(&s, &who, "device.import", &target, detail, async move { devices.import_tags(&name, tags).await }).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "tags": json }))).into_response())
 }
 
 /// Query of `GET /api/v1/values`.

@@ -6,7 +6,8 @@
 //! * [`procstat`]: `/proc` sampling of memory and CPU;
 //! * [`histogram`]: latency recording and percentiles;
 //! * load generators: [`bus`] (the frame bus), [`modbus`] (a farm of
-//!   in-process Modbus servers polled by the real driver manager), [`mqtt`]
+//!   in-process Modbus servers polled by the real driver manager), [`opcua`]
+//!   (`asyncua` servers subscribed to by the real driver manager), [`mqtt`]
 //!   (the MQTT connector against a real broker), [`north`] (the whole
 //!   plant-to-broker job: Modbus servers, the gateway and mosquitto as
 //!   processes of their own, and the data's age at the subscriber), [`nats`]
@@ -14,7 +15,9 @@
 //! * test peers: [`mosquitto`] (a broker launcher and test certificates),
 //!   [`nats_server`] (a JetStream node or a 3-node cluster, and reading a
 //!   stream back), [`postgres`] (a PostgreSQL server that can be stopped and
-//!   started again);
+//!   started again), [`peer`] (a Python server from PyPI, and
+//!   [`peer::TestGateway`]: a bus and the real driver manager for the driver
+//!   tests);
 //! * [`free_port`], [`wait_until`] and [`wait_until_blocking`] for every test.
 //!
 //! A library must never depend on this crate except as a dev-dependency, and
@@ -31,6 +34,8 @@ pub mod mqtt;
 pub mod nats;
 pub mod nats_server;
 pub mod north;
+pub mod opcua;
+pub mod peer;
 pub mod postgres;
 pub mod procstat;
 

@@ -45,6 +45,9 @@ pub struct DeviceConfig {
     pub tags: Vec<TagConfig>,
 }
 
+/// What the API shows in place of a secret field's value.
+pub const REDACTED: &str = "***";
+
 /// Whether `name` can be the device part of a tag id.
 pub fn valid_device_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
@@ -120,6 +123,39 @@ impl DeviceConfig {
         map.insert("poll_interval_ms".into(), self.poll_interval_ms.into());
         map.insert("tags".into(), Value::Array(self.tags.iter().map(TagConfig::to_json).collect()));
         Value::Object(map)
+    }
+
+    /// The JSON form with every secret field (a password) shown as
+    /// [`REDACTED`]: what the API answers.
+    pub fn to_public_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Value::Object(m) = &mut v {
+            for f in self.params.secret_fields() {
+                if let Some(x) = m.get_mut(*f) {
+                    *x = REDACTED.into();
+                }
+            }
+        }
+        v
+    }
+
+    /// In `body`, a device's JSON form sent to replace this device: every
+    /// secret field sent back as [`REDACTED`] gets this device's value, so a
+    /// client may send back what it read. Nothing changes if the drivers differ.
+    pub fn restore_secrets(&self, body: &mut Value) {
+        let Value::Object(m) = body else { return };
+        if m.get("driver").and_then(Value::as_str) != Some(self.driver()) {
+            return;
+        }
+        let mine = self.params.to_json();
+        for f in self.params.secret_fields() {
+            if m.get(*f).and_then(Value::as_str) == Some(REDACTED) {
+                match mine.get(*f) {
+                    Some(old) => m.insert((*f).to_owned(), old.clone()),
+                    None => m.remove(*f),
+                };
+            }
+        }
     }
 
     /// The id of tag `name` of this device.
@@ -233,5 +269,27 @@ mod tests {
         assert_eq!(back, d);
         assert!(d.tag("sp").unwrap().writable);
         assert_eq!(d.tag_id("temp").unwrap().as_str(), "line1.temp");
+    }
+
+    #[test]
+    fn secrets_are_shown_redacted_and_kept_when_sent_back_redacted() {
+        let d = DeviceConfig::from_json(json!({
+            "name": "ua", "driver": "opcua", "endpoint": "opc.tcp://h:4840", "username": "op", "password": "s3cret",
+        }))
+        .unwrap();
+        let public = d.to_public_json();
+        assert_eq!(public["password"], REDACTED);
+        assert!(!public.to_string().contains("s3cret"));
+        assert!(!format!("{d:?}").contains("s3cret"), "Debug never shows it either");
+        let mut back = public.clone();
+        d.restore_secrets(&mut back);
+        assert_eq!(DeviceConfig::from_json(back).unwrap(), d, "*** keeps the stored password");
+        let mut changed = public;
+        changed["password"] = json!("n3w");
+        d.restore_secrets(&mut changed);
+        assert_eq!(changed["password"], "n3w", "a new password replaces it");
+        let mut other = json!({"name": "ua", "driver": "sim", "password": REDACTED});
+        d.restore_secrets(&mut other);
+        assert_eq!(other["password"], REDACTED, "another driver's body is left alone");
     }
 }

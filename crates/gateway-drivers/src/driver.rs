@@ -99,6 +99,7 @@
 use std::any::Any;
 use std::fmt::Debug;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -117,6 +118,11 @@ use crate::status::DeviceStatus;
 pub trait Driver: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Send + Sync + 'static {
     /// The name in `driver = "..."`.
     const NAME: &'static str;
+
+    /// Device fields that hold secrets (a password): the API shows them as
+    /// [`REDACTED`](crate::config::REDACTED) and keeps the stored value when a
+    /// change sends that back. The default: none.
+    const SECRET_FIELDS: &'static [&'static str] = &[];
 
     /// A tag's own fields under this driver (what a tag has besides `name`
     /// and `writable`).
@@ -146,6 +152,52 @@ pub trait Driver: Serialize + DeserializeOwned + Clone + PartialEq + Debug + Sen
     /// `poll_interval_ms`, publish, answer the commands in `ctx.commands`,
     /// reconnect with backoff, report in `ctx.status`.
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> impl Future<Output = ()> + Send + 'static;
+
+    /// Browsing, for a driver whose devices can list what they hold: the
+    /// children of `node` (the driver's own notation; `None`: where browsing
+    /// starts), as a JSON object the driver documents. Reaches out to the
+    /// device. The default: no browsing (`None`), which the API answers with
+    /// 400 `not_supported`.
+    fn browse(&self, dev: Arc<DeviceConfig>, node: Option<String>, env: DriverEnv) -> Option<DriverFuture<Value>> {
+        let _ = (dev, node, env);
+        None
+    }
+
+    /// Import, with [`Driver::browse`]: turns the chosen points (JSON objects
+    /// the driver documents, such as `{"node_id": ...}`) into tags in their
+    /// JSON form (what [`TagConfig::from_json`] reads), asking the device
+    /// what it must know of each. The default: no import (`None`).
+    fn import(&self, dev: Arc<DeviceConfig>, points: Vec<Value>, env: DriverEnv) -> Option<DriverFuture<Vec<Value>>> {
+        let _ = (dev, points, env);
+        None
+    }
+}
+
+/// A boxed future of a driver's optional capabilities ([`Driver::browse`],
+/// [`Driver::import`]).
+pub type DriverFuture<T> = Pin<Box<dyn Future<Output = Result<T, BrowseError>> + Send + 'static>>;
+
+/// What browsing and importing need besides the device: the same as a
+/// running driver has.
+#[derive(Clone, Debug, Default)]
+pub struct DriverEnv {
+    /// The gateway's data directory ([`DriverContext::data_dir`]).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why browsing or importing failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BrowseError {
+    /// The request itself is wrong (a malformed node id, an unknown field);
+    /// the API answers 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// The device has no such node; the API answers 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// The device could not be reached or refused; the API answers 502.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// The driver was told to stop (or the bus closed) while it waited.
@@ -165,6 +217,10 @@ pub struct DriverContext {
     pub commands: CommandInbox,
     /// What the API and `/health` show about the device; the driver keeps it current.
     pub status: Arc<DeviceStatus>,
+    /// The gateway's data directory, for what a driver must keep across
+    /// restarts (an OPC UA client's certificates); each driver uses a folder
+    /// of its own below it. `None` where the manager was given none (tests).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl DriverContext {
@@ -231,12 +287,32 @@ impl DriverParams {
         self.0.reaches()
     }
 
+    /// The device fields that hold secrets ([`Driver::SECRET_FIELDS`]).
+    pub fn secret_fields(&self) -> &'static [&'static str] {
+        self.0.secret_fields()
+    }
+
     pub(crate) fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError> {
         self.0.check_against(dev, earlier)
     }
 
     pub(crate) fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask {
         self.0.run(dev, ctx)
+    }
+
+    /// [`Driver::browse`] of the device's driver; `None` if it cannot browse.
+    pub fn browse(&self, dev: Arc<DeviceConfig>, node: Option<String>, env: DriverEnv) -> Option<DriverFuture<Value>> {
+        self.0.browse(dev, node, env)
+    }
+
+    /// [`Driver::import`] of the device's driver; `None` if it cannot import.
+    pub fn import(
+        &self,
+        dev: Arc<DeviceConfig>,
+        points: Vec<Value>,
+        env: DriverEnv,
+    ) -> Option<DriverFuture<Vec<Value>>> {
+        self.0.import(dev, points, env)
     }
 }
 
@@ -298,7 +374,10 @@ trait ErasedDriver: Send + Sync + 'static {
     fn validate(&self, dev: &DeviceConfig) -> Result<(), FieldError>;
     fn check_against(&self, dev: &DeviceConfig, earlier: &[DeviceConfig]) -> Result<(), FieldError>;
     fn reaches(&self) -> Vec<Reach>;
+    fn secret_fields(&self) -> &'static [&'static str];
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask;
+    fn browse(&self, dev: Arc<DeviceConfig>, node: Option<String>, env: DriverEnv) -> Option<DriverFuture<Value>>;
+    fn import(&self, dev: Arc<DeviceConfig>, points: Vec<Value>, env: DriverEnv) -> Option<DriverFuture<Vec<Value>>>;
 }
 
 impl<D: Driver> ErasedDriver for D {
@@ -344,8 +423,20 @@ impl<D: Driver> ErasedDriver for D {
         Driver::reaches(self)
     }
 
+    fn secret_fields(&self) -> &'static [&'static str] {
+        D::SECRET_FIELDS
+    }
+
     fn run(&self, dev: Arc<DeviceConfig>, ctx: DriverContext) -> DriverTask {
         Box::pin(Driver::run(self, dev, ctx))
+    }
+
+    fn browse(&self, dev: Arc<DeviceConfig>, node: Option<String>, env: DriverEnv) -> Option<DriverFuture<Value>> {
+        Driver::browse(self, dev, node, env)
+    }
+
+    fn import(&self, dev: Arc<DeviceConfig>, points: Vec<Value>, env: DriverEnv) -> Option<DriverFuture<Vec<Value>>> {
+        Driver::import(self, dev, points, env)
     }
 }
 

@@ -12,10 +12,13 @@
 //! the bus: they publish readings and answer the commands routed to them.
 //! See [`driver`] for a complete example driver.
 
+mod backoff;
 pub mod config;
 pub mod driver;
 mod manager;
 pub mod modbus;
+pub mod opcua;
+mod point;
 pub mod registry;
 pub mod security;
 pub mod sim;
@@ -23,8 +26,8 @@ mod status;
 
 use std::sync::Arc;
 
-pub use config::{DeviceConfig, TagConfig, parse_devices, valid_device_name};
-pub use driver::{Driver, DriverContext, DriverParams, Stop, TagParams};
+pub use config::{DeviceConfig, REDACTED, TagConfig, parse_devices, valid_device_name};
+pub use driver::{BrowseError, Driver, DriverContext, DriverEnv, DriverFuture, DriverParams, Stop, TagParams};
 pub use gateway_model::FieldError;
 pub use manager::DriverManager;
 pub use registry::{DRIVERS, DriverEntry};

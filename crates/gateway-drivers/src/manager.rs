@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use gateway_bus::{Shutdown, ShutdownSwitch};
 
+use crate::driver::DriverEnv;
 use crate::{DeviceConfig, DeviceStatus, DriverContext, run_device};
 
 struct Running {
@@ -29,6 +31,7 @@ struct Running {
 /// Starts and stops device drivers.
 pub struct DriverManager {
     bus: Bus,
+    data_dir: Option<PathBuf>,
     devices: Mutex<BTreeMap<String, Running>>,
 }
 
@@ -44,7 +47,19 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 impl DriverManager {
     /// A manager publishing on `bus`.
     pub fn new(bus: Bus) -> Self {
-        DriverManager { bus, devices: Mutex::new(BTreeMap::new()) }
+        DriverManager { bus, data_dir: None, devices: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// The same, with the gateway's data directory, where drivers keep what
+    /// must outlast a restart ([`DriverContext::data_dir`]).
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// What browsing and importing need ([`crate::Driver::browse`]).
+    pub fn env(&self) -> DriverEnv {
+        DriverEnv { data_dir: self.data_dir.clone() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
@@ -66,6 +81,7 @@ impl DriverManager {
             shutdown,
             commands: self.bus.route_commands(&dev.name),
             status: status.clone(),
+            data_dir: self.data_dir.clone(),
         };
         let config = Arc::new(dev);
         let name = config.name.clone();

@@ -6,11 +6,16 @@ use serde_json::{Map, Value};
 
 use crate::driver::{Driver, DriverParams};
 use crate::modbus::{ModbusRtuConfig, ModbusTcpConfig};
+use crate::opcua::OpcUaConfig;
 use crate::sim::SimConfig;
 
 /// Every driver of the gateway, in the order error messages list them.
-pub static DRIVERS: &[DriverEntry] =
-    &[DriverEntry::of::<SimConfig>(), DriverEntry::of::<ModbusTcpConfig>(), DriverEntry::of::<ModbusRtuConfig>()];
+pub static DRIVERS: &[DriverEntry] = &[
+    DriverEntry::of::<SimConfig>(),
+    DriverEntry::of::<ModbusTcpConfig>(),
+    DriverEntry::of::<ModbusRtuConfig>(),
+    DriverEntry::of::<OpcUaConfig>(),
+];
 
 /// How to read one driver's fields: made by [`DriverEntry::of`] for a [`Driver`] type.
 #[derive(Clone, Copy)]

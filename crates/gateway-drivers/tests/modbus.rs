@@ -8,39 +8,23 @@
 //! The tests wait on events with deadlines and assert on timing only where
 //! timing is the point (a live device keeps its poll rate), generously.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use gateway_bench::peer::{Latest, PythonPeer, TestGateway};
 use gateway_bench::{free_port, wait_until_blocking};
-use gateway_bus::{Bus, BusMetrics, BusSettings, Persistence, SubscribeOptions, Subscriber};
-use gateway_drivers::{DeviceConfig, DriverManager};
-use gateway_model::{CmdStatus, Frame, Quality, QualityLevel, Reason, TagId, Value};
+use gateway_model::{CmdStatus, QualityLevel, Reason, Value};
 use serde_json::{Value as Json, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
 // Outside peers
 
-/// The Python with pymodbus: the test venv's, else `python3` on PATH (as
-/// when `scripts/test` activated the venv). Fails, never skips, without it.
 fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
-    PY.get_or_init(|| {
-        let venv = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/edge-gateway/venv/bin/python"));
-        let py = venv.filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from("python3"));
-        let ok = Command::new(&py)
-            .args(["-c", "import pymodbus, serial"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "pymodbus (with pyserial) is missing for {}: run scripts/setup-test-peers", py.display());
-        py
-    })
+    PY.get_or_init(|| gateway_bench::peer::python("pymodbus, serial"))
 }
 
 fn require_socat() {
@@ -49,73 +33,23 @@ fn require_socat() {
     assert!(ok, "socat is missing (the RTU tests need it for a pseudo-terminal pair): run scripts/setup-test-peers");
 }
 
-/// A running pymodbus server; killed on drop.
+/// A running pymodbus server and the points it holds; killed on drop.
 struct Peer {
-    child: Child,
-    lines: std_mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
+    proc: PythonPeer,
     points: Vec<Json>,
 }
 
 impl Peer {
     fn start(args: &[&str]) -> Peer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_server.py");
-        let mut child = Command::new(python())
-            .arg(&script)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the pymodbus server");
-        let (tx, lines) = std_mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut peer = Peer { child, lines, stderr, points: Vec::new() };
-        let ready = peer.line("READY ", Duration::from_secs(30));
+        let mut proc = PythonPeer::spawn(python(), &script, args);
+        let ready = proc.line("READY ", Duration::from_secs(30));
         let v: Json = serde_json::from_str(&ready).unwrap();
-        peer.points = v["points"].as_array().unwrap().clone();
-        peer
+        Peer { proc, points: v["points"].as_array().unwrap().clone() }
     }
 
     fn tcp(port: u16) -> Peer {
         Peer::start(&["--tcp", &port.to_string()])
-    }
-
-    /// The next line starting with `prefix` (without it).
-    fn line(&mut self, prefix: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(rest) = l.strip_prefix(prefix) {
-                        return rest.to_owned();
-                    }
-                }
-                Err(_) => panic!(
-                    "no {prefix:?} line from the pymodbus server within {within:?}; exit: {:?}; stderr:\n{}",
-                    self.child.try_wait(),
-                    self.stderr.lock().unwrap()
-                ),
-            }
-        }
     }
 
     /// Waits until the server reports point `name` holding `want` after a
@@ -126,7 +60,7 @@ impl Peer {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last = Json::Null;
         while Instant::now() < deadline {
-            let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) else { break };
+            let Some(l) = self.proc.next_line(deadline.saturating_duration_since(Instant::now())) else { break };
             let Some(rest) = l.strip_prefix("WROTE ") else { continue };
             let v: Json = serde_json::from_str(rest).unwrap();
             if v["name"] == name {
@@ -141,13 +75,6 @@ impl Peer {
 
     fn point(&self, name: &str) -> &Json {
         self.points.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no point {name}"))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -198,78 +125,7 @@ impl Drop for Pty {
 // ---------------------------------------------------------------------------
 // The gateway side
 
-/// A bus, a driver manager and the latest frame of every tag.
-struct Gateway {
-    bus: Bus,
-    drivers: DriverManager,
-    sub: Subscriber,
-    latest: HashMap<String, (Value, Quality)>,
-    /// Data frames received per tag since start, whatever their quality: how
-    /// tests tell that polling goes on, and how often a deadband publishes.
-    counts: HashMap<String, u64>,
-}
-
-impl Gateway {
-    fn new() -> Gateway {
-        let bus = Bus::open(
-            BusSettings { persistence: Persistence::Memory, ..BusSettings::memory_optimized() },
-            Arc::new(BusMetrics::unregistered()),
-        )
-        .unwrap();
-        let sub = bus.subscribe(SubscribeOptions::lossy("test", 1 << 20)).unwrap();
-        Gateway { drivers: DriverManager::new(bus.clone()), bus, sub, latest: HashMap::new(), counts: HashMap::new() }
-    }
-
-    async fn start(&self, dev: Json) {
-        let dev = DeviceConfig::from_json(dev).expect("valid device");
-        self.drivers.apply(dev).await;
-    }
-
-    fn take(&mut self, f: &Frame) {
-        if let Some(d) = f.as_data() {
-            self.latest.insert(d.tag.as_str().to_owned(), (d.value.clone(), d.quality));
-            *self.counts.entry(d.tag.as_str().to_owned()).or_default() += 1;
-        }
-    }
-
-    /// Waits until `done` holds for the latest frames, or fails after `within`.
-    async fn wait(&mut self, what: &str, within: Duration, done: impl Fn(&HashMap<String, (Value, Quality)>) -> bool) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if done(&self.latest) {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, self.sub.recv()).await {
-                Ok(Ok(d)) => {
-                    for (_, f) in d.frames() {
-                        self.take(f);
-                    }
-                }
-                Ok(Err(e)) => panic!("bus closed while waiting for {what}: {e}"),
-                Err(_) => {
-                    let mut state: Vec<_> = self.latest.iter().map(|(k, (v, q))| format!("{k} = {v} ({q})")).collect();
-                    state.sort();
-                    panic!("{what}: not within {within:?}; latest frames:\n{}", state.join("\n"));
-                }
-            }
-        }
-    }
-
-    /// Reads frames for `d`, counting them.
-    async fn run_for(&mut self, d: Duration) {
-        let deadline = tokio::time::Instant::now() + d;
-        while let Ok(Ok(del)) = tokio::time::timeout_at(deadline, self.sub.recv()).await {
-            for (_, f) in del.frames() {
-                self.take(f);
-            }
-        }
-    }
-
-    async fn command(&self, tag: &str, value: Value) -> (CmdStatus, String) {
-        let ack = self.bus.command(TagId::new(tag).unwrap(), value, "test", Duration::from_secs(20)).await;
-        (ack.status, ack.message.to_string())
-    }
-}
+type Gateway = TestGateway;
 
 /// Whether a published value is exactly the server's (and of the right kind).
 fn same(v: &Value, j: &Json) -> bool {
@@ -292,11 +148,11 @@ fn tag_of(p: &Json, writable: bool) -> Json {
     t
 }
 
-fn good(latest: &HashMap<String, (Value, Quality)>, tag: &str) -> bool {
+fn good(latest: &Latest, tag: &str) -> bool {
     latest.get(tag).is_some_and(|(_, q)| q.is_good())
 }
 
-fn bad_for(latest: &HashMap<String, (Value, Quality)>, tag: &str, reasons: &[Reason]) -> bool {
+fn bad_for(latest: &Latest, tag: &str, reasons: &[Reason]) -> bool {
     latest.get(tag).is_some_and(|(_, q)| q.level == QualityLevel::Bad && reasons.contains(&q.reason))
 }
 
@@ -340,7 +196,7 @@ fn all_tags(peer: &Peer) -> Vec<Json> {
 async fn tcp_reads_every_data_type_in_every_byte_order_as_the_server_holds_it() {
     let port = free_port();
     let peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     gw.start(tcp_device("plc", port, all_tags(&peer))).await;
     reads_every_point(&mut gw, &peer, "plc").await;
     let st = gw.drivers.status("plc").unwrap().snapshot();
@@ -352,7 +208,7 @@ async fn tcp_reads_every_data_type_in_every_byte_order_as_the_server_holds_it() 
 async fn rtu_reads_every_data_type_in_every_byte_order_as_the_server_holds_it() {
     let pty = Pty::new();
     let peer = pty.serve("1");
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     gw.start(rtu_device("meter", &pty.driver_end(), 1, all_tags(&peer))).await;
     reads_every_point(&mut gw, &peer, "meter").await;
     gw.drivers.stop_all().await;
@@ -362,7 +218,7 @@ async fn rtu_reads_every_data_type_in_every_byte_order_as_the_server_holds_it() 
 async fn an_exception_marks_only_its_own_tags_bad_and_a_refused_merged_read_is_split() {
     let port = free_port();
     let peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let mut tags: Vec<Json> =
         ["u16_ABCD", "island_a", "island_b"].iter().map(|n| tag_of(peer.point(n), false)).collect();
     // Not mapped on the server: "illegal data address".
@@ -439,7 +295,7 @@ async fn writes_land_on_the_server(gw: &mut Gateway, peer: &mut Peer, dev: &str,
 async fn tcp_writes_land_on_the_server_in_every_data_type_and_byte_order() {
     let port = free_port();
     let mut peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags: Vec<Json> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
     gw.start(tcp_device("plc", port, tags)).await;
     reads_every_point(&mut gw, &peer, "plc").await;
@@ -459,7 +315,7 @@ async fn tcp_writes_land_on_the_server_in_every_data_type_and_byte_order() {
 async fn rtu_writes_land_on_the_server() {
     let pty = Pty::new();
     let mut peer = pty.serve("1");
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags: Vec<Json> = peer.points.iter().map(|p| tag_of(p, writable(p))).collect();
     gw.start(rtu_device("meter", &pty.driver_end(), 1, tags)).await;
     reads_every_point(&mut gw, &peer, "meter").await;
@@ -472,7 +328,7 @@ async fn rtu_writes_land_on_the_server() {
 async fn commands_that_cannot_be_carried_out_are_rejected_or_fail_with_the_modbus_error() {
     let port = free_port();
     let peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags = vec![
         tag_of(peer.point("u16_ABCD"), true),
         tag_of(peer.point("in_u16"), false),
@@ -505,7 +361,7 @@ async fn commands_that_cannot_be_carried_out_are_rejected_or_fail_with_the_modbu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_tags_turn_bad_while_the_server_is_down_and_recover_when_it_returns() {
     let port = free_port();
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags = vec![
         json!({"name": "a", "area": "holding_register", "address": 0, "data_type": "i16"}),
         json!({"name": "c", "area": "coil", "address": 0}),
@@ -533,7 +389,7 @@ async fn tcp_tags_turn_bad_while_the_server_is_down_and_recover_when_it_returns(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtu_tags_turn_bad_while_the_server_is_down_and_recover_when_it_returns() {
     let pty = Pty::new();
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags = vec![json!({"name": "a", "area": "holding_register", "address": 0, "data_type": "i16"})];
     gw.start(rtu_device("meter", &pty.driver_end(), 1, tags)).await;
     gw.wait("bad before the slave answers", LONG, |l| bad_for(l, "meter.a", &[Reason::TIMEOUT])).await;
@@ -563,7 +419,7 @@ async fn silent_server() -> u16 {
 async fn a_dead_tcp_device_does_not_slow_the_live_one() {
     let port = free_port();
     let _peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tag = || vec![json!({"name": "a", "area": "holding_register", "address": 0, "data_type": "i16"})];
     gw.start(tcp_device("live", port, tag())).await;
     let mut hung = tcp_device("hung", silent_server().await, tag());
@@ -590,7 +446,7 @@ async fn a_dead_tcp_device_does_not_slow_the_live_one() {
 async fn slaves_share_one_rtu_line_and_a_dead_one_does_not_stall_it() {
     let pty = Pty::new();
     let _peer = pty.serve("1,2");
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tag = |name: &str| vec![json!({"name": name, "area": "holding_register", "address": 0, "data_type": "i16"})];
     let line = pty.driver_end();
     gw.start(rtu_device("s1", &line, 1, tag("a"))).await;
@@ -668,7 +524,7 @@ async fn faulty_server() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_responses_end_only_their_own_request() {
     let port = faulty_server().await;
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags = vec![
         json!({"name": "fine", "area": "holding_register", "address": 0}),
         json!({"name": "short", "area": "holding_register", "address": 50, "data_type": "u32"}),
@@ -697,7 +553,7 @@ async fn malformed_responses_end_only_their_own_request() {
 async fn a_deadband_publishes_steady_values_only_every_few_polls() {
     let port = free_port();
     let _peer = Peer::tcp(port);
-    let mut gw = Gateway::new();
+    let mut gw = Gateway::new(None);
     let tags = vec![
         json!({"name": "every", "area": "holding_register", "address": 0, "data_type": "i16"}),
         json!({"name": "banded", "area": "holding_register", "address": 0, "data_type": "i16", "deadband": 1.0}),

@@ -114,6 +114,13 @@ reasons! {
     INITIAL = 14, "initial";
     /// The driver is shutting down.
     SHUTDOWN = 15, "shutdown";
+    /// The point does not exist on the device (an unknown node or object).
+    NOT_FOUND = 16, "not_found";
+    /// The device refuses this access to the point (not readable, not
+    /// writable, or not for the user the gateway logs in as).
+    ACCESS_DENIED = 17, "access_denied";
+    /// The device holds the point as another type than the tag expects.
+    TYPE_MISMATCH = 18, "type_mismatch";
 }
 
 impl Reason {

@@ -29,6 +29,9 @@ pub struct SegmentInfo {
     pub torn_tail: u64,
     /// The header is damaged (its records are recovered by their own checksums where possible).
     pub header_damaged: bool,
+    /// Sequence numbers just before `base_seq` that a run which crashed had
+    /// reserved and never used (not a loss; see `WalOptions::reserve_seqs`).
+    pub skipped_before: u64,
 }
 
 /// What a log directory holds, from [`inspect`]; safe to take while a gateway
@@ -113,6 +116,7 @@ pub fn inspect_with(storage: &dyn Storage, dir: &Path) -> Result<Inspection> {
             corrupt: seg.as_ref().map(|s| s.bad.clone()).unwrap_or_default(),
             torn_tail: r.torn_tail_bytes,
             header_damaged: !r.bad_segments.is_empty(),
+            skipped_before: seg.as_ref().map_or(0, |s| s.skipped),
         });
         let t = &mut out.report;
         t.records += r.records;

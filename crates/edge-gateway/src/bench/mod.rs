@@ -32,6 +32,7 @@ use gateway_bench::modbus::{self, Level};
 use gateway_bench::mqtt::{self, MqttScenario};
 use gateway_bench::nats::{self, NatsScenario};
 use gateway_bench::north::{self, NorthSpec};
+use gateway_bench::opcua::{self, OpcUaScenario};
 use gateway_bus::{Persistence, Preset};
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +148,8 @@ pub enum Spec {
     Storage(gateway::StorageSpec),
     /// Modbus end to end.
     Modbus(Level),
+    /// OPC UA subscriptions end to end.
+    OpcUa(OpcUaScenario),
     /// MQTT delivery.
     Mqtt(MqttScenario),
     /// The plant-to-broker job: Modbus servers, this gateway and mosquitto as processes.
@@ -236,6 +239,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             Ok(o)
         }
         Spec::History(s) => history::run(s),
+        Spec::OpcUa(s) => opcua_outcome(s),
         Spec::Mqtt(s) => {
             let r = mqtt::run(s)?;
             let k = format!("mqtt.{}", s.format);
@@ -277,6 +281,46 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
 /// `nats.one.{format}` (one node, stream R1) or `nats.r3.{format}` (3-node cluster, stream R3).
 fn nats_key(s: &NatsScenario) -> String {
     format!("nats.{}.{}", if s.cluster { "r3" } else { "one" }, s.format)
+}
+
+/// The OPC UA scenario's figures: values/s, the gateway side's CPU and
+/// memory, the servers' CPU apart, and values per gateway core.
+fn opcua_outcome(s: &OpcUaScenario) -> Result<Outcome, String> {
+    let r = opcua::run(s).map_err(|e| e.to_string())?;
+    let mut o = Outcome::default();
+    let offered = s.offered() as f64;
+    o.put("opcua.offered_values_per_s", offered);
+    o.put("opcua.values_per_s", r.values_per_s);
+    o.put("opcua.delivered_share", r.values_per_s / offered.max(1.0));
+    o.put("opcua.good_share", r.good_share);
+    o.put("opcua.cpu_gateway_cores", r.cpu_gateway);
+    o.put("opcua.cpu_servers_cores", r.cpu_servers);
+    o.put("opcua.cpu_busiest_server_cores", r.cpu_busiest_server);
+    if r.cpu_gateway > 0.0 {
+        o.put("opcua.values_per_core", r.values_per_s / r.cpu_gateway);
+    }
+    o.put("opcua.peak_rss_mb", r.peak_rss_mib * 1.048_576);
+    o.put("opcua.connected", r.connected as f64);
+    let col = |f: fn(&opcua::Sample) -> f64| r.series.iter().map(|x| [x.t_s, f(x)]).collect::<Vec<_>>();
+    let series =
+        |name: &str, unit: &str, points| Series { name: name.into(), unit: unit.into(), x_unit: "s".into(), points };
+    o.series = vec![
+        series("opcua values/s", "values/s", col(|x| x.values_per_s)),
+        series("opcua CPU", "cores (gateway side)", col(|x| x.cpu_cores)),
+        series("opcua servers' CPU", "cores (Python servers)", col(|x| x.server_cpu_cores)),
+        series("opcua RSS", "MB", col(|x| x.rss_bytes as f64 / 1e6)),
+    ];
+    if r.cpu_busiest_server > 0.8 {
+        o.notes.push(format!(
+            "the Python asyncua servers limit the values/s: the busiest spent {:.2} cores (one Python process \
+             uses at most one); the gateway side spent {:.2} cores for {:.0} values/s",
+            r.cpu_busiest_server, r.cpu_gateway, r.values_per_s
+        ));
+    }
+    if r.connected < s.servers {
+        o.notes.push(format!("only {} of {} OPC UA devices were connected at the end", r.connected, s.servers));
+    }
+    Ok(o)
 }
 
 /// If this process is a benchmark child, runs its scenario, prints the
@@ -458,6 +502,21 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         }
     }
     history_steps(s, &mut steps);
+    steps.push(Step {
+        id: "opcua".into(),
+        // Two servers (one core each at most, the Python side's limit) of 2,000
+        // nodes changing every 100 ms: 40,000 values/s offered.
+        spec: Spec::OpcUa(OpcUaScenario {
+            servers: 2,
+            nodes: if s.quick { 500 } else { 2000 },
+            tick_ms: 100,
+            publishing_ms: 100,
+            warmup_s: if s.quick { 1.0 } else { 3.0 },
+            seconds: d.max(1.0),
+        }),
+        skip: opcua::available().err(),
+        estimate_s: d + 15.0,
+    });
     let mqtt_missing = mqtt::available().err();
     for format in ["json_batch", "sparkplug_b", "json"] {
         let outage_values = if s.quick { 10_000 } else { 100_000 };
@@ -736,6 +795,7 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Ws(_) | Spec::WsClients(_) => vec!["ws.".into()],
         Spec::Storage(_) => vec!["storage.".into()],
         Spec::Modbus(_) => vec!["modbus.".into()],
+        Spec::OpcUa(_) => vec!["opcua.".into()],
         Spec::Mqtt(m) => vec![format!("mqtt.{}.", m.format)],
         Spec::North(n) => vec![format!("{}.", north_key(n))],
         Spec::Nats(n) => vec![format!("{}.", nats_key(n))],

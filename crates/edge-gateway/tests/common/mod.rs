@@ -135,6 +135,23 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// The sequence numbers the WAL in `data_dir` skipped after a crash (those
+/// the crashed run had reserved), as `edge-gateway wal inspect` shows them.
+#[allow(dead_code)]
+pub fn reserved_skips(data_dir: &Path) -> Vec<(u64, u64)> {
+    let out = run(&["wal", "inspect", data_dir.join("wal").to_str().unwrap()]);
+    assert!(out.status.success(), "wal inspect: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .filter_map(|l| l.split("after reserved seq ").nth(1))
+        .map(|rest| {
+            let range = rest.split_whitespace().next().unwrap();
+            let (a, b) = range.split_once("..").unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
+}
+
 impl Gateway {
     /// SIGKILL: what a crash does.
     pub fn kill(mut self) {

@@ -35,6 +35,8 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
         }
         "/api/v1/commands" if *method == Method::POST => Access::Operate,
         "/api/v1/history" | "/api/v1/history/{tag}/latest" if read => Access::Read,
+        // Browsing reaches out to a device, and import changes one.
+        "/api/v1/devices/{name}/browse" | "/api/v1/devices/{name}/import" => Access::Admin,
         _ if read => Access::Read,
         _ => Access::Admin,
     }
@@ -58,6 +60,8 @@ mod tests {
             (Method::GET, "/api/v1/history", Read),
             (Method::GET, "/api/v1/history/{tag}/latest", Read),
             (Method::DELETE, "/api/v1/history", Admin),
+            (Method::GET, "/api/v1/devices/{name}/browse", Admin),
+            (Method::POST, "/api/v1/devices/{name}/import", Admin),
             (Method::POST, "/api/v1/commands", Operate),
             (Method::POST, "/api/v1/devices", Admin),
             (Method::PUT, "/api/v1/devices/{name}", Admin),

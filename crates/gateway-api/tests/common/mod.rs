@@ -69,7 +69,7 @@ pub async fn env_full(
     let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
     let cache = LatestCache::spawn(&bus).unwrap();
     let ws = WsHub::spawn(&bus, cfg.clone(), api_metrics.clone(), cache.clone()).unwrap();
-    let manager = Arc::new(DriverManager::new(bus.clone()));
+    let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(dir.path()));
     let from_file: Vec<DeviceConfig> = from_file.into_iter().map(|v| DeviceConfig::from_json(v).unwrap()).collect();
     let devices = Arc::new(
         Devices::load(store.clone(), manager.clone(), cache.clone(), &from_file, Default::default()).await.unwrap(),
@@ -102,4 +102,30 @@ pub async fn env_full(
         history: history.clone(),
     });
     Env { state, bus, cache, store, manager, admin, operator, viewer, history, _dir: dir }
+}
+
+/// A request through the router, with `token` if any; the status and the JSON body.
+pub async fn call_as(
+    env: &Env,
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (axum::http::StatusCode, Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(axum::http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header(axum::http::header::CONTENT_TYPE, "application/json");
+            axum::body::Body::from(b.to_string())
+        }
+        None => axum::body::Body::empty(),
+    };
+    let resp = gateway_api::router(env.state.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }

@@ -272,7 +272,17 @@ impl NatsConfig {
                     self.password.clone().ok_or_else(|| FieldError::new("password", "username needs a password"))?;
                 Auth::UserPassword(u.clone(), p)
             }
-            (None, None, Some(seed), None) => Auth::NKey(seed.clone()),
+            (None, None, Some(seed), None) => {
+                // async-nats only logs a bad seed and connects without it:
+                // refuse it here, where the field can be named.
+                if nkeys::KeyPair::from_seed(seed.expose()).is_err() {
+                    return Err(FieldError::new(
+                        "nkey_seed",
+                        "is not an NKey seed (a user seed starts with SU; `nsc` or `nk -gen user` makes one)",
+                    ));
+                }
+                Auth::NKey(seed.clone())
+            }
             (None, None, None, Some(path)) => Auth::Creds(read_creds(path)?),
             _ => {
                 return Err(FieldError::new(
@@ -386,6 +396,19 @@ pub(super) fn validate(cfg: &NatsConfig) -> Result<(), FieldError> {
             format!("{:?} is not a subject prefix: tokens separated by '.', without * > or spaces", cfg.subject_prefix),
         ));
     }
+    if cfg.subjects.is_none() {
+        // The stream's default subjects put a wildcard where the gateway's
+        // name goes: it must be a whole token ("site.l-{gateway_name}" is not).
+        if let Some(bad) = cfg.stream_subjects().into_iter().find(|s| !valid_subject(s, true)) {
+            return Err(FieldError::new(
+                "subject_prefix",
+                format!(
+                    "{:?} makes the stream subject {bad:?}, which is not a subject filter: put {{gateway_name}} in a token of its own, or give `subjects`",
+                    cfg.subject_prefix
+                ),
+            ));
+        }
+    }
     if let Some(subjects) = &cfg.subjects {
         if subjects.is_empty() {
             return Err(FieldError::new("subjects", "give at least one subject, or leave the field out"));
@@ -472,6 +495,18 @@ mod tests {
             c.nkey_seed = Some(Secret::new("SU"));
         });
         assert_eq!(two.unwrap_err().path, "token");
+        assert_eq!(check(|c| c.nkey_seed = Some(Secret::new("SUnot-a-seed"))).unwrap_err().path, "nkey_seed");
+        let seed = nkeys::KeyPair::new_user().seed().unwrap();
+        assert!(check(|c| c.nkey_seed = Some(Secret::new(seed.clone()))).is_ok());
+        let e = check(|c| c.subject_prefix = "site.l-{gateway_name}".into()).unwrap_err();
+        assert_eq!(e.path, "subject_prefix", "{e}");
+        assert!(
+            check(|c| {
+                c.subject_prefix = "site.l-{gateway_name}".into();
+                c.subjects = Some(vec!["site.>".into()]);
+            })
+            .is_ok()
+        );
     }
 
     #[test]

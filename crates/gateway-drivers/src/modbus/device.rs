@@ -6,83 +6,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_bus::CommandRequest;
-use gateway_model::{Batch, CmdStatus, DataFrame, Frame, Quality, Reason, TagId, Value, now_ns};
+use gateway_model::{Batch, CmdStatus, Frame, Reason, now_ns};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_modbus::{Request, Response};
 
-use super::REFRESH_POLLS;
 use super::config::{Area, Common, ModbusTagConfig};
-use super::link::{Backoff, CallError, Link};
+use super::link::{CallError, Link};
 use super::planner::{self, Limits, Read, Span};
 use super::value::{self, Encoded};
+use crate::backoff::{Backoff, seed_of};
 use crate::config::DeviceConfig;
 use crate::driver::{DriverContext, Stop};
+use crate::point::{Outcome, Point};
 use crate::status::DeviceStatus;
 
 /// A tag and what the driver remembers of it.
 struct Tag {
-    id: TagId,
+    point: Point,
     p: ModbusTagConfig,
     writable: bool,
-    /// The last good value read (published, with a bad quality, when reads fail).
-    last_good: Option<Value>,
-    /// The last value and quality published.
-    published: Option<(Value, Quality)>,
-    /// Polls since the last publication.
-    unpublished_polls: u32,
-}
-
-/// The result of one poll for one tag.
-#[derive(Clone, Debug, PartialEq)]
-enum Outcome {
-    Good(Value, u64),
-    Bad(Reason, u64),
 }
 
 impl Tag {
     /// The frame to publish for `outcome`, if the deadband rules want one.
     fn frame(&mut self, outcome: Outcome) -> Option<Frame> {
-        let (value, quality, ts) = match outcome {
-            Outcome::Good(v, ts) => {
-                self.last_good = Some(v.clone());
-                (v, Quality::GOOD, ts)
-            }
-            Outcome::Bad(reason, ts) => {
-                let v = self.last_good.clone().unwrap_or_else(|| value::neutral(&self.p));
-                (v, Quality::bad(reason), ts)
-            }
-        };
-        let publish = match (self.p.deadband, &self.published) {
-            (None, _) | (_, None) => true,
-            (Some(band), Some((last, last_q))) => {
-                *last_q != quality
-                    || self.unpublished_polls + 1 >= REFRESH_POLLS
-                    || (quality.is_good() && moved(last, &value, band))
-            }
-        };
-        if !publish {
-            self.unpublished_polls += 1;
-            return None;
-        }
-        self.unpublished_polls = 0;
-        self.published = Some((value.clone(), quality));
-        Some(Frame::Data(DataFrame::new(self.id.clone(), value, quality, ts)))
-    }
-}
-
-/// Whether `new` differs from `last` by more than `band` (any change for
-/// non-numbers, and for a band of 0).
-fn moved(last: &Value, new: &Value, band: f64) -> bool {
-    match (last.as_f64(), new.as_f64(), last, new) {
-        (_, _, Value::Bool(a), Value::Bool(b)) => a != b,
-        (Some(a), Some(b), _, _) if a.is_finite() && b.is_finite() => {
-            if band == 0.0 {
-                !last.same(new)
-            } else {
-                (a - b).abs() > band
-            }
-        }
-        _ => !last.same(new),
+        let p = &self.p;
+        self.point.frame(outcome, p.deadband, || value::neutral(p))
     }
 }
 
@@ -105,24 +54,13 @@ struct Device {
     attempted: bool,
 }
 
-fn hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-}
-
 impl Device {
     fn new(dev: &DeviceConfig, common: Common, link: Link, status: Arc<DeviceStatus>) -> Self {
         let tags: Vec<Tag> = dev
             .tags_of::<ModbusTagConfig>()
             .filter_map(|(t, p)| {
                 let id = dev.tag_id(&t.name)?;
-                Some(Tag {
-                    id,
-                    p: p.clone(),
-                    writable: t.writable,
-                    last_good: None,
-                    published: None,
-                    unpublished_polls: 0,
-                })
+                Some(Tag { point: Point::new(id), p: p.clone(), writable: t.writable })
             })
             .collect();
         let spans: Vec<Span> =
@@ -130,7 +68,7 @@ impl Device {
         let limits =
             Limits { max_registers: common.max_registers, max_coils: common.max_coils, max_gap: common.max_gap };
         let plan = planner::plan(&spans, limits);
-        let backoff = Backoff::new(common.reconnect_min, common.reconnect_max, hash(&dev.name));
+        let backoff = Backoff::new(common.reconnect_min, common.reconnect_max, seed_of(&dev.name));
         Device {
             name: dev.name.clone(),
             tags,
@@ -255,7 +193,7 @@ impl Device {
                         outcomes[t] = Some(match decoded {
                             Ok(v) => Outcome::Good(v, ts),
                             Err(e) => {
-                                tracing::debug!(device = %self.name, tag = %tag.id, error = %e, "Cannot decode a Modbus value.");
+                                tracing::debug!(device = %self.name, tag = %tag.point.id, error = %e, "Cannot decode a Modbus value.");
                                 Outcome::Bad(Reason::DECODE_ERROR, ts)
                             }
                         });
@@ -314,7 +252,7 @@ impl Device {
 
     /// Carries out a command and answers it.
     async fn command(&mut self, req: CommandRequest) {
-        let Some(tag) = self.tags.iter().find(|t| t.id == req.cmd.tag) else {
+        let Some(tag) = self.tags.iter().find(|t| t.point.id == req.cmd.tag) else {
             req.reply(CmdStatus::Rejected, "unknown tag");
             return;
         };
@@ -378,13 +316,7 @@ impl Device {
     /// Every tag bad for `reason`, for the driver's last batch.
     fn all_bad(&mut self, reason: Reason) -> Vec<Frame> {
         let ts = now_ns();
-        self.tags
-            .iter()
-            .map(|t| {
-                let v = t.last_good.clone().unwrap_or_else(|| value::neutral(&t.p));
-                Frame::Data(DataFrame::new(t.id.clone(), v, Quality::bad(reason), ts))
-            })
-            .collect()
+        self.tags.iter().map(|t| t.point.bad_frame(reason, ts, || value::neutral(&t.p))).collect()
     }
 }
 
@@ -475,73 +407,7 @@ pub(crate) async fn run(dev: Arc<DeviceConfig>, common: Common, link: Link, mut 
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::DataType;
     use super::*;
-
-    fn tag(deadband: Option<f64>, ty: DataType) -> Tag {
-        let mut p = ModbusTagConfig::new(Area::HoldingRegister, 0, ty);
-        p.deadband = deadband;
-        Tag {
-            id: TagId::new("d.t").unwrap(),
-            p,
-            writable: false,
-            last_good: None,
-            published: None,
-            unpublished_polls: 0,
-        }
-    }
-
-    fn published(t: &mut Tag, o: Outcome) -> Option<(Value, Quality)> {
-        t.frame(o).and_then(|f| f.as_data().map(|d| (d.value.clone(), d.quality)))
-    }
-
-    #[test]
-    fn without_a_deadband_every_poll_is_published() {
-        let mut t = tag(None, DataType::U16);
-        for _ in 0..3 {
-            assert!(published(&mut t, Outcome::Good(Value::U64(1), 0)).is_some());
-        }
-    }
-
-    #[test]
-    fn a_deadband_suppresses_small_moves_but_not_quality_changes_or_the_refresh() {
-        let mut t = tag(Some(0.5), DataType::F32);
-        assert!(published(&mut t, Outcome::Good(Value::F64(10.0), 0)).is_some(), "the first value");
-        assert!(published(&mut t, Outcome::Good(Value::F64(10.4), 0)).is_none(), "within the band");
-        assert!(published(&mut t, Outcome::Good(Value::F64(10.6), 0)).is_some(), "compared with the published 10.0");
-        assert_eq!(
-            published(&mut t, Outcome::Bad(Reason::TIMEOUT, 0)),
-            Some((Value::F64(10.6), Quality::bad(Reason::TIMEOUT))),
-            "a failure is published with the last good value"
-        );
-        assert!(published(&mut t, Outcome::Bad(Reason::TIMEOUT, 0)).is_none(), "the same bad state");
-        assert!(published(&mut t, Outcome::Bad(Reason::CONNECTION_LOST, 0)).is_some(), "another reason");
-        assert!(published(&mut t, Outcome::Good(Value::F64(10.6), 0)).is_some(), "good again");
-        // Steady: published once every REFRESH_POLLS polls.
-        let sent =
-            (0..REFRESH_POLLS * 3).filter(|_| published(&mut t, Outcome::Good(Value::F64(10.6), 0)).is_some()).count();
-        assert_eq!(sent, 3);
-    }
-
-    #[test]
-    fn a_zero_deadband_publishes_every_change_and_bools_publish_on_change() {
-        let mut t = tag(Some(0.0), DataType::U16);
-        assert!(published(&mut t, Outcome::Good(Value::U64(1), 0)).is_some());
-        assert!(published(&mut t, Outcome::Good(Value::U64(1), 0)).is_none());
-        assert!(published(&mut t, Outcome::Good(Value::U64(2), 0)).is_some());
-        let mut b = tag(Some(5.0), DataType::Bool);
-        assert!(published(&mut b, Outcome::Good(Value::Bool(false), 0)).is_some());
-        assert!(published(&mut b, Outcome::Good(Value::Bool(true), 0)).is_some(), "a bool moves by flipping");
-    }
-
-    #[test]
-    fn a_tag_never_read_fails_with_a_neutral_value() {
-        let mut t = tag(None, DataType::I32);
-        assert_eq!(
-            published(&mut t, Outcome::Bad(Reason::NOT_CONNECTED, 0)),
-            Some((Value::I64(0), Quality::bad(Reason::NOT_CONNECTED)))
-        );
-    }
 
     #[test]
     fn responses_of_the_wrong_length_or_kind_are_malformed() {

@@ -35,7 +35,8 @@ use tokio_modbus::{Request, Response, Slave};
 use tokio_serial::{SerialPort, SerialPortBuilderExt, SerialStream};
 
 use super::config::{ModbusRtuConfig, Parity};
-use super::link::{Backoff, CallError, call_with_timeout};
+use super::link::{CallError, call_with_timeout};
+use crate::backoff::{Backoff, seed_of};
 
 /// The settings of a serial line, which all its devices must share.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,9 +223,7 @@ async fn run_line(
     reconnect: (Duration, Duration),
 ) {
     let _held = port_lock.lock_owned().await;
-    let seed =
-        settings.port.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let mut backoff = Backoff::new(reconnect.0, reconnect.1, seed);
+    let mut backoff = Backoff::new(reconnect.0, reconnect.1, seed_of(&settings.port));
     let mut open: Option<Open> = None;
     let mut retry_at = Instant::now();
     let mut open_error = String::new();

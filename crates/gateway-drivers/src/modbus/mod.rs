@@ -65,9 +65,7 @@ use crate::config::DeviceConfig;
 use crate::driver::{Driver, DriverContext};
 use crate::security::Reach;
 
-/// A tag with a deadband is published at least once every this many polls
-/// even when its value holds steady.
-pub const REFRESH_POLLS: u32 = 10;
+pub use crate::point::REFRESH_POLLS;
 
 impl Driver for ModbusTcpConfig {
     const NAME: &'static str = "modbus_tcp";
