@@ -282,6 +282,29 @@ async fn a_late_reading_counts_before_and_after_its_bucket_is_summarised_again(d
     assert_eq!(series[0].buckets[0].1.map(|s| (s.n, s.max)), Some((121, 100.0)), "in the hour's summary too");
 }
 
+async fn readings_older_than_a_summary_level_made_before_them_still_count(db: TestDb) {
+    let r = rig(db, quick(HistoryConfig::default())).await;
+    let now = now_ns() as i64;
+    // The first reading stored is stamped ahead (a device whose clock is
+    // ahead): the summary levels are made while nothing before their
+    // watermark is stored, so they start at once where the data is complete.
+    r.write(vec![frame("ahead.x", 1.0, Quality::GOOD, now + 2 * H)]).await;
+    r.maintain(now_ns() as i64).await;
+    // Then readings hours old arrive (a backlog a device kept while it was
+    // unreachable): below the watermarks, so their buckets must be stale.
+    let base = (now - 3 * H) / H * H;
+    r.write((0..120).map(|i| frame("back.x", 1.0, Quality::GOOD, base + i * S)).collect()).await;
+    let q = AggQuery { tags: vec!["back.x".into()], from_ns: base, to_ns: base + 2 * M, interval_ns: M };
+    let hourly = AggQuery { tags: vec!["back.x".into()], from_ns: base, to_ns: base + H, interval_ns: H };
+    let (series, sources) = r.aggregate(q.clone()).await;
+    assert_eq!((sources.rollup_ns, sources.raw_ns), (2 * M, 0), "the range is under the minutes' watermark");
+    assert_eq!(sums(&series), [60.0, 60.0], "counted at once (the stale buckets are read raw)");
+    assert_eq!(sums(&r.aggregate(hourly.clone()).await.0), [120.0]);
+    r.maintain(now_ns() as i64).await;
+    assert_eq!(sums(&r.aggregate(q).await.0), [60.0, 60.0], "and after their summaries were made");
+    assert_eq!(sums(&r.aggregate(hourly).await.0), [120.0]);
+}
+
 async fn retention_deletes_what_is_older_and_only_that(db: TestDb) {
     let cfg = HistoryConfig {
         retention: Span::from_secs(10 * 86_400),
@@ -412,6 +435,7 @@ common::suite!(
     raw_queries_page_past_the_limit_and_every_point_comes_once,
     every_aggregate_matches_what_the_test_computes_from_rollups_and_raw_values,
     a_late_reading_counts_before_and_after_its_bucket_is_summarised_again,
+    readings_older_than_a_summary_level_made_before_them_still_count,
     retention_deletes_what_is_older_and_only_that,
     the_value_at_a_point_in_time_is_the_newest_at_or_before_it,
     include_exclude_and_deadband_decide_what_is_stored,

@@ -7,9 +7,10 @@
 //! reading has been written (the writer's `complete_ns`, less a grace for
 //! readings stamped just before they were published), one hour of buckets
 //! a step. A wider level is made from a narrower one when that covers the
-//! range and nothing in it is stale, else from raw values. Before reading,
-//! the level's mark is raised and the writer passes a barrier, so a reading
-//! written after the read is marked stale rather than missed.
+//! range and nothing in it is stale, else from raw values. Before reading
+//! (and, for a new level, before looking for its oldest value), the level's
+//! mark is raised and the writer passes a barrier, so a reading written
+//! after the read is marked stale rather than missed.
 //!
 //! Retention: on SQLite, raw rows are deleted by slices of time through the
 //! clustered key (each tag's oldest rows are contiguous), a slice sized to
@@ -148,22 +149,30 @@ impl Maintainer {
         }
         let target = bucket_of(complete.saturating_sub(GRACE_NS), wn);
         let mut conn = Conn::acquire(&self.db.pool).await?;
-        let (done_to, oldest) = {
+        let done_to = {
             let mut snap = conn.snapshot().await?;
-            let st = snap.state().await?;
-            match st.get(&state::rollup(w)) {
-                Some(v) => (*v, None),
-                None => (i64::MIN, snap.oldest().await?),
+            snap.state().await?.get(&state::rollup(w)).copied()
+        };
+        let from = match done_to {
+            Some(v) => v,
+            None => {
+                // A new level starts at the oldest raw value, or (no data
+                // yet) at the target, and its watermark never passes the
+                // target. The mark is raised to the target and the writer
+                // passes the barrier before the oldest value is looked for,
+                // so a reading written meanwhile is either seen here or makes
+                // its bucket stale. (Looked for first, a reading written in
+                // between, or every reading when there were none yet, fell
+                // under the watermark with no stale mark: queries trusted
+                // summaries that never counted it, for good.)
+                self.shared.mark_before[i].fetch_max(target, Ordering::AcqRel);
+                self.barrier().await?;
+                let oldest = conn.snapshot().await?.oldest().await?;
+                bucket_of(oldest.unwrap_or(target), wn)
             }
         };
-        let from = if done_to == i64::MIN {
-            // A new level: from the oldest raw value, or (no data yet) now.
-            bucket_of(oldest.unwrap_or(target), wn)
-        } else {
-            done_to
-        };
         if from >= target {
-            if done_to == i64::MIN {
+            if done_to.is_none() {
                 self.set_watermark(w, target).await?;
             }
             return Ok((0, false));
