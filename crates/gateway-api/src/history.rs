@@ -156,13 +156,15 @@ pub async fn query(
                 return Err(invalid("limit and cursor page raw points; with interval the rows are the buckets"));
             }
             let span: Span = interval.parse().map_err(|e| invalid(format!("interval: {e}")))?;
-            let aggs = q
-                .agg
-                .as_deref()
-                .unwrap_or("avg")
-                .split(',')
-                .map(|a| a.trim().parse::<Agg>().map_err(|e| invalid(format!("agg: {e}"))))
-                .collect::<ApiResult<Vec<Agg>>>()?;
+            // Each function once, in the order asked: a repeated one would
+            // only multiply the answer's size.
+            let mut aggs: Vec<Agg> = Vec::new();
+            for a in q.agg.as_deref().unwrap_or("avg").split(',') {
+                let a = a.trim().parse::<Agg>().map_err(|e| invalid(format!("agg: {e}")))?;
+                if !aggs.contains(&a) {
+                    aggs.push(a);
+                }
+            }
             let query = AggQuery { tags, from_ns: from, to_ns: to, interval_ns: span.as_nanos() as i64 };
             let (series, sources) = h.aggregate(&query).await.map_err(from_history)?;
             if csv {

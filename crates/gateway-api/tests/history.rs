@@ -142,9 +142,10 @@ async fn buckets_come_with_every_aggregate_and_as_a_wide_csv() {
     assert!(v["sources"]["raw_s"].as_f64().is_some());
 
     let a =
-        get(&env, &format!("{uri}&format=csv").replace("agg=avg,min,max,first,last,count,sum", "agg=min,max")).await;
+        get(&env, &format!("{uri}&format=csv").replace("agg=avg,min,max,first,last,count,sum", "agg=min,max,min,max"))
+            .await;
     let lines: Vec<&str> = a.body.split("\r\n").collect();
-    assert_eq!(lines[0], "ts,b.x:min,b.x:max");
+    assert_eq!(lines[0], "ts,b.x:min,b.x:max", "each function once");
     assert_eq!(lines[1], format!("{},1,60", ts(t0)));
     assert_eq!(lines[3], format!("{},,", ts(t0 + 2 * M)), "an empty bucket has empty cells");
 }

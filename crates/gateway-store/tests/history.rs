@@ -305,6 +305,31 @@ async fn readings_older_than_a_summary_level_made_before_them_still_count(db: Te
     assert_eq!(sums(&r.aggregate(hourly).await.0), [120.0]);
 }
 
+async fn a_nan_reading_is_stored_and_read_back_but_not_summarised(db: TestDb) {
+    let r = rig(db, quick(HistoryConfig::default())).await;
+    let base = (now_ns() as i64 - 3 * H) / H * H;
+    // A sensor fault reported as NaN, first and last in its minute and alone
+    // in the next one, between good readings.
+    let v = |i: i64| if i % 60 == 0 || i % 60 == 59 || (60..120).contains(&i) { f64::NAN } else { 2.0 };
+    r.write((0..180).map(|i| frame("nan.x", v(i), Quality::GOOD, base + i * S)).collect()).await;
+    let points = r.points("nan.x", base, base + H).await;
+    assert_eq!(points.len(), 180, "every reading is stored, NaN too");
+    assert!(points[0].value.as_f64().unwrap().is_nan() && points[1].value.as_f64() == Some(2.0));
+    let q = AggQuery { tags: vec!["nan.x".into()], from_ns: base, to_ns: base + 3 * M, interval_ns: M };
+    let check = |series: &[AggSeries]| {
+        let b = &series[0].buckets;
+        let n: Vec<Option<f64>> = b.iter().map(|(_, s)| s.as_ref().map(|s| s.get(Agg::Count))).collect();
+        assert_eq!(n, [Some(58.0), None, Some(58.0)], "NaN is not a number to summarise");
+        assert_eq!(b[0].1.as_ref().unwrap().get(Agg::Sum), 116.0);
+    };
+    check(&r.aggregate(q.clone()).await.0);
+    // Summaries are made over it, and maintenance goes on to later steps.
+    r.maintain(now_ns() as i64).await;
+    let (series, sources) = r.aggregate(q).await;
+    assert_eq!(sources.raw_ns, 0, "served from the summaries: {sources:?}");
+    check(&series);
+}
+
 async fn retention_deletes_what_is_older_and_only_that(db: TestDb) {
     let cfg = HistoryConfig {
         retention: Span::from_secs(10 * 86_400),
@@ -436,6 +461,7 @@ common::suite!(
     every_aggregate_matches_what_the_test_computes_from_rollups_and_raw_values,
     a_late_reading_counts_before_and_after_its_bucket_is_summarised_again,
     readings_older_than_a_summary_level_made_before_them_still_count,
+    a_nan_reading_is_stored_and_read_back_but_not_summarised,
     retention_deletes_what_is_older_and_only_that,
     the_value_at_a_point_in_time_is_the_newest_at_or_before_it,
     include_exclude_and_deadband_decide_what_is_stored,

@@ -95,7 +95,8 @@ fn sqlite_summaries_sql(tags: &Tags<'_>) -> String {
            SELECT tag_id, (ts / ?3) * ?3 AS b, COUNT(*) AS n, CAST(MIN(x) AS REAL) AS mn, \
                   CAST(MAX(x) AS REAL) AS mx, TOTAL(x) AS s, MIN(ts) AS fts, MAX(ts) AS lts \
            FROM (SELECT tag_id, ts, {num} AS x FROM history_raw \
-                 WHERE {tag_filter} AND ts >= ?1 AND ts < ?2 AND q < {FIRST_NOT_GOOD} AND k <= 3) \
+                 WHERE {tag_filter} AND ts >= ?1 AND ts < ?2 AND q < {FIRST_NOT_GOOD} AND k <= 3 \
+                 AND v IS NOT NULL) \
            GROUP BY tag_id, b) a",
         first("fts"),
         first("lts"),
@@ -110,14 +111,15 @@ fn pg_summaries_sql(tags: &Tags<'_>) -> String {
     let pick = |col: &str| {
         format!(
             "(SELECT r.v FROM history_raw r WHERE r.tag_id = a.tag_id AND r.ts = a.{col} \
-              AND r.q < {FIRST_NOT_GOOD} AND r.k <= 3 LIMIT 1)"
+              AND r.q < {FIRST_NOT_GOOD} AND r.k <= 3 AND r.v <> 'NaN'::float8 LIMIT 1)"
         )
     };
     format!(
         "SELECT a.tag_id, a.b, a.n, a.mn, a.mx, a.s, a.fts, {}, a.lts, {} FROM (\
            SELECT tag_id, (ts / $3) * $3 AS b, COUNT(*) AS n, MIN(v) AS mn, MAX(v) AS mx, SUM(v) AS s, \
                   MIN(ts) AS fts, MAX(ts) AS lts \
-           FROM history_raw WHERE ts >= $1 AND ts < $2 AND q < {FIRST_NOT_GOOD} AND k <= 3 {tag_filter} \
+           FROM history_raw WHERE ts >= $1 AND ts < $2 AND q < {FIRST_NOT_GOOD} AND k <= 3 \
+                 AND v <> 'NaN'::float8 {tag_filter} \
            GROUP BY tag_id, b) a",
         pick("fts"),
         pick("lts"),
@@ -162,7 +164,8 @@ fn point_sqlite(r: &SqliteRow) -> Result<Point, sqlx::Error> {
     let q: i64 = r.try_get(2)?;
     let k: i64 = r.try_get(3)?;
     let value = match Kind::from_code(k) {
-        Some(Kind::F64) => Value::F64(r.try_get(1)?),
+        // SQLite stores a bound NaN as NULL.
+        Some(Kind::F64) => Value::F64(r.try_get::<Option<f64>, _>(1)?.unwrap_or(f64::NAN)),
         Some(Kind::Str) => Value::Str(r.try_get::<String, _>(1)?.into()),
         Some(Kind::Bytes) => Value::Bytes(r.try_get::<Vec<u8>, _>(1)?.into()),
         Some(kind) => from_int(kind, r.try_get(1)?),
