@@ -58,6 +58,10 @@ pub struct NorthSpec {
     pub seconds: f64,
     /// Pin the gateway to this CPU with `taskset`, where it exists.
     pub pin_cpu: Option<usize>,
+    /// Record history too (on by default in the gateway; off for the job
+    /// the peers are compared on, which has no historian).
+    #[serde(default)]
+    pub history: bool,
 }
 
 impl NorthSpec {
@@ -187,9 +191,11 @@ pub fn available() -> Result<(), String> {
 
 fn config(spec: &NorthSpec, data: &Path, api_port: u16, broker: &str, ports: &[u16]) -> String {
     let mut c = format!(
-        "[gateway]\ndata_dir = \"{}\"\nlog_level = \"warn\"\n\n[bus]\npreset = \"{}\"\n\n[api]\nbind = \"127.0.0.1:{api_port}\"\n\n",
+        "[gateway]\ndata_dir = \"{}\"\nlog_level = \"warn\"\n\n[bus]\npreset = \"{}\"\n\n[api]\nbind = \"127.0.0.1:{api_port}\"\n\n\
+         [history]\nenabled = {}\n\n",
         data.display(),
-        spec.preset
+        spec.preset,
+        spec.history
     );
     for (i, port) in ports.iter().enumerate() {
         c.push_str(&format!(
@@ -436,6 +442,7 @@ mod tests {
             warmup_s: 0.0,
             seconds: 0.0,
             pin_cpu: None,
+            history: false,
         };
         let text = config(&spec, Path::new("/tmp/d"), 8080, "mqtt://127.0.0.1:1883", &[5020, 5021]);
         let doc: toml::Table = toml::from_str(&text).unwrap();
