@@ -2,6 +2,7 @@
 //! the backlog waiting in the WAL, reconnects, and publish-to-acknowledgement
 //! latency.
 
+use gateway_bus::{Bus, Subscriber};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -94,6 +95,28 @@ impl ConnectorMetrics {
             dropped: Family::default(),
             ack_latency: Family::new_with_constructor(ack_histogram),
             commands: Family::default(),
+        }
+    }
+}
+
+impl ConnectorMetrics {
+    /// Sets connector `label`'s backlog gauges from where its subscriber
+    /// `sub` is, and logs and counts the values the WAL dropped before they
+    /// could be sent (each once: `drops_seen` is what was reported before).
+    pub(crate) fn report_backlog(&self, bus: &Bus, label: &ConnectorLabel, sub: &Subscriber, drops_seen: &mut u64) {
+        let backlog = bus.head_seq().saturating_sub(sub.position());
+        self.backlog_frames.get_or_create(label).set(backlog as i64);
+        if let Some(wal) = bus.wal() {
+            let s = wal.stats();
+            let span = s.next_seq.saturating_sub(s.first_seq).max(1);
+            let bytes = backlog as u128 * u128::from(s.disk_bytes) / u128::from(span);
+            self.backlog_bytes.get_or_create(label).set(bytes as i64);
+        }
+        let drops = sub.drops();
+        if drops > *drops_seen {
+            tracing::warn!(connector = %label.connector, values = drops - *drops_seen, "Values were lost before they could be sent (the WAL dropped them when it was full).");
+            self.dropped.get_or_create(label).inc_by(drops - *drops_seen);
+            *drops_seen = drops;
         }
     }
 }

@@ -246,7 +246,7 @@ pub(super) async fn run(name: String, cfg: NatsConfig, setup: Setup, mut sub: Su
                 }
                 last_refill = now;
                 w.ctx.metrics.replaying.get_or_create(&w.label).set(i64::from(catching_up));
-                w.report_backlog(&sub, &mut drops_seen);
+                w.ctx.metrics.report_backlog(&w.ctx.bus, &w.label, &sub, &mut drops_seen);
             }
         }
     }
@@ -470,24 +470,6 @@ impl Worker {
         self.ctx.metrics.commands.get_or_create(&label).inc();
         if let Err(e) = client.publish(subject, body.into()).await {
             tracing::warn!(connector = %self.name, id = %id, error = %e, "Cannot send a command's answer.");
-        }
-    }
-
-    fn report_backlog(&self, sub: &Subscriber, drops_seen: &mut u64) {
-        let m = &self.ctx.metrics;
-        let backlog = self.ctx.bus.head_seq().saturating_sub(sub.position());
-        m.backlog_frames.get_or_create(&self.label).set(backlog as i64);
-        if let Some(wal) = self.ctx.bus.wal() {
-            let s = wal.stats();
-            let span = s.next_seq.saturating_sub(s.first_seq).max(1);
-            let bytes = backlog as u128 * u128::from(s.disk_bytes) / u128::from(span);
-            m.backlog_bytes.get_or_create(&self.label).set(bytes as i64);
-        }
-        let drops = sub.drops();
-        if drops > *drops_seen {
-            tracing::warn!(connector = %self.name, values = drops - *drops_seen, "Values were lost before they could be sent (the WAL dropped them when it was full).");
-            m.dropped.get_or_create(&self.label).inc_by(drops - *drops_seen);
-            *drops_seen = drops;
         }
     }
 }
