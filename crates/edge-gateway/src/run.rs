@@ -108,6 +108,39 @@ pub struct Running {
 /// The lock file in the data directory, held while a gateway runs.
 const DATA_DIR_LOCK: &str = "edge-gateway.lock";
 
+/// WAL cursors that nothing in this configuration reads any more (a
+/// connector removed from the file, history turned off) would hold the log's
+/// data forever: up to `wal_max_bytes`, and then, with `wal_overflow =
+/// "block"`, the whole gateway. They are forgotten, with a warning naming
+/// them. A connector still in the file that is not running (disabled, or it
+/// failed to start) keeps its place, so that it sends its backlog once it
+/// runs again; that is said too. Called once every reader has subscribed.
+fn forget_orphan_cursors(bus: &Bus, cfg: &Config) {
+    let Some(wal) = bus.wal() else { return };
+    let held = bus.subscriber_names();
+    let next = wal.next_seq();
+    for (name, pos) in wal.cursors() {
+        if held.contains(&name) {
+            continue;
+        }
+        let behind = next.saturating_sub(pos);
+        if cfg.connectors.iter().any(|c| name.strip_suffix(c.name.as_str()).is_some_and(|k| k.ends_with('-'))) {
+            tracing::warn!(cursor = %name, behind, "A connector in the configuration is not running: the write-ahead log keeps what it has not sent (up to wal_max_bytes).");
+            continue;
+        }
+        match wal.remove_cursor(&name) {
+            Ok(_) => tracing::warn!(
+                cursor = %name,
+                behind,
+                "The write-ahead log had a reader that this configuration no longer has (a connector removed, or history turned off): its place is forgotten, so it no longer holds the log's data."
+            ),
+            Err(e) => {
+                tracing::warn!(cursor = %name, error = %e, "Cannot forget a write-ahead log cursor nothing reads.")
+            }
+        }
+    }
+}
+
 /// Takes the data directory's lock (`flock`, released when the process
 /// ends, however it ends), or fails naming the directory if another gateway
 /// holds it.
@@ -211,6 +244,7 @@ impl Running {
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
         let connectors =
             Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone(), &cfg.gateway.name);
+        forget_orphan_cursors(&bus, cfg);
         // Drivers keep what must outlast a restart (OPC UA certificates) under the data directory.
         let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(data_dir.clone()));
         let devices = Arc::new(

@@ -243,6 +243,11 @@ enum Fill {
 }
 
 impl Bus {
+    /// Names of the subscribers registered now.
+    pub fn subscriber_names(&self) -> Vec<String> {
+        self.inner.lock().subs.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Registers a subscriber; fails if its name is taken or, for a durable
     /// one in WAL mode, is not a valid cursor name. A durable subscriber in WAL
     /// mode resumes at its cursor; any other starts at the newest frame (or
