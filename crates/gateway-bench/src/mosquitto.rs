@@ -126,7 +126,7 @@ impl Mosquitto {
         let tls_port = certs.map(|_| free_port());
         let mut conf = format!(
             "user root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n\
-             max_queued_messages 1000000\nmax_inflight_messages 0\nlog_dest none\nlistener {port} 127.0.0.1\n",
+             max_queued_messages 1000000\nmax_inflight_messages 0\nlog_dest none\nset_tcp_nodelay true\nlistener {port} 127.0.0.1\n",
             dir.path().display()
         );
         if let (Some(c), Some(tp)) = (certs, tls_port) {

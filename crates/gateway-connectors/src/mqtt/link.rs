@@ -57,6 +57,15 @@ pub enum LinkEvent {
 }
 
 /// QoS 0, 1 or 2 in the MQTT 3.1.1 client's type.
+/// Small messages leave at once: with Nagle's algorithm (rumqttc's
+/// default) a publish waits for the previous one's TCP acknowledgement,
+/// which the broker may delay by up to 40 ms when it has nothing to send back.
+fn no_delay() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
+}
+
 fn qos_v311(q: u8) -> rumqttc::QoS {
     match q {
         0 => rumqttc::QoS::AtMostOnce,
@@ -171,7 +180,8 @@ impl Link {
                 if let Some((topic, payload)) = will {
                     m.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
                 }
-                let (c, e) = rumqttc::AsyncClient::new(m, cap);
+                let (c, mut e) = rumqttc::AsyncClient::new(m, cap);
+                e.set_network_options(no_delay());
                 (Client::V311(c), Loop::V311(Box::new(e)))
             }
             Protocol::V5 => {
@@ -193,6 +203,7 @@ impl Link {
                 if let Some((topic, payload)) = will {
                     m.set_last_will(v5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
                 }
+                m.set_network_options(no_delay());
                 let (c, e) = v5::AsyncClient::new(m, cap);
                 (Client::V5(c), Loop::V5(Box::new(e)))
             }
