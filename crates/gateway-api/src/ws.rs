@@ -134,6 +134,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Messages one connection's writer takes in one batch at most, so a
+/// client with a long queue still sees its control replies and pings soon.
+const WRITE_BATCH: usize = 64;
+
+/// What a connection's writer sends.
+enum Out {
+    /// A reply or a ping, from the reader.
+    Control(Message),
+    /// Values from the hub.
+    Update(Utf8Bytes),
+}
+
 fn values_json(frames: &[&DataFrame], snapshot: bool) -> Utf8Bytes {
     let v = if snapshot {
         json!({"type": "update", "snapshot": true, "values": frames})
@@ -301,31 +313,49 @@ impl WsHub {
         let writer = async {
             let mut reported = 0u64;
             loop {
-                let (msg, is_update) = tokio::select! {
+                let first = tokio::select! {
                     biased;
-                    Some(m) = ctl_rx.recv() => (m, false),
-                    Some(update) = rx.recv() => {
-                        let d = dropped.load(Ordering::Relaxed);
-                        if d > reported {
-                            let note = json!({"type": "dropped", "updates": d - reported}).to_string();
-                            reported = d;
-                            match tokio::time::timeout(send_timeout, sink.send(Message::Text(note.into()))).await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => return End::Gone,
-                                Err(_) => return End::SendTimeout,
-                            }
-                        }
-                        (Message::Text(update), true)
-                    }
+                    Some(m) = ctl_rx.recv() => Out::Control(m),
+                    Some(update) = rx.recv() => Out::Update(update),
                     else => return End::Gone,
                 };
-                match tokio::time::timeout(send_timeout, sink.send(msg)).await {
-                    Ok(Ok(())) => {
-                        if is_update {
-                            metrics.ws_messages.inc();
+                // What is queued already goes out with it, flushed once: one
+                // write per client per push, however many messages wait.
+                let batch = async {
+                    let mut updates = 0u64;
+                    let mut next = Some(first);
+                    let mut room = WRITE_BATCH;
+                    while let Some(out) = next.take() {
+                        match out {
+                            Out::Control(m) => sink.feed(m).await.map_err(|_| ())?,
+                            Out::Update(update) => {
+                                let d = dropped.load(Ordering::Relaxed);
+                                if d > reported {
+                                    let note = json!({"type": "dropped", "updates": d - reported}).to_string();
+                                    reported = d;
+                                    sink.feed(Message::Text(note.into())).await.map_err(|_| ())?;
+                                }
+                                sink.feed(Message::Text(update)).await.map_err(|_| ())?;
+                                updates += 1;
+                            }
+                        }
+                        room -= 1;
+                        if room > 0 {
+                            next = ctl_rx
+                                .try_recv()
+                                .ok()
+                                .map(Out::Control)
+                                .or_else(|| rx.try_recv().ok().map(Out::Update));
                         }
                     }
-                    Ok(Err(_)) => return End::Gone,
+                    sink.flush().await.map_err(|_| ())?;
+                    Ok::<u64, ()>(updates)
+                };
+                match tokio::time::timeout(send_timeout, batch).await {
+                    Ok(Ok(updates)) => {
+                        metrics.ws_messages.inc_by(updates);
+                    }
+                    Ok(Err(())) => return End::Gone,
                     Err(_) => return End::SendTimeout,
                 }
             }
