@@ -101,6 +101,17 @@ pub enum HistorySpec {
         /// Seconds of burst.
         seconds: f64,
     },
+    /// Retention on SQLite: `hours` of one-second data of `tags` tags pass
+    /// the retention at once while `rate` values/s keep arriving; the steps'
+    /// times, rows deleted per second, and what the writer kept writing.
+    Retention {
+        /// Tags filled.
+        tags: usize,
+        /// Hours of one-second data that expire.
+        hours: i64,
+        /// Live values per second meanwhile.
+        rate: f64,
+    },
     /// A PostgreSQL outage and the catch-up after it.
     Outage {
         /// Values per second, throughout.
@@ -120,6 +131,7 @@ impl HistorySpec {
                 PoolMode::Adaptive => "history.pool.adaptive".into(),
                 PoolMode::Fixed => "history.pool.fixed".into(),
             },
+            HistorySpec::Retention { .. } => "history.sqlite.retention".into(),
             HistorySpec::Outage { .. } => "history.postgres.outage".into(),
         }
     }
@@ -146,6 +158,7 @@ pub fn run(spec: &HistorySpec) -> Result<Outcome, String> {
                 query(*dialect, *tags, *hours, *raw_queries, *agg_queries).await
             }
             HistorySpec::Pool { mode, rate, seconds } => pool(*mode, *rate, *seconds).await,
+            HistorySpec::Retention { tags, hours, rate } => retention(*tags, *hours, *rate).await,
             HistorySpec::Outage { rate, outage_s } => outage(*rate, *outage_s).await,
         }
     })
@@ -329,6 +342,58 @@ async fn fill(r: &Rig, tags: usize, hours: i64) -> Result<(i64, i64), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err("the rollups were never complete".into())
+}
+
+async fn retention(tags: usize, hours: i64, rate: f64) -> Result<Outcome, String> {
+    let key = "history.sqlite.retention";
+    let day = 86_400 * S;
+    let db = DatabaseConfig::default();
+    let cfg = HistoryConfig { retention: gateway_store::history::Span::from_secs(86_400), ..HistoryConfig::default() };
+    let metrics = Arc::new(HistoryMetrics::unregistered());
+    let r = rig(cfg, &db, metrics.clone()).await?;
+    let (_, end) = fill(&r, tags, hours).await?;
+    let (rows_before, _) = r.history.measure().await.map_err(|e| e.to_string())?;
+    // Live readings keep coming (stamped now, an hour after the filled data).
+    let stop = Arc::new(AtomicBool::new(false));
+    let published = Arc::new(AtomicU64::new(0));
+    let load = publisher(r.bus.clone(), Arc::new(tag_ids(tags)), rate, stop.clone(), published.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Maintenance as if a day had passed since the filled data ended, and
+    // half an hour: all of it is past the retention, the live data is not.
+    let when = end + day + 30 * 60 * S;
+    let (w0, p0) = (metrics.values_written.get(), published.load(Ordering::Relaxed));
+    let mut steps = Histogram::default();
+    let mut deleted = 0u64;
+    let t0 = Instant::now();
+    loop {
+        let t = Instant::now();
+        let pass = r.history.maintain(when).await.map_err(|e| e.to_string())?;
+        steps.record(t.elapsed().as_nanos() as u64);
+        deleted += pass.deleted;
+        if pass.deleted == 0 && !pass.more {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            return Err("retention did not finish within 10 minutes".into());
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, p1) = (metrics.values_written.get(), published.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.await;
+    let (rows_after, _) = r.history.measure().await.map_err(|e| e.to_string())?;
+    r.history.close().await;
+    let mut o = Outcome::default();
+    latency_figures(&mut o, &format!("{key}.step"), &steps);
+    o.put(&format!("{key}.rows_expired"), rows_before as f64);
+    o.put(&format!("{key}.rows_deleted"), deleted as f64);
+    o.put(&format!("{key}.rows_left"), rows_after as f64);
+    o.put(&format!("{key}.steps"), steps.count() as f64);
+    o.put(&format!("{key}.deleted_rows_per_s"), deleted as f64 / secs);
+    o.put(&format!("{key}.seconds"), secs);
+    o.put(&format!("{key}.live_written_share"), (w1 - w0) as f64 / (p1 - p0).max(1) as f64);
+    o.put(&format!("{key}.live_values_per_s"), (w1 - w0) as f64 / secs);
+    Ok(o)
 }
 
 fn latency_figures(o: &mut Outcome, key: &str, h: &Histogram) {

@@ -620,6 +620,17 @@ fn history_steps(s: &Settings, steps: &mut Vec<Step>) {
             estimate_s: if q { 10.0 } else { 60.0 },
         });
     }
+    let spec = HistorySpec::Retention {
+        tags: if q { 1 } else { 100 },
+        hours: if q { 1 } else { 6 },
+        rate: if q { 5_000.0 } else { 100_000.0 },
+    };
+    steps.push(Step {
+        id: spec.key(),
+        spec: Spec::History(spec),
+        skip: None,
+        estimate_s: if q { 10.0 } else { 180.0 },
+    });
     let spec = HistorySpec::Outage { rate: if q { 20_000.0 } else { 100_000.0 }, outage_s: if q { 1.0 } else { 30.0 } };
     steps.push(Step {
         id: spec.key(),
