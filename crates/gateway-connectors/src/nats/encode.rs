@@ -31,7 +31,7 @@ use crate::encode::{batch_json, by_device, value_json};
 use crate::sparkplug;
 
 /// Encodes readings (one message's worth) into a payload.
-type Encode<'a> = dyn Fn(&[(u64, &DataFrame)]) -> Vec<u8> + 'a;
+type Encode<'a> = dyn Fn(&[(u64, &DataFrame)]) -> Bytes + 'a;
 
 /// Room left in `max_payload` for the headers (`Nats-Msg-Id`) and framing.
 const HEADROOM: usize = 512;
@@ -82,12 +82,7 @@ impl Encoder {
                 for &(seq, f) in frames {
                     let subject = format!("{}.data.{}.{}", self.prefix, f.tag.device(), subject_safe(f.tag.point()));
                     let payload = value_json(f, seq);
-                    out.push(Outgoing {
-                        subject,
-                        payload: Bytes::from(payload),
-                        msg_id: format!("{}.{seq}", self.id_prefix),
-                        values: 1,
-                    });
+                    out.push(Outgoing { subject, payload, msg_id: format!("{}.{seq}", self.id_prefix), values: 1 });
                 }
             }
             Format::JsonBatch => {
@@ -101,7 +96,9 @@ impl Encoder {
                     let subject = format!("{}.spb.{device}", self.prefix);
                     let encode = |c: &[(u64, &DataFrame)]| {
                         let metrics = c.iter().map(|(s, f)| sparkplug::metric(f, *s, false)).collect();
-                        sparkplug::Payload { timestamp: Some(now_ms), metrics, ..Default::default() }.encode_to_vec()
+                        sparkplug::Payload { timestamp: Some(now_ms), metrics, ..Default::default() }
+                            .encode_to_vec()
+                            .into()
                     };
                     for chunk in group.chunks(self.batch_max_values) {
                         self.fit(chunk, &subject, &encode, &mut out);
@@ -125,7 +122,7 @@ impl Encoder {
         }
         out.push(Outgoing {
             subject: subject.to_owned(),
-            payload: Bytes::from(payload),
+            payload,
             msg_id: format!("{}.{}-{}", self.id_prefix, first.0, last.0),
             values: chunk.len() as u64,
         });
