@@ -17,6 +17,9 @@
 //! cmd     = id:varint tag:varint ts:zigzag-delta value origin:str
 //! cmd_ack = id:varint tag:varint ts:zigzag-delta status:u8 message:str
 //! event   = ts:zigzag-delta severity:u8 tag:varint(0 none, i+1) source:str code:str message:str
+//!           [alarm if head bit 0]
+//! alarm   = id:str rule:str state:u8 has:u8(bit 0 value, 1 limit, 2 user, 3 comment)
+//!           [vtype:u8 value] [vtype:u8 value] [user:str] [comment:str]
 //! value   = vtype 0 false | 1 true | 2 i64 zigzag varint | 3 u64 varint
 //!           | 4 f64 8 bytes LE | 5 string: len:varint utf8 | 6 bytes: len:varint bytes
 //! str     = len:varint utf8[len]
@@ -30,8 +33,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::{
-    Batch, CmdAckFrame, CmdFrame, CmdStatus, DataFrame, EventFrame, Frame, Quality, QualityLevel, Reason, Severity,
-    TagError, TagId, Value,
+    AlarmInfo, AlarmState, Batch, CmdAckFrame, CmdFrame, CmdStatus, DataFrame, EventFrame, Frame, Quality,
+    QualityLevel, Reason, Severity, TagError, TagId, Value,
 };
 
 const MAGIC: u8 = 0xEB;
@@ -188,13 +191,16 @@ impl Encoder {
                     put_str(out, &a.message);
                 }
                 Frame::Event(e) => {
-                    out.push(3 << 6);
+                    out.push(3 << 6 | u8::from(e.alarm.is_some()));
                     put_varint(out, zigzag(delta));
                     out.push(e.severity as u8);
                     put_varint(out, u64::from(tag));
                     put_str(out, &e.source);
                     put_str(out, &e.code);
                     put_str(out, &e.message);
+                    if let Some(a) = &e.alarm {
+                        put_alarm(out, a);
+                    }
                 }
             }
         }
@@ -209,6 +215,24 @@ fn frame_ts(f: &Frame) -> u64 {
         Frame::Cmd(c) => c.issued_ts_ns,
         Frame::CmdAck(a) => a.ts_ns,
         Frame::Event(e) => e.ts_ns,
+    }
+}
+
+fn put_alarm(out: &mut Vec<u8>, a: &AlarmInfo) {
+    put_str(out, &a.id);
+    put_str(out, &a.rule);
+    out.push(a.state as u8);
+    let has = u8::from(a.value.is_some())
+        | u8::from(a.limit.is_some()) << 1
+        | u8::from(a.user.is_some()) << 2
+        | u8::from(a.comment.is_some()) << 3;
+    out.push(has);
+    for v in [&a.value, &a.limit].into_iter().flatten() {
+        out.push(vtype(v));
+        put_value(out, v);
+    }
+    for t in [&a.user, &a.comment].into_iter().flatten() {
+        put_str(out, t);
     }
 }
 
@@ -352,6 +376,27 @@ impl<'a> Reader<'a> {
         Ok(f64::from_le_bytes(a))
     }
 
+    fn alarm(&mut self) -> Result<AlarmInfo, CodecError> {
+        let id = self.arc_str()?;
+        let rule = self.arc_str()?;
+        let code = self.u8()?;
+        let state =
+            AlarmState::from_u8(code).ok_or(CodecError::BadCode { what: "alarm state", code: u64::from(code) })?;
+        let has = self.u8()?;
+        let value = |r: &mut Self, bit: u8| -> Result<Option<Value>, CodecError> {
+            if has & bit == 0 {
+                return Ok(None);
+            }
+            let vt = r.u8()?;
+            r.value(vt).map(Some)
+        };
+        let value_ = value(self, 1)?;
+        let limit = value(self, 2)?;
+        let user = if has & 4 != 0 { Some(self.arc_str()?) } else { None };
+        let comment = if has & 8 != 0 { Some(self.arc_str()?) } else { None };
+        Ok(AlarmInfo { id, rule, state, value: value_, limit, user, comment })
+    }
+
     fn value(&mut self, vt: u8) -> Result<Value, CodecError> {
         Ok(match vt {
             0 => Value::Bool(false),
@@ -414,7 +459,8 @@ impl Decoder {
             let vt = (head >> 3) & 7;
             let level = (head >> 1) & 3;
             let has_reason = head & 1 == 1;
-            if kind != 0 && (level != 0 || has_reason || (kind != 1 && vt != 0)) {
+            // Bit 0 of an event's head says it carries an alarm.
+            if kind != 0 && (level != 0 || (has_reason && kind != 3) || (kind != 1 && vt != 0)) {
                 return Err(CodecError::BadCode { what: "frame head", code: u64::from(head) });
             }
             let frame = match kind {
@@ -462,7 +508,8 @@ impl Decoder {
                     let source = r.arc_str()?;
                     let code = r.arc_str()?;
                     let message = r.arc_str()?;
-                    Frame::Event(Box::new(EventFrame { source, code, severity, message, tag, ts_ns: ts }))
+                    let alarm = if head & 1 == 1 { Some(Box::new(r.alarm()?)) } else { None };
+                    Frame::Event(Box::new(EventFrame { source, code, severity, message, tag, ts_ns: ts, alarm }))
                 }
             };
             frames.push(frame);
@@ -513,12 +560,35 @@ mod tests {
             1 => (any::<u64>(), t.clone(), 0u8..5, ".{0,10}", ts.clone()).prop_map(|(id, tag, s, m, ts)| {
                 Frame::CmdAck(Box::new(CmdAckFrame { id, tag, status: CmdStatus::from_u8(s).unwrap(), message: m.into(), ts_ns: ts }))
             }),
-            1 => (proptest::option::of(t), 0u8..4, ".{0,6}", ".{0,6}", ".{0,10}", ts).prop_map(|(tag, s, src, code, m, ts)| {
+            1 => (proptest::option::of(t), 0u8..4, ".{0,6}", ".{0,6}", ".{0,10}", ts, proptest::option::of(alarm_strategy())).prop_map(|(tag, s, src, code, m, ts, alarm)| {
                 Frame::Event(Box::new(EventFrame {
                     source: src.into(), code: code.into(), severity: Severity::from_u8(s).unwrap(), message: m.into(), tag, ts_ns: ts,
+                    alarm: alarm.map(Box::new),
                 }))
             }),
         ]
+    }
+
+    fn alarm_strategy() -> impl Strategy<Value = AlarmInfo> {
+        let text = || proptest::option::of(".{0,8}".prop_map(Arc::<str>::from));
+        (
+            ".{0,12}",
+            ".{0,8}",
+            0u8..6,
+            proptest::option::of(value_strategy()),
+            proptest::option::of(value_strategy()),
+            text(),
+            text(),
+        )
+            .prop_map(|(id, rule, st, value, limit, user, comment)| AlarmInfo {
+                id: id.into(),
+                rule: rule.into(),
+                state: AlarmState::from_u8(st).unwrap(),
+                value,
+                limit,
+                user,
+                comment,
+            })
     }
 
     fn batch_strategy() -> impl Strategy<Value = Batch> {

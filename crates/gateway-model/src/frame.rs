@@ -192,6 +192,85 @@ pub struct EventFrame {
     /// When it happened, nanoseconds since the Unix epoch.
     #[serde(rename = "ts", with = "ts_json")]
     pub ts_ns: u64,
+    /// For an alarm's transition (`source` = `alarm`): which alarm, the state
+    /// it entered, the value and limit, and who did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<Box<AlarmInfo>>,
+}
+
+/// The ISA-18.2 state of an alarm, as an [`AlarmInfo`] reports it after a
+/// transition. `active_*` means the condition holds; `*_unacked` that no one
+/// has acknowledged it yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum AlarmState {
+    /// The condition does not hold and nothing awaits acknowledgement.
+    Normal = 0,
+    /// The condition holds and no one has acknowledged it.
+    ActiveUnacked = 1,
+    /// The condition holds and an operator has acknowledged it.
+    ActiveAcked = 2,
+    /// The condition has cleared but no one acknowledged it; acknowledging
+    /// returns it to normal.
+    ClearedUnacked = 3,
+    /// An operator shelved it for a while: it raises nothing until unshelved.
+    Shelved = 4,
+    /// Its rule is disabled: it is not evaluated.
+    Disabled = 5,
+}
+
+impl AlarmState {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => AlarmState::Normal,
+            1 => AlarmState::ActiveUnacked,
+            2 => AlarmState::ActiveAcked,
+            3 => AlarmState::ClearedUnacked,
+            4 => AlarmState::Shelved,
+            5 => AlarmState::Disabled,
+            _ => return None,
+        })
+    }
+
+    /// Its JSON name (`active_unacked`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Normal => "normal",
+            AlarmState::ActiveUnacked => "active_unacked",
+            AlarmState::ActiveAcked => "active_acked",
+            AlarmState::ClearedUnacked => "cleared_unacked",
+            AlarmState::Shelved => "shelved",
+            AlarmState::Disabled => "disabled",
+        }
+    }
+}
+
+/// What an alarm transition carries beyond an [`EventFrame`]'s text. The
+/// event's `code` names the transition (`raised`, `cleared`, `acked`, ...),
+/// its `severity` the alarm's priority and its `tag` the tag it watches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmInfo {
+    /// The alarm's id, `rule:subject` (the subject is the tag, or what a
+    /// system alarm watches): what `POST /api/v1/alarms/{id}/ack` takes.
+    pub id: Arc<str>,
+    /// The rule that made it.
+    pub rule: Arc<str>,
+    /// The state it entered.
+    pub state: AlarmState,
+    /// The value that caused the transition, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// The rule's limit, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Value>,
+    /// Who did it, for transitions people make (acknowledge, shelve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    /// Their comment or reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Arc<str>>,
 }
 
 /// The kind of a frame, for subscription filters.
@@ -271,7 +350,17 @@ impl Frame {
                 Frame::Data(d) => value_heap(&d.value),
                 Frame::Cmd(c) => 64 + value_heap(&c.value) + c.origin.len(),
                 Frame::CmdAck(a) => 48 + a.message.len(),
-                Frame::Event(e) => 64 + e.message.len() + e.code.len() + e.source.len(),
+                Frame::Event(e) => {
+                    64 + e.message.len()
+                        + e.code.len()
+                        + e.source.len()
+                        + e.alarm.as_ref().map_or(0, |a| {
+                            96 + a.id.len()
+                                + a.rule.len()
+                                + a.comment.as_ref().map_or(0, |c| c.len())
+                                + a.user.as_ref().map_or(0, |u| u.len())
+                        })
+                }
             }
     }
 

@@ -25,6 +25,7 @@ mod frame;
 mod pattern;
 mod quality;
 mod secret;
+mod span;
 mod tag;
 mod time;
 mod value;
@@ -32,10 +33,13 @@ mod value;
 pub mod codec;
 
 pub use field::{FieldError, parse_fields, take_field};
-pub use frame::{Batch, CmdAckFrame, CmdFrame, CmdStatus, DataFrame, EventFrame, Frame, FrameKind, Severity};
+pub use frame::{
+    AlarmInfo, AlarmState, Batch, CmdAckFrame, CmdFrame, CmdStatus, DataFrame, EventFrame, Frame, FrameKind, Severity,
+};
 pub use pattern::{PatternError, TagPattern};
 pub use quality::{Quality, QualityLevel, Reason};
 pub use secret::{Secret, redact_url};
+pub use span::{Span, SpanError};
 pub use tag::{TagError, TagId};
 pub use time::{RFC3339_MAX_LEN, format_rfc3339_ns, now_ns, parse_rfc3339_ns, write_rfc3339_ns};
 pub use value::Value;
