@@ -6,8 +6,24 @@
 //! bus, so it reaches the WAL, the connectors, the history's alarm journal and
 //! WebSocket clients like any reading; notifications (webhooks) read the same
 //! events from a durable cursor of their own.
+//!
+//! - [`rule`]: rules as written and checked;
+//! - [`machine`]: one alarm's condition and state machine (pure);
+//! - [`engine`]: all alarms, found per reading with one lookup (pure);
+//! - [`service`]: the task that feeds the engine, keeps its state across
+//!   restarts and publishes its events;
+//! - [`system`]: the built-in rules on the gateway's own figures.
 
+pub mod engine;
+pub mod machine;
+pub mod metrics;
 pub mod rule;
+pub mod service;
 pub mod system;
 
+pub use engine::{AlarmView, Engine, EngineError};
+pub use machine::{ActionError, Alarm, Change};
+pub use metrics::AlarmMetrics;
 pub use rule::{Kind, Priority, Rule, RuleConfig, Target};
+pub use service::{AlarmService, AlarmsConfig, ServiceError};
+pub use system::SystemConfig;

@@ -325,13 +325,10 @@ impl RuleConfig {
             (_, Some(_)) => return Err(FieldError::new("timeout", "only a stale rule has a timeout")),
             (_, None) => 0,
         };
-        if let Some(m) = &self.message {
-            if m.len() > MESSAGE_MAX {
-                return Err(FieldError::new(
-                    "message",
-                    format!("is {} bytes long, the limit is {MESSAGE_MAX}", m.len()),
-                ));
-            }
+        if let Some(m) = &self.message
+            && m.len() > MESSAGE_MAX
+        {
+            return Err(FieldError::new("message", format!("is {} bytes long, the limit is {MESSAGE_MAX}", m.len())));
         }
         let priority = self.priority.unwrap_or(match self.kind {
             Kind::HighHigh | Kind::LowLow => Priority::High,

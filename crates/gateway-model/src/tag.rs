@@ -62,7 +62,12 @@ impl TagId {
         &self.0
     }
 
-    /// The device part (before the first `.`).
+    /// The shared name itself, to keep without copying it.
+    pub fn as_arc(&self) -> &Arc<str> {
+        &self.0
+    }
+
+    /// The device part, before the first `.`.
     pub fn device(&self) -> &str {
         // Validation guarantees the dot exists.
         self.0.split_once('.').map_or(&self.0, |(d, _)| d)
