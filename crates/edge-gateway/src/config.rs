@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway_alarms::AlarmsConfig;
 use gateway_api::ApiConfig;
 use gateway_bus::{BusConfig, BusSettings};
 use gateway_connectors::ConnectorConfig;
@@ -104,6 +105,8 @@ struct RawConfig {
     #[serde(default)]
     security: DevicePolicy,
     #[serde(default)]
+    alarms: AlarmsConfig,
+    #[serde(default)]
     devices: Vec<toml::Value>,
     #[serde(default)]
     connectors: Vec<toml::Value>,
@@ -124,6 +127,8 @@ pub struct Config {
     pub history: HistoryConfig,
     /// `[security]`: what devices may reach.
     pub security: DevicePolicy,
+    /// `[alarms]`: rules, the gateway's watch on itself, notifications.
+    pub alarms: AlarmsConfig,
     /// `[[devices]]`.
     pub devices: Vec<DeviceConfig>,
     /// `[[connectors]]`.
@@ -188,6 +193,13 @@ pub fn load_str(
     raw.api.validate().map_err(|e| e.under("api"))?;
     raw.database.validate().map_err(|e| e.under("database"))?;
     raw.history.validate().map_err(|e| e.under("history"))?;
+    raw.alarms.validate().map_err(|e| e.under("alarms"))?;
+    if let Some(i) = raw.alarms.rules.iter().position(|r| r.name.starts_with(gateway_api::alarms::SYSTEM_PREFIX)) {
+        return Err(cerr(
+            format!("alarms.rules[{i}].name"),
+            "names starting with \"system.\" are the gateway's own rules; change their thresholds in [alarms.system]",
+        ));
+    }
     let devices_json: Vec<serde_json::Value> = raw
         .devices
         .into_iter()
@@ -213,6 +225,7 @@ pub fn load_str(
         database: raw.database,
         history: raw.history,
         security: raw.security,
+        alarms: raw.alarms,
         devices,
         connectors,
     })
@@ -283,6 +296,14 @@ mod tests {
         let e = load("[[connectors]]\nname = \"up\"\nkind = \"mqtt\"\nurl = \"mqtt://bob:s3cret@broker:99999\"\n")
             .unwrap_err();
         assert!(!e.to_string().contains("s3cret"), "a config error never shows a password: {e}");
+        let e = load("[[alarms.rules]]\nname = \"hot\"\ntag = \"a.b\"\nkind = \"high\"\n").unwrap_err();
+        assert_eq!(e.path, "alarms.rules[0].limit", "{e}");
+        let e = load("[[alarms.rules]]\nname = \"hot\"\ntag = \"a.b\"\nkind = \"hihg\"\nlimit = 1\n").unwrap_err();
+        assert_eq!(e.path, "alarms.rules[0].kind", "{e}");
+        let e = load("[[alarms.rules]]\nname = \"system.x\"\ntag = \"a.b\"\nkind = \"bad_quality\"\n").unwrap_err();
+        assert_eq!(e.path, "alarms.rules[0].name", "{e}");
+        let e = load("[alarms.system]\nanomaly_sigma = 0.1\n").unwrap_err();
+        assert_eq!(e.path, "alarms.system.anomaly_sigma", "{e}");
         let e = load("[gateway]\nname = \"line 1\"\n").unwrap_err();
         assert_eq!(e.path, "gateway.name", "{e}");
         let e = load("[api\n").unwrap_err();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use gateway_alarms::{AlarmMetrics, AlarmService};
 use gateway_api::{ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub};
 use gateway_bus::{Bus, BusError, BusMetrics};
 use gateway_connectors::{ConnectorMetrics, Connectors};
@@ -237,6 +238,20 @@ impl Running {
         } else {
             None
         };
+        // Before the drivers publish, so no reading goes unevaluated.
+        let alarms = if cfg.alarms.enabled {
+            let metrics = Arc::new(AlarmMetrics::new(&mut registry));
+            let system_rules = cfg.alarms.system.rules(cfg.bus.pause_hi, cfg.bus.resume_lo);
+            let service =
+                AlarmService::spawn(&bus, Vec::new(), &data_dir, metrics).context("cannot start the alarm service")?;
+            let alarms =
+                gateway_api::alarms::Alarms::load(service, store.clone(), cfg.alarms.rules.clone(), system_rules)
+                    .await
+                    .context("cannot load the alarm rules")?;
+            Some(alarms)
+        } else {
+            None
+        };
         let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
         let cache = LatestCache::spawn(&bus)?;
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
@@ -268,6 +283,7 @@ impl Running {
             auth,
             preset: cfg.bus.preset.to_string(),
             history: history.clone(),
+            alarms,
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

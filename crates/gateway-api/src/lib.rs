@@ -9,6 +9,7 @@
 //! Every error body is `{"error": {"code", "message"}}`; internal details go to
 //! the log, never into a response.
 
+pub mod alarms;
 pub mod auth;
 pub mod cache;
 pub mod command_audit;
@@ -61,6 +62,7 @@ struct Inner {
     cfg: ApiConfig,
     auth: Arc<Auth>,
     history: Option<History>,
+    alarms: Option<Arc<alarms::Alarms>>,
     started: Instant,
     preset: String,
 }
@@ -104,6 +106,9 @@ pub struct Parts {
     /// The history store the history routes read (None: history is off,
     /// they answer 404 `history_disabled`).
     pub history: Option<History>,
+    /// Alarm rules and the alarm service (None: `[alarms] enabled = false`,
+    /// the alarm routes answer 503 `alarms_disabled`).
+    pub alarms: Option<Arc<alarms::Alarms>>,
 }
 
 impl AppState {
@@ -121,6 +126,7 @@ impl AppState {
                 cfg: p.cfg,
                 auth: p.auth,
                 history: p.history,
+                alarms: p.alarms,
                 started: Instant::now(),
                 preset: p.preset,
             }),
@@ -180,6 +186,10 @@ impl AppState {
     pub(crate) fn history(&self) -> Option<&History> {
         self.inner.history.as_ref()
     }
+    /// The alarms, if they are on.
+    pub(crate) fn alarms(&self) -> Option<&Arc<alarms::Alarms>> {
+        self.inner.alarms.as_ref()
+    }
 }
 
 /// Every route, as (method, path) — the OpenAPI document must describe each.
@@ -219,6 +229,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/history"),
     ("get", "/api/v1/history/{tag}/latest"),
+    ("get", "/api/v1/alarms"),
+    ("get", "/api/v1/alarms/active"),
+    ("post", "/api/v1/alarms/ack"),
+    ("get", "/api/v1/alarms/rules"),
+    ("post", "/api/v1/alarms/rules"),
+    ("get", "/api/v1/alarms/rules/{name}"),
+    ("put", "/api/v1/alarms/rules/{name}"),
+    ("delete", "/api/v1/alarms/rules/{name}"),
+    ("get", "/api/v1/alarms/{id}"),
+    ("post", "/api/v1/alarms/{id}/ack"),
+    ("post", "/api/v1/alarms/{id}/shelve"),
+    ("post", "/api/v1/alarms/{id}/unshelve"),
 ];
 
 /// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
@@ -258,6 +280,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(auth::handlers::audit))
         .route("/api/v1/history", get(history::query))
         .route("/api/v1/history/{tag}/latest", get(history::latest))
+        .route("/api/v1/alarms", get(alarms::list))
+        .route("/api/v1/alarms/active", get(alarms::active))
+        .route("/api/v1/alarms/ack", post(alarms::ack_many))
+        .route("/api/v1/alarms/rules", get(alarms::list_rules).post(alarms::create_rule))
+        .route(
+            "/api/v1/alarms/rules/{name}",
+            get(alarms::get_rule).put(alarms::replace_rule).delete(alarms::delete_rule),
+        )
+        .route("/api/v1/alarms/{id}", get(alarms::get))
+        .route("/api/v1/alarms/{id}/ack", post(alarms::ack_one))
+        .route("/api/v1/alarms/{id}/shelve", post(alarms::shelve))
+        .route("/api/v1/alarms/{id}/unshelve", post(alarms::unshelve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -46,11 +46,13 @@ type Script = (i64, &'static str, &'static str);
 const SQLITE: &[Script] = &[
     (1, "devices", include_str!("../migrations/sqlite/0001_devices.sql")),
     (2, "security", include_str!("../migrations/sqlite/0002_security.sql")),
+    (3, "alarm_rules", include_str!("../migrations/sqlite/0003_alarm_rules.sql")),
 ];
 
 const POSTGRES: &[Script] = &[
     (1, "devices", include_str!("../migrations/postgres/0001_devices.sql")),
     (2, "security", include_str!("../migrations/postgres/0002_security.sql")),
+    (3, "alarm_rules", include_str!("../migrations/postgres/0003_alarm_rules.sql")),
 ];
 
 const HISTORY_SQLITE: &[Script] = &[(1, "history", include_str!("../migrations/history/sqlite/0001_history.sql"))];

@@ -256,6 +256,48 @@ impl Store {
         self.write(async |tx| Ok(write_device(tx, &enc, now_ms()).await?)).await
     }
 
+    /// Every alarm rule made over the API: `(name, body as JSON)`, by name.
+    pub async fn list_alarm_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT name, body FROM alarm_rules ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?))).collect()
+    }
+
+    /// Stores an alarm rule (its JSON `body`), replacing one of that name;
+    /// returns whether it was created.
+    pub async fn upsert_alarm_rule(&self, name: &str, body: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let (name, body) = (name.to_owned(), body.to_owned());
+        self.write(async move |tx| {
+            let updated = sqlx::query("UPDATE alarm_rules SET body = $2, updated_at_ms = $3 WHERE name = $1")
+                .bind(&name)
+                .bind(&body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if updated.rows_affected() > 0 {
+                return Ok(false);
+            }
+            sqlx::query("INSERT INTO alarm_rules (name, body, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $3)")
+                .bind(&name)
+                .bind(&body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Deletes an alarm rule; returns whether it existed.
+    pub async fn delete_alarm_rule(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(async move |tx| {
+            let done = sqlx::query("DELETE FROM alarm_rules WHERE name = $1").bind(&name).execute(&mut *tx).await?;
+            Ok(done.rows_affected() > 0)
+        })
+        .await
+    }
+
     /// Deletes a device and its tags; returns whether it existed.
     pub async fn delete_device(&self, name: &str) -> Result<bool, StoreError> {
         // The tags go with it: ON DELETE CASCADE (foreign keys are enabled on

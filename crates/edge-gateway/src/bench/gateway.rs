@@ -71,6 +71,7 @@ impl Gateway {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let cfg = Config {
             security: Default::default(),
+            alarms: Default::default(),
             gateway: GatewaySection { data_dir: dir.path().to_owned(), ..GatewaySection::default() },
             bus: BusSettings { wal_dir: dir.path().join("wal"), ..preset.settings() },
             api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },

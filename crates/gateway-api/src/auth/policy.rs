@@ -34,6 +34,15 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
             Access::Admin
         }
         "/api/v1/commands" if *method == Method::POST => Access::Operate,
+        // Operators acknowledge and shelve alarms; rules are the admin's.
+        "/api/v1/alarms/ack"
+        | "/api/v1/alarms/{id}/ack"
+        | "/api/v1/alarms/{id}/shelve"
+        | "/api/v1/alarms/{id}/unshelve"
+            if *method == Method::POST =>
+        {
+            Access::Operate
+        }
         "/api/v1/history" | "/api/v1/history/{tag}/latest" if read => Access::Read,
         // Browsing reaches out to a device, and import changes one.
         "/api/v1/devices/{name}/browse" | "/api/v1/devices/{name}/import" => Access::Admin,
@@ -63,6 +72,14 @@ mod tests {
             (Method::GET, "/api/v1/devices/{name}/browse", Admin),
             (Method::POST, "/api/v1/devices/{name}/import", Admin),
             (Method::POST, "/api/v1/commands", Operate),
+            (Method::POST, "/api/v1/alarms/{id}/ack", Operate),
+            (Method::POST, "/api/v1/alarms/ack", Operate),
+            (Method::POST, "/api/v1/alarms/{id}/shelve", Operate),
+            (Method::POST, "/api/v1/alarms/{id}/unshelve", Operate),
+            (Method::GET, "/api/v1/alarms/active", Read),
+            (Method::GET, "/api/v1/alarms/rules", Read),
+            (Method::POST, "/api/v1/alarms/rules", Admin),
+            (Method::DELETE, "/api/v1/alarms/rules/{name}", Admin),
             (Method::POST, "/api/v1/devices", Admin),
             (Method::PUT, "/api/v1/devices/{name}", Admin),
             (Method::DELETE, "/api/v1/devices/{name}/tags/{tag}", Admin),

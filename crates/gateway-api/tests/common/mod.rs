@@ -88,6 +88,15 @@ pub async fn env_full(
         }
         None => None,
     };
+    // Alarms with no rules of their own; tests add rules over the API.
+    let alarm_service = gateway_alarms::AlarmService::spawn(
+        &bus,
+        Vec::new(),
+        dir.path(),
+        Arc::new(gateway_alarms::AlarmMetrics::new(&mut registry)),
+    )
+    .unwrap();
+    let alarms = gateway_api::alarms::Alarms::load(alarm_service, store.clone(), Vec::new(), Vec::new()).await.unwrap();
     let state = AppState::new(Parts {
         bus: bus.clone(),
         cache: cache.clone(),
@@ -100,6 +109,7 @@ pub async fn env_full(
         auth,
         preset: "memory_optimized".into(),
         history: history.clone(),
+        alarms: Some(alarms),
     });
     Env { state, bus, cache, store, manager, admin, operator, viewer, history, _dir: dir }
 }
