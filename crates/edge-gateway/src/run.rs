@@ -255,6 +255,9 @@ impl Running {
         let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
         let cache = LatestCache::spawn(&bus)?;
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
+        if let Some(a) = &alarms {
+            ws.attach_alarms(a.service().clone());
+        }
         // Connectors subscribe before any driver publishes.
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
         let connectors =

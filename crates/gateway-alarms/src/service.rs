@@ -285,9 +285,7 @@ impl AlarmService {
         let mut out = Vec::new();
         let kept = load_state(&state_path);
         let kept_n = kept.len();
-        for a in kept {
-            engine.restore(a, now, &mut out);
-        }
+        engine.restore_all(kept, now, &mut out);
         if kept_n > 0 {
             tracing::info!(alarms = kept_n, "Alarm states restored.");
         }
