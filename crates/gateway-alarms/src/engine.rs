@@ -55,7 +55,10 @@ pub struct AlarmView {
     pub message: Arc<str>,
     /// The value when it was raised.
     pub value: Option<Value>,
-    /// The latest value seen.
+    /// The latest value seen (only where the alarm is read through the
+    /// service, not in the ready-made list of active alarms, which changes
+    /// only when an alarm does).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<Value>,
     /// The rule's limit.
     pub limit: Option<Value>,
@@ -361,8 +364,13 @@ impl Engine {
     /// The alarms needing attention (neither normal nor disabled), highest
     /// priority first, then newest first.
     pub fn active(&self) -> Vec<AlarmView> {
-        let mut v: Vec<AlarmView> =
-            self.alarms.iter().enumerate().filter(|(_, a)| a.is_active()).map(|(i, a)| self.view(i, a)).collect();
+        let mut v: Vec<AlarmView> = self
+            .alarms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.is_active())
+            .map(|(i, a)| AlarmView { current: None, ..self.view(i, a) })
+            .collect();
         v.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| b.since.cmp(&a.since)));
         v
     }

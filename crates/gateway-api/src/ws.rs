@@ -500,10 +500,11 @@ impl WsHub {
             In::Ping { id } => vec![Utf8Bytes::from(json!({"type": "pong", "id": id}).to_string())],
             In::SubscribeAlarms => {
                 lock(&self.inner.alarm_members).insert(id, Member { tx: tx.clone(), dropped: dropped.clone() });
-                let active = self.inner.alarms.get().map(|a| a.active()).unwrap_or_default();
+                let active = self.inner.alarms.get().map(|a| a.active());
+                let alarms = active.as_ref().map_or(&[][..], |a| &a.alarms[..]);
                 vec![
                     Utf8Bytes::from_static(r#"{"type":"alarms_subscribed"}"#),
-                    Utf8Bytes::from(json!({"type": "alarms", "snapshot": true, "alarms": &*active}).to_string()),
+                    Utf8Bytes::from(json!({"type": "alarms", "snapshot": true, "alarms": alarms}).to_string()),
                 ]
             }
             In::UnsubscribeAlarms => {
