@@ -219,6 +219,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/history"),
     ("get", "/api/v1/history/{tag}/latest"),
+    ("get", "/api/v1/alarms/events"),
 ];
 
 /// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
@@ -258,6 +259,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit", get(auth::handlers::audit))
         .route("/api/v1/history", get(history::query))
         .route("/api/v1/history/{tag}/latest", get(history::latest))
+        .route("/api/v1/alarms/events", get(history::alarm_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
