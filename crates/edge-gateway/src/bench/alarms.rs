@@ -157,7 +157,11 @@ fn eval(rules: usize, tags: usize, rate: f64, seconds: f64) -> Result<Outcome, S
     };
     let (service, tid) = ready_rx.recv().map_err(|e| e.to_string())??;
     // The publisher: batches of 1,000 every 1,000/rate seconds.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let names: Vec<TagId> = (0..tags).map(|i| TagId::new(&tag_name(i)).expect("tag")).collect();
     let published = Arc::new(AtomicU64::new(0));
     let batch = 1000usize;
@@ -191,7 +195,8 @@ fn eval(rules: usize, tags: usize, rate: f64, seconds: f64) -> Result<Outcome, S
     // Warm-up: every tag seen once (pattern alarms created), then measure.
     run_for(((tags as f64 / rate) * 2.0).max(1.0));
     let m = service.metrics().clone();
-    let (cpu0, eval0, pub0, t0) = (thread_cpu_s(tid), m.evaluated.get(), published.load(Ordering::Relaxed), Instant::now());
+    let (cpu0, eval0, pub0, t0) =
+        (thread_cpu_s(tid), m.evaluated.get(), published.load(Ordering::Relaxed), Instant::now());
     run_for(seconds);
     // Let the service take what is left before reading its counters.
     std::thread::sleep(Duration::from_millis(300));
