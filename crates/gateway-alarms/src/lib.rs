@@ -7,7 +7,9 @@
 //! WebSocket clients like any reading; notifications (webhooks) read the same
 //! events from a durable cursor of their own.
 
+pub mod notify;
 pub mod rule;
 pub mod system;
 
+pub use notify::{Notifier, NotifyConfig, NotifyError, NotifyMetrics};
 pub use rule::{Kind, Priority, Rule, RuleConfig, Target};
