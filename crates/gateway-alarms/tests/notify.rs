@@ -3,7 +3,9 @@
 //! a test scripts), on a real bus with a WAL: signatures checked with
 //! Python's `hmac` (an implementation we did not write), filtering, retries
 //! in order, a dead webhook beside a live one, rejection, restart and
-//! expiry. Every wait has a deadline; nothing asserts on timing.
+//! expiry; and HTTPS against Python's `http.server` behind OpenSSL, which
+//! checks every signature itself. Every wait has a deadline; nothing
+//! asserts on timing.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -414,4 +416,117 @@ async fn a_bad_target_is_refused_with_its_field_and_a_disabled_one_does_not_run(
     assert!(bus.subscriber_names().iter().any(|s| s == "alarm-notify-on"));
     on.stop().await;
     n.stop().await;
+}
+
+/// A CA and a certificate for 127.0.0.1 it signs, as PEM files in `dir`.
+fn make_certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name.push(DnType::CommonName, "edge-gateway test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+/// Python's `http.server` behind its `ssl` (OpenSSL): HTTP/1.1 keep-alive,
+/// checks each request's signature with `hmac` and prints one JSON line per
+/// request: whether the signature matched, and the body.
+const PYTHON_HTTPS_PEER: &str = r#"
+import hashlib, hmac, http.server, json, ssl, sys
+cert, key, secret = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+class Hook(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        want = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(want, self.headers.get("X-Edge-Gateway-Signature", ""))
+        print(json.dumps({"sig_ok": ok, "body": body.decode()}), flush=True)
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_notifications_reach_a_python_peer_that_verifies_each_signature() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let mut child = KillOnDrop(
+        std::process::Command::new("python3")
+            .args(["-c", PYTHON_HTTPS_PEER])
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .arg("tls-s3cret")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let port: u16 = tokio::task::block_in_place(|| lines.next().unwrap().unwrap()).trim().parse().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            s.lock().unwrap().push(serde_json::from_str(&l).unwrap());
+        }
+    });
+
+    let bus = open_bus(dir.path());
+    let metrics = Arc::new(NotifyMetrics::unregistered());
+    let cfg = NotifyConfig {
+        secret: Some(Secret::new("tls-s3cret")),
+        ca_file: Some(dir.path().join("ca.pem")),
+        ..target("tls", &format!("https://127.0.0.1:{port}/hook"))
+    };
+    let n = notify::spawn(&cfg, &bus, metrics.clone(), "gw").unwrap();
+    let want = msgs("t", 5);
+    for m in &want {
+        publish(&bus, vec![alarm(m, Severity::Error)]).await;
+    }
+    let s = seen.clone();
+    wait_until(30, "the python peer to receive everything", move || s.lock().unwrap().len() == 5).await;
+    let got = seen.lock().unwrap().clone();
+    assert!(got.iter().all(|r| r["sig_ok"] == true), "{got:?}");
+    let got: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r["body"].as_str().unwrap()).unwrap()["message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(metrics.sent_of("tls"), 5);
+    assert_eq!(metrics.failed_of("tls"), 0, "keep-alive reuse works with a server we did not write");
+    n.stop().await;
+}
+
+/// The peer process, ended even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
