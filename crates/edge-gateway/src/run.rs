@@ -102,6 +102,7 @@ pub struct Running {
     connectors: Connectors,
     /// The alarm rules and service, when `[alarms] enabled`.
     pub alarms: Option<Arc<gateway_api::alarms::Alarms>>,
+    notifiers: Vec<gateway_alarms::Notifier>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Held until the gateway has stopped.
@@ -127,7 +128,10 @@ fn forget_orphan_cursors(bus: &Bus, cfg: &Config) {
             continue;
         }
         let behind = next.saturating_sub(pos);
-        if cfg.connectors.iter().any(|c| name.strip_suffix(c.name.as_str()).is_some_and(|k| k.ends_with('-'))) {
+        let webhook = name.strip_prefix("alarm-notify-").is_some_and(|n| cfg.alarms.notify.iter().any(|t| t.name == n));
+        if webhook
+            || cfg.connectors.iter().any(|c| name.strip_suffix(c.name.as_str()).is_some_and(|k| k.ends_with('-')))
+        {
             tracing::warn!(cursor = %name, behind, "A connector in the configuration is not running: the write-ahead log keeps what it has not sent (up to wal_max_bytes).");
             continue;
         }
@@ -240,6 +244,16 @@ impl Running {
         } else {
             None
         };
+        // Webhooks read alarm events from cursors of their own.
+        let mut notifiers = Vec::new();
+        if cfg.alarms.enabled && !cfg.alarms.notify.is_empty() {
+            let metrics = Arc::new(gateway_alarms::NotifyMetrics::new(&mut registry));
+            for n in &cfg.alarms.notify {
+                let notifier = gateway_alarms::notify::spawn(n, &bus, metrics.clone(), &cfg.gateway.name)
+                    .with_context(|| format!("cannot start the webhook {:?} (alarms.notify)", n.name))?;
+                notifiers.push(notifier);
+            }
+        }
         // Before the drivers publish, so no reading goes unevaluated.
         let alarms = if cfg.alarms.enabled {
             let metrics = Arc::new(AlarmMetrics::new(&mut registry));
@@ -303,6 +317,7 @@ impl Running {
             addr,
             connectors,
             alarms,
+            notifiers,
             stop: stop_tx,
             server,
             _data_lock: data_lock,
@@ -320,6 +335,9 @@ impl Running {
             h.close().await;
         }
         self.connectors.stop().await;
+        for n in self.notifiers {
+            n.stop().await;
+        }
         self.bus.close().await.context("closing the bus (flushing the WAL)")?;
         self.store.close().await;
         // The server closes the WebSockets and lets requests in flight finish;

@@ -18,6 +18,8 @@ use serde::Serialize;
 use crate::machine::{ActionError, Alarm, Transition};
 use crate::rule::{Priority, Rule, Target};
 
+type Hasher = foldhash::fast::RandomState;
+
 /// Tags whose "which alarms watch it" answer is kept; past this, a new tag
 /// is matched against pattern rules on every reading (and counted).
 pub const MAX_SUBJECTS: usize = 1_000_000;
@@ -87,9 +89,11 @@ pub struct Engine {
     alarms: Vec<Alarm>,
     /// Index into `rules` per alarm.
     alarm_rule: Vec<usize>,
-    by_id: HashMap<Arc<str>, u32>,
-    /// Per tag seen (or watched by name): its alarms.
-    by_subject: HashMap<Arc<str>, Vec<u32>>,
+    by_id: HashMap<Arc<str>, u32, Hasher>,
+    /// Per tag seen (or watched by name): its alarms. Looked up for every
+    /// reading, so with a fast hasher (tags are not chosen by attackers: they
+    /// come from the configuration and the devices it names).
+    by_subject: HashMap<Arc<str>, Vec<u32>, Hasher>,
     /// Alarms read from the state file before the rules that own them were
     /// set: the next [`Engine::set_rules`] puts them back.
     kept: Vec<Alarm>,
@@ -186,7 +190,7 @@ impl Engine {
             return;
         }
         if let Some(t) = a.set_enabled(rule.enabled, now) {
-            out.push(self.event(&a, &rule, t));
+            out.push(Self::event(&a, &rule, t));
         }
         self.dirty = true;
         match self.by_id.get(&a.id) {
@@ -247,22 +251,28 @@ impl Engine {
 
     /// Evaluates a value of `subject` (a tag or a system figure) taken at `ts`.
     pub fn on_value(&mut self, subject: &Arc<str>, value: &Value, quality: Quality, ts: u64, out: &mut Vec<Frame>) {
-        let n = match self.by_subject.get(subject) {
-            Some(v) if v.is_empty() => return,
-            Some(v) => v.len(),
-            None => match self.subject_alarms(subject, ts) {
-                Some(v) => v.len(),
-                None => return,
-            },
-        };
-        for k in 0..n {
-            let idx = self.by_subject[subject][k] as usize;
-            let rule = self.rules[self.alarm_rule[idx]].clone();
-            if let Some(t) = self.alarms[idx].on_reading(&rule, value, quality, ts) {
-                out.push(self.event(&self.alarms[idx], &rule, t));
-                self.dirty = true;
+        // One hash lookup for a tag seen before (every reading but its first).
+        if self.eval_known(subject, value, quality, ts, out) {
+            return;
+        }
+        if self.subject_alarms(subject, ts).is_some() {
+            self.eval_known(subject, value, quality, ts, out);
+        }
+    }
+
+    /// Evaluates the alarms of `subject` if it was seen before; whether it was.
+    fn eval_known(&mut self, subject: &str, value: &Value, quality: Quality, ts: u64, out: &mut Vec<Frame>) -> bool {
+        let Engine { by_subject, alarms, rules, alarm_rule, dirty, .. } = self;
+        let Some(idxs) = by_subject.get(subject) else { return false };
+        for &idx in idxs {
+            let idx = idx as usize;
+            let rule = &rules[alarm_rule[idx]];
+            if let Some(t) = alarms[idx].on_reading(rule, value, quality, ts) {
+                out.push(Self::event(&alarms[idx], rule, t));
+                *dirty = true;
             }
         }
+        true
     }
 
     /// Moves every alarm's time to `now`: delays, staleness, shelving ends.
@@ -276,7 +286,7 @@ impl Engine {
             }
             let rule = rule.clone();
             if let Some(t) = a.on_tick(&rule, now) {
-                out.push(self.event(&self.alarms[idx], &rule, t));
+                out.push(Self::event(&self.alarms[idx], &rule, t));
                 self.dirty = true;
             }
         }
@@ -298,7 +308,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (idx, rule) = self.find(id)?;
         let t = self.alarms[idx].ack(user, comment, now)?;
-        out.push(self.event(&self.alarms[idx], &rule, t));
+        out.push(Self::event(&self.alarms[idx], &rule, t));
         self.dirty = true;
         Ok(())
     }
@@ -315,7 +325,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (idx, rule) = self.find(id)?;
         let t = self.alarms[idx].shelve(user, reason, until_ns, now)?;
-        out.push(self.event(&self.alarms[idx], &rule, t));
+        out.push(Self::event(&self.alarms[idx], &rule, t));
         self.dirty = true;
         Ok(())
     }
@@ -331,13 +341,13 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (idx, rule) = self.find(id)?;
         let t = self.alarms[idx].unshelve(&rule, user, comment, now)?;
-        out.push(self.event(&self.alarms[idx], &rule, t));
+        out.push(Self::event(&self.alarms[idx], &rule, t));
         self.dirty = true;
         Ok(())
     }
 
     /// The event for transition `t` of alarm `a`.
-    fn event(&self, a: &Alarm, rule: &Rule, t: Transition) -> Frame {
+    fn event(a: &Alarm, rule: &Rule, t: Transition) -> Frame {
         let message: Arc<str> = match t.change {
             crate::machine::Change::Raised => a.message.clone(),
             c => format!("{} {}: {}", a.id, c.as_str(), rule.render(&a.subject, t.value.as_ref())).into(),

@@ -12,11 +12,13 @@
 //! - [`engine`]: all alarms, found per reading with one lookup (pure);
 //! - [`service`]: the task that feeds the engine, keeps its state across
 //!   restarts and publishes its events;
-//! - [`system`]: the built-in rules on the gateway's own figures.
+//! - [`system`]: the built-in rules on the gateway's own figures;
+//! - [`notify`]: webhooks, each on a durable cursor of its own.
 
 pub mod engine;
 pub mod machine;
 pub mod metrics;
+pub mod notify;
 pub mod rule;
 pub mod service;
 pub mod system;
@@ -24,6 +26,7 @@ pub mod system;
 pub use engine::{AlarmView, Engine, EngineError};
 pub use machine::{ActionError, Alarm, Change};
 pub use metrics::AlarmMetrics;
+pub use notify::{Notifier, NotifyConfig, NotifyError, NotifyMetrics};
 pub use rule::{Kind, Priority, Rule, RuleConfig, Target};
 pub use service::{AlarmService, AlarmsConfig, ServiceError};
 pub use system::SystemConfig;

@@ -41,10 +41,10 @@ pub struct AlarmMetrics {
 }
 
 impl AlarmMetrics {
-    /// Registers them under `alarm_`.
+    /// Registers them under `gateway_alarm_`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = AlarmMetrics::default();
-        let r = registry.sub_registry_with_prefix("alarm");
+        let r = registry.sub_registry_with_prefix("gateway_alarm");
         r.register("evaluated", "Readings evaluated against alarm rules", m.evaluated.clone());
         r.register_with_unit("eval", "Time spent evaluating readings", Unit::Seconds, m.eval_seconds.clone());
         r.register(

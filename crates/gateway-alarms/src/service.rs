@@ -38,6 +38,9 @@ pub struct AlarmsConfig {
     /// `[alarms.system]`: the gateway's watch on itself.
     #[serde(default)]
     pub system: crate::system::SystemConfig,
+    /// `[[alarms.notify]]`: webhooks.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyConfig>,
 }
 
 const fn yes() -> bool {
@@ -46,7 +49,7 @@ const fn yes() -> bool {
 
 impl Default for AlarmsConfig {
     fn default() -> Self {
-        AlarmsConfig { enabled: true, rules: Vec::new(), system: Default::default() }
+        AlarmsConfig { enabled: true, rules: Vec::new(), system: Default::default(), notify: Vec::new() }
     }
 }
 
@@ -55,6 +58,16 @@ impl AlarmsConfig {
     pub fn validate(&self) -> Result<(), FieldError> {
         compile_all(&self.rules, "rules")?;
         self.system.validate().map_err(|e| e.under("system"))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, n) in self.notify.iter().enumerate() {
+            n.validate().map_err(|e| e.under(&format!("notify[{i}]")))?;
+            if !names.insert(n.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("notify[{i}].name"),
+                    format!("another target is named {:?}", n.name),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -180,7 +180,7 @@ fn eval(rules: usize, tags: usize, rate: f64, seconds: f64) -> Result<Outcome, S
                     let i = n % names.len();
                     // Mostly normal values; now and then one past a limit or bad.
                     let x = ((n as u64).wrapping_mul(2_654_435_761) % 10_000) as f64 / 100.0;
-                    let q = if n % 5_003 == 0 { Quality::bad(Reason::TIMEOUT) } else { Quality::GOOD };
+                    let q = if n.is_multiple_of(5_003) { Quality::bad(Reason::TIMEOUT) } else { Quality::GOOD };
                     b.push(Frame::Data(DataFrame::new(names[i].clone(), Value::F64(x), q, ts)));
                     n += 1;
                 }
