@@ -12,12 +12,14 @@
 //! - [`engine`]: all alarms, found per reading with one lookup (pure);
 //! - [`service`]: the task that feeds the engine, keeps its state across
 //!   restarts and publishes its events;
-//! - [`system`]: the built-in rules on the gateway's own figures.
+//! - [`system`]: the built-in rules on the gateway's own figures;
+//! - [`sampler`]: the task that samples those figures and feeds them in.
 
 pub mod engine;
 pub mod machine;
 pub mod metrics;
 pub mod rule;
+pub mod sampler;
 pub mod service;
 pub mod system;
 
@@ -25,5 +27,6 @@ pub use engine::{AlarmView, Engine, EngineError};
 pub use machine::{ActionError, Alarm, Change};
 pub use metrics::AlarmMetrics;
 pub use rule::{Kind, Priority, Rule, RuleConfig, Target};
+pub use sampler::{HealthProbe, spawn_sampler};
 pub use service::{AlarmService, AlarmsConfig, ServiceError};
 pub use system::SystemConfig;
