@@ -259,6 +259,7 @@ mod tests {
         assert!(c.devices.iter().flat_map(|d| &d.tags).any(|t| t.writable));
         assert!(c.history.enabled, "history is on by default");
         assert_eq!(c.history, HistoryConfig::default(), "default.toml shows the defaults");
+        assert_eq!(c.alarms, AlarmsConfig::default(), "default.toml shows the alarm defaults");
     }
 
     #[test]

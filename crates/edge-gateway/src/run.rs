@@ -100,6 +100,8 @@ pub struct Running {
     /// Where the API listens (`api.bind`, with the port resolved).
     pub addr: SocketAddr,
     connectors: Connectors,
+    /// The alarm rules and service, when `[alarms] enabled`.
+    pub alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Held until the gateway has stopped.
@@ -255,6 +257,9 @@ impl Running {
         let api_metrics = Arc::new(ApiMetrics::new(&mut registry));
         let cache = LatestCache::spawn(&bus)?;
         let ws = WsHub::spawn(&bus, cfg.api.clone(), api_metrics.clone(), cache.clone())?;
+        if let Some(a) = &alarms {
+            ws.attach_alarms(a.service().clone());
+        }
         // Connectors subscribe before any driver publishes.
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
         let connectors =
@@ -293,14 +298,25 @@ impl Running {
             auth,
             preset: cfg.bus.preset.to_string(),
             history: history.clone(),
-            alarms,
+            alarms: alarms.clone(),
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }));
-        Ok(Running { bus, store, history, devices, addr, connectors, stop: stop_tx, server, _data_lock: data_lock })
+        Ok(Running {
+            bus,
+            store,
+            history,
+            devices,
+            addr,
+            connectors,
+            alarms,
+            stop: stop_tx,
+            server,
+            _data_lock: data_lock,
+        })
     }
 
     /// Shuts down in order: stop accepting requests, stop the drivers, stop

@@ -55,7 +55,10 @@ pub struct AlarmView {
     pub message: Arc<str>,
     /// The value when it was raised.
     pub value: Option<Value>,
-    /// The latest value seen.
+    /// The latest value seen (only where the alarm is read through the
+    /// service, not in the ready-made list of active alarms, which changes
+    /// only when an alarm does).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub current: Option<Value>,
     /// The rule's limit.
     pub limit: Option<Value>,
@@ -87,6 +90,9 @@ pub struct Engine {
     by_id: HashMap<Arc<str>, u32>,
     /// Per tag seen (or watched by name): its alarms.
     by_subject: HashMap<Arc<str>, Vec<u32>>,
+    /// Alarms read from the state file before the rules that own them were
+    /// set: the next [`Engine::set_rules`] puts them back.
+    kept: Vec<Alarm>,
     /// Alarms not created because of [`MAX_ALARMS`].
     pub refused_alarms: u64,
     /// Whether something changed since the last [`Engine::take_dirty`].
@@ -151,10 +157,24 @@ impl Engine {
         for t in named {
             self.subject_alarms(&t, now);
         }
-        for a in old {
+        let kept = std::mem::take(&mut self.kept);
+        for a in old.into_iter().chain(kept) {
             self.restore(a, now, out);
         }
         self.dirty = true;
+    }
+
+    /// Alarms from the state file: those whose rule is known now are put
+    /// back at once, the others at the next [`Engine::set_rules`] (the rules
+    /// made over the API are loaded after the engine starts).
+    pub fn restore_all(&mut self, alarms: Vec<Alarm>, now: u64, out: &mut Vec<Frame>) {
+        for a in alarms {
+            if self.rule_index.contains_key(&a.rule) {
+                self.restore(a, now, out);
+            } else {
+                self.kept.push(a);
+            }
+        }
     }
 
     /// Puts back an alarm kept from before (the previous rule set, or the
@@ -344,8 +364,13 @@ impl Engine {
     /// The alarms needing attention (neither normal nor disabled), highest
     /// priority first, then newest first.
     pub fn active(&self) -> Vec<AlarmView> {
-        let mut v: Vec<AlarmView> =
-            self.alarms.iter().enumerate().filter(|(_, a)| a.is_active()).map(|(i, a)| self.view(i, a)).collect();
+        let mut v: Vec<AlarmView> = self
+            .alarms
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.is_active())
+            .map(|(i, a)| AlarmView { current: None, ..self.view(i, a) })
+            .collect();
         v.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| b.since.cmp(&a.since)));
         v
     }
@@ -387,6 +412,7 @@ impl Engine {
         self.alarms
             .iter()
             .filter(|a| a.base != AlarmState::Normal || a.shelved.is_some() || a.cond || a.pending_since.is_some())
+            .chain(&self.kept)
             .collect()
     }
 }
@@ -463,6 +489,28 @@ mod tests {
         );
         assert_eq!(info(&out[0]), ("b:d.x", "disabled", AlarmState::Disabled));
         assert!(e.active().is_empty());
+    }
+
+    #[test]
+    fn alarms_kept_from_before_a_restart_wait_for_their_rules() {
+        let text = "[[rules]]\nname = \"a\"\ntag = \"d.*\"\nkind = \"high\"\nlimit = 1\n";
+        let mut before = Engine::new(rules(text), 0);
+        let mut out = Vec::new();
+        before.on_data(&data("d.x", 5.0, S), &mut out);
+        let kept: Vec<Alarm> = before.persistent().into_iter().cloned().collect();
+        assert_eq!(kept.len(), 1);
+        // Restarted: the rules come later (the API's are loaded from the database).
+        let mut after = Engine::new(Vec::new(), 10 * S);
+        after.restore_all(kept, 10 * S, &mut out);
+        assert_eq!(after.persistent().len(), 1, "kept while no rule owns it, so a save does not lose it");
+        after.set_rules(rules(text), 11 * S, &mut out);
+        let a = after.active();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].state, AlarmState::ActiveUnacked);
+        assert_eq!(a[0].since, gateway_model::format_rfc3339_ns(S), "the same raise");
+        out.clear();
+        after.on_data(&data("d.x", 6.0, 12 * S), &mut out);
+        assert!(out.is_empty(), "still active: not raised again");
     }
 
     #[test]

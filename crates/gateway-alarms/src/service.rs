@@ -59,6 +59,28 @@ impl AlarmsConfig {
     }
 }
 
+/// The alarms needing attention, and the JSON the API answers with
+/// (`{"count","alarms"}`), made once per change.
+#[derive(Debug)]
+pub struct ActiveList {
+    /// Highest priority first, newest first.
+    pub alarms: Vec<AlarmView>,
+    /// `{"count": n, "alarms": [...]}`.
+    pub json: bytes::Bytes,
+}
+
+impl ActiveList {
+    fn new(alarms: Vec<AlarmView>) -> Self {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            count: usize,
+            alarms: &'a [AlarmView],
+        }
+        let json = serde_json::to_vec(&Body { count: alarms.len(), alarms: &alarms }).unwrap_or_default().into();
+        ActiveList { alarms, json }
+    }
+}
+
 /// Events waiting for the bus beyond this are dropped (oldest first) and
 /// counted: the alarms' state stays right, only the journal has a gap.
 const MAX_PENDING_EVENTS: usize = 100_000;
@@ -101,7 +123,7 @@ enum Cmd {
 pub struct AlarmService {
     cmds: mpsc::Sender<Cmd>,
     samples: mpsc::Sender<(Arc<str>, f64, u64)>,
-    active: watch::Receiver<Arc<Vec<AlarmView>>>,
+    active: watch::Receiver<Arc<ActiveList>>,
     metrics: Arc<AlarmMetrics>,
 }
 
@@ -183,7 +205,7 @@ struct Task {
     state_path: PathBuf,
     pending: VecDeque<Frame>,
     out: Vec<Frame>,
-    active: watch::Sender<Arc<Vec<AlarmView>>>,
+    active: watch::Sender<Arc<ActiveList>>,
     metrics: Arc<AlarmMetrics>,
     save_failing: bool,
 }
@@ -207,8 +229,9 @@ impl Task {
                     }
                 }
             }
-            self.active.send_replace(Arc::new(self.engine.active()));
-            self.metrics.active.set(self.active.borrow().len() as i64);
+            let list = ActiveList::new(self.engine.active());
+            self.metrics.active.set(list.alarms.len() as i64);
+            self.active.send_replace(Arc::new(list));
         }
         for f in self.out.drain(..) {
             if let Frame::Event(e) = &f {
@@ -285,9 +308,7 @@ impl AlarmService {
         let mut out = Vec::new();
         let kept = load_state(&state_path);
         let kept_n = kept.len();
-        for a in kept {
-            engine.restore(a, now, &mut out);
-        }
+        engine.restore_all(kept, now, &mut out);
         if kept_n > 0 {
             tracing::info!(alarms = kept_n, "Alarm states restored.");
         }
@@ -299,7 +320,7 @@ impl AlarmService {
         let sub = bus.subscribe(
             SubscribeOptions::lossy("alarms", (capacity / 2).max(1024)).filter(Filter::all().kinds([FrameKind::Data])),
         )?;
-        let (active_tx, active_rx) = watch::channel(Arc::new(engine.active()));
+        let (active_tx, active_rx) = watch::channel(Arc::new(ActiveList::new(engine.active())));
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (sample_tx, sample_rx) = mpsc::channel(4096);
         let task = Task {
@@ -316,9 +337,10 @@ impl AlarmService {
         Ok(AlarmService { cmds: cmd_tx, samples: sample_tx, active: active_rx, metrics })
     }
 
-    /// The alarms needing attention, highest priority first; no round trip
-    /// to the task (the list is rebuilt when an alarm changes).
-    pub fn active(&self) -> Arc<Vec<AlarmView>> {
+    /// The alarms needing attention, highest priority first, with their
+    /// JSON; no round trip to the task (both are rebuilt when an alarm
+    /// changes, so answering is a copy of a reference).
+    pub fn active(&self) -> Arc<ActiveList> {
         self.active.borrow().clone()
     }
 

@@ -165,8 +165,7 @@ fn outcome<T>(r: &ApiResult<T>) -> String {
 pub async fn active(State(s): State<AppState>) -> ApiResult<Response> {
     let a = alarms(&s)?;
     let list = a.service().active();
-    let body = serde_json::to_vec(&json!({ "count": list.len(), "alarms": &*list })).map_err(ApiError::internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], list.json.clone()).into_response())
 }
 
 /// Query of `GET /api/v1/alarms`.

@@ -1,6 +1,7 @@
 //! The history routes: `GET /api/v1/history` (raw points, paged; or one row
-//! per interval with aggregate functions; JSON or CSV) and
-//! `GET /api/v1/history/{tag}/latest` (the value at a point in time).
+//! per interval with aggregate functions; JSON or CSV),
+//! `GET /api/v1/history/{tag}/latest` (the value at a point in time) and
+//! `GET /api/v1/alarms/events` (the alarm journal, newest first, paged).
 //!
 //! Times are RFC 3339 (`2026-03-01T08:00:00Z`) or relative to now: `now`,
 //! `-1h`, `now-15m` (units ms, s, m, h, d, w). Every answer's times are
@@ -16,7 +17,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gateway_model::{Quality, Reason, Value, format_rfc3339_ns, now_ns, parse_rfc3339_ns};
-use gateway_store::history::{Agg, AggQuery, Cursor, Point, RawQuery, Span};
+use gateway_store::history::{
+    Agg, AggQuery, AlarmCursor, AlarmEvent, AlarmQuery, Cursor, Point, RawQuery, Span, journal, parse_priority,
+    priority_name,
+};
 use gateway_store::{History, HistoryError};
 use serde::Deserialize;
 use serde_json::json;
@@ -57,6 +61,26 @@ pub struct HistoryParams {
 pub struct LatestParams {
     /// The point in time; default now.
     pub before: Option<String>,
+}
+
+/// Query of `GET /api/v1/alarms/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmEventsParams {
+    /// Start (inclusive); default 24 hours ago.
+    pub from: Option<String>,
+    /// End (exclusive); default now.
+    pub to: Option<String>,
+    /// The lowest priority shown: `low`, `medium`, `high` or `critical`.
+    pub priority: Option<String>,
+    /// Only this alarm (`rule:subject`).
+    pub alarm: Option<String>,
+    /// Only alarms on this tag.
+    pub tag: Option<String>,
+    /// Entries per page (default 1,000, at most 10,000).
+    pub limit: Option<usize>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -335,6 +359,73 @@ pub async fn latest(
             format!("tag {tag:?} has no value at or before {}", ts(at)),
         )),
     }
+}
+
+fn alarm_event_json(e: &AlarmEvent) -> serde_json::Value {
+    json!({
+        "ts": ts(e.ts_ns),
+        "id": e.id,
+        "rule": e.rule,
+        "tag": e.tag,
+        "event": e.event,
+        "state": e.state,
+        "priority": priority_name(e.priority),
+        "value": e.value,
+        "limit": e.limit,
+        "user": e.user,
+        "comment": e.comment,
+        "message": e.message,
+    })
+}
+
+/// `GET /api/v1/alarms/events`: the alarm journal, newest first, in pages
+/// (`next` gives the older entries); 503 when history, which keeps the
+/// journal, is off.
+pub async fn alarm_events(
+    State(s): State<AppState>,
+    q: Result<Query<AlarmEventsParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = q.map_err(|e| invalid(e.body_text()))?;
+    let h = s.history().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_disabled",
+            "the alarm journal is kept by history, which is off ([history] enabled = false)",
+        )
+    })?;
+    let now = now_ns() as i64;
+    let from = match &q.from {
+        Some(t) => parse_time("from", t, now)?,
+        None => now - 86_400_000_000_000,
+    };
+    let to = match &q.to {
+        Some(t) => parse_time("to", t, now)?,
+        None => now,
+    };
+    let min_priority = match q.priority.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) => Some(
+            parse_priority(p)
+                .ok_or_else(|| invalid(format!("priority: {p:?} is not low, medium, high or critical")))?,
+        ),
+    };
+    let after = match &q.cursor {
+        Some(c) => Some(AlarmCursor::decode(c).ok_or_else(|| invalid("cursor: not a cursor this API gave"))?),
+        None => None,
+    };
+    let non_empty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let query = AlarmQuery {
+        from_ns: from,
+        to_ns: to,
+        min_priority,
+        alarm: non_empty(q.alarm),
+        tag: non_empty(q.tag),
+        limit: q.limit.unwrap_or(journal::DEFAULT_LIMIT),
+        after,
+    };
+    let page = h.alarm_events(&query).await.map_err(from_history)?;
+    let events: Vec<serde_json::Value> = page.events.iter().map(alarm_event_json).collect();
+    Ok(axum::Json(json!({ "events": events, "next": page.next.map(|c| c.encode()) })).into_response())
 }
 
 #[cfg(test)]

@@ -241,6 +241,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/alarms/{id}/ack"),
     ("post", "/api/v1/alarms/{id}/shelve"),
     ("post", "/api/v1/alarms/{id}/unshelve"),
+    ("get", "/api/v1/alarms/events"),
 ];
 
 /// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
@@ -292,6 +293,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alarms/{id}/ack", post(alarms::ack_one))
         .route("/api/v1/alarms/{id}/shelve", post(alarms::shelve))
         .route("/api/v1/alarms/{id}/unshelve", post(alarms::unshelve))
+        .route("/api/v1/alarms/events", get(history::alarm_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -12,6 +12,10 @@
 //! → {"type":"unsubscribe","patterns":[...]}       ← {"type":"unsubscribed","patterns":[remaining]}
 //!   (no patterns: all)
 //! → {"type":"ping","id":7}                        ← {"type":"pong","id":7}
+//! → {"type":"subscribe_alarms"}                   ← {"type":"alarms_subscribed"}
+//!                                                 ← {"type":"alarms","snapshot":true,"alarms":[...active]}
+//!                                                 ← {"type":"alarm","event":{...transition}}
+//! → {"type":"unsubscribe_alarms"}                 ← {"type":"alarms_unsubscribed"}
 //!                                                 ← {"type":"update","values":[{"tag","value","quality","ts"}]}
 //!                                                 ← {"type":"dropped","updates":12}  (before the next update)
 //!                                                 ← {"type":"error","code","message"}
@@ -27,6 +31,11 @@
 //! to a client's own messages wait in a short queue; a client that keeps
 //! sending without reading them is closed (1008). At shutdown every client
 //! gets 1001.
+//!
+//! Alarm transitions are not coalesced like values: each one is sent, in
+//! order, to every client subscribed to alarms (serialized once). A client
+//! too slow for them is told `dropped` like for values; subscribing to
+//! alarms again gives it a fresh snapshot of the active ones.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,6 +77,11 @@ struct HubInner {
     watched: AtomicUsize,
     /// Set once, at shutdown: every client is closed.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Clients subscribed to alarm transitions.
+    alarm_members: Mutex<HashMap<u64, Member>>,
+    /// Where the snapshot of active alarms comes from (set once the alarm
+    /// service runs; without it, alarm subscriptions get an empty one).
+    alarms: std::sync::OnceLock<gateway_alarms::AlarmService>,
 }
 
 /// Replies and pings waiting for a client at most.
@@ -173,9 +187,11 @@ impl WsHub {
                 groups: Mutex::new(HashMap::new()),
                 watched: AtomicUsize::new(0),
                 closing: tokio::sync::watch::Sender::new(false),
+                alarm_members: Mutex::new(HashMap::new()),
+                alarms: std::sync::OnceLock::new(),
             }),
         };
-        let filter = Filter::all().kinds([FrameKind::Data]);
+        let filter = Filter::all().kinds([FrameKind::Data, FrameKind::Event]);
         let mut sub = bus.subscribe(SubscribeOptions::lossy("ws-hub", 1 << 20).filter(filter))?;
         let h = hub.clone();
         tokio::spawn(async move {
@@ -185,9 +201,18 @@ impl WsHub {
             loop {
                 tokio::select! {
                     d = sub.recv() => match d {
-                        Ok(d) if h.inner.watched.load(Ordering::Relaxed) == 0 => drop(d),
                         Ok(d) => {
+                            let watched = h.inner.watched.load(Ordering::Relaxed) > 0;
                             for (_, f) in d.frames() {
+                                if let Frame::Event(e) = f {
+                                    if e.alarm.is_some() {
+                                        h.push_alarm(f);
+                                    }
+                                    continue;
+                                }
+                                if !watched {
+                                    continue;
+                                }
                                 if let Frame::Data(df) = f {
                                     match pending.get_mut(&df.tag) {
                                         Some(slot) => slot.clone_from(df),
@@ -262,6 +287,26 @@ impl WsHub {
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
+            }
+        }
+    }
+
+    /// Lets alarm subscribers have a snapshot of the active alarms.
+    pub fn attach_alarms(&self, service: gateway_alarms::AlarmService) {
+        let _ = self.inner.alarms.set(service);
+    }
+
+    /// Sends one alarm transition to every client subscribed to alarms.
+    fn push_alarm(&self, f: &Frame) {
+        let members = lock(&self.inner.alarm_members);
+        if members.is_empty() {
+            return;
+        }
+        let msg = Utf8Bytes::from(json!({"type": "alarm", "event": f}).to_string());
+        for member in members.values() {
+            if let Err(mpsc::error::TrySendError::Full(_)) = member.tx.try_send(msg.clone()) {
+                member.dropped.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.ws_dropped.inc();
             }
         }
     }
@@ -410,6 +455,7 @@ impl WsHub {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
         }
         self.set_patterns(id, &patterns, &BTreeSet::new(), Member { tx, dropped });
+        lock(&self.inner.alarm_members).remove(&id);
     }
 
     fn handle(
@@ -434,17 +480,37 @@ impl WsHub {
                 #[serde(default)]
                 id: Option<serde_json::Value>,
             },
+            SubscribeAlarms,
+            UnsubscribeAlarms,
         }
         let err = |code: &str, message: String| {
             vec![Utf8Bytes::from(json!({"type": "error", "code": code, "message": message}).to_string())]
         };
         let msg: In = match serde_json::from_str(text) {
             Ok(m) => m,
-            Err(e) => return err("invalid_message", format!("{e}; expected subscribe, unsubscribe or ping")),
+            Err(e) => {
+                return err(
+                    "invalid_message",
+                    format!("{e}; expected subscribe, unsubscribe, subscribe_alarms, unsubscribe_alarms or ping"),
+                );
+            }
         };
         let old = patterns.clone();
         match msg {
             In::Ping { id } => vec![Utf8Bytes::from(json!({"type": "pong", "id": id}).to_string())],
+            In::SubscribeAlarms => {
+                lock(&self.inner.alarm_members).insert(id, Member { tx: tx.clone(), dropped: dropped.clone() });
+                let active = self.inner.alarms.get().map(|a| a.active());
+                let alarms = active.as_ref().map_or(&[][..], |a| &a.alarms[..]);
+                vec![
+                    Utf8Bytes::from_static(r#"{"type":"alarms_subscribed"}"#),
+                    Utf8Bytes::from(json!({"type": "alarms", "snapshot": true, "alarms": alarms}).to_string()),
+                ]
+            }
+            In::UnsubscribeAlarms => {
+                lock(&self.inner.alarm_members).remove(&id);
+                vec![Utf8Bytes::from_static(r#"{"type":"alarms_unsubscribed"}"#)]
+            }
             In::Subscribe { patterns: add } => {
                 let max = self.inner.cfg.ws_max_patterns;
                 let add: BTreeSet<String> = add.into_iter().collect();

@@ -349,3 +349,47 @@ async fn at_shutdown_every_client_is_told_the_gateway_is_going_away() {
     tokio::time::timeout(Duration::from_secs(30), server).await.expect("the server returns").unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_subscribers_get_the_active_alarms_then_every_transition_in_order() {
+    use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value as V, now_ns};
+    let env = env_with(ApiConfig::default(), Vec::new()).await;
+    let rule = json!({"name": "hot", "tag": "tank.t", "kind": "high", "limit": 50});
+    let (st, _) = common::call_as(&env, Some(&env.admin), "POST", "/api/v1/alarms/rules", Some(rule)).await;
+    assert_eq!(st, 201);
+    let publish = |v: f64| {
+        let bus = env.bus.clone();
+        async move {
+            let f = DataFrame::new(TagId::new("tank.t").unwrap(), V::F64(v), Quality::GOOD, now_ns());
+            bus.publish(std::sync::Arc::new(Batch::from(vec![Frame::Data(f)]))).await.unwrap();
+        }
+    };
+    publish(60.0).await;
+    let addr = serve(&env).await;
+    // Wait until the alarm is active so that it is in the snapshot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::call_as(&env, Some(&env.viewer), "GET", "/api/v1/alarms/active", None).await.1["count"] != 1 {
+        assert!(Instant::now() < deadline, "the alarm was never raised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut ws = connect(addr).await;
+    send(&mut ws, json!({"type": "subscribe_alarms"})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "alarms_subscribed");
+    let snap = next_json(&mut ws).await;
+    assert_eq!(snap["snapshot"], true);
+    assert_eq!(snap["alarms"][0]["id"], "hot:tank.t");
+    assert_eq!(snap["alarms"][0]["state"], "active_unacked");
+    publish(40.0).await;
+    let ev = next_json(&mut ws).await;
+    assert_eq!(ev["type"], "alarm", "{ev}");
+    assert_eq!(ev["event"]["code"], "cleared");
+    assert_eq!(ev["event"]["alarm"]["state"], "cleared_unacked");
+    let (st, _) = common::call_as(&env, Some(&env.operator), "POST", "/api/v1/alarms/hot:tank.t/ack", None).await;
+    assert_eq!(st, 200);
+    let ev = next_json(&mut ws).await;
+    assert_eq!(ev["event"]["code"], "acked");
+    assert_eq!(ev["event"]["alarm"]["state"], "normal");
+    assert_eq!(ev["event"]["alarm"]["user"], "token:test-operator");
+    send(&mut ws, json!({"type": "unsubscribe_alarms"})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "alarms_unsubscribed");
+}

@@ -53,6 +53,9 @@ pub(crate) struct SubState {
 pub struct Filter {
     patterns: Vec<TagPattern>,
     kinds: u8,
+    /// Event frames pass whatever their tag (alarms of the gateway itself
+    /// have none, and a connector forwards every alarm).
+    all_events: bool,
 }
 
 impl Filter {
@@ -74,12 +77,19 @@ impl Filter {
         self
     }
 
+    /// Event frames pass the patterns whatever their tag (they must still
+    /// be of a kind the filter takes).
+    pub fn all_events(mut self) -> Self {
+        self.all_events = true;
+        self
+    }
+
     /// Whether `f` passes.
     pub fn matches(&self, f: &Frame) -> bool {
         if self.kinds != 0 && self.kinds & f.kind().bit() == 0 {
             return false;
         }
-        if self.patterns.is_empty() {
+        if self.patterns.is_empty() || (self.all_events && matches!(f, Frame::Event(_))) {
             return true;
         }
         match f.tag() {

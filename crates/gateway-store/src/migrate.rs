@@ -36,7 +36,7 @@ pub const HISTORY_MIGRATIONS_TABLE: &str = "_history_migrations";
 pub enum Schema {
     /// Devices, tags, users, tokens, sessions, the audit trail.
     Metadata,
-    /// Raw values, summaries and the history writer's state.
+    /// Raw values, summaries, the alarm journal and the history writer's state.
     History,
 }
 
@@ -55,9 +55,15 @@ const POSTGRES: &[Script] = &[
     (3, "alarm_rules", include_str!("../migrations/postgres/0003_alarm_rules.sql")),
 ];
 
-const HISTORY_SQLITE: &[Script] = &[(1, "history", include_str!("../migrations/history/sqlite/0001_history.sql"))];
+const HISTORY_SQLITE: &[Script] = &[
+    (1, "history", include_str!("../migrations/history/sqlite/0001_history.sql")),
+    (2, "alarm journal", include_str!("../migrations/history/sqlite/0002_alarm_journal.sql")),
+];
 
-const HISTORY_POSTGRES: &[Script] = &[(1, "history", include_str!("../migrations/history/postgres/0001_history.sql"))];
+const HISTORY_POSTGRES: &[Script] = &[
+    (1, "history", include_str!("../migrations/history/postgres/0001_history.sql")),
+    (2, "alarm journal", include_str!("../migrations/history/postgres/0002_alarm_journal.sql")),
+];
 
 impl Schema {
     fn scripts(self, dialect: Dialect) -> &'static [Script] {

@@ -61,6 +61,22 @@ impl Gateway {
         Self::start_with_history(preset, api, devices, off).await
     }
 
+    /// The same with `alarms` as the `[alarms]` section (history off).
+    pub async fn start_with_alarms(
+        preset: Preset,
+        api: ApiConfig,
+        devices: &[DeviceConfig],
+        alarms: gateway_alarms::AlarmsConfig,
+    ) -> Result<Gateway, String> {
+        let off = HistoryConfig { enabled: false, ..HistoryConfig::default() };
+        Self::start_full(preset, api, devices, off, alarms).await
+    }
+
+    /// The alarm service, when alarms are on.
+    pub fn alarm_service(&self) -> Option<&gateway_alarms::AlarmService> {
+        self.running.alarms.as_ref().map(|a| a.service())
+    }
+
     /// The same with `history` as the `[history]` section.
     pub async fn start_with_history(
         preset: Preset,
@@ -68,10 +84,20 @@ impl Gateway {
         devices: &[DeviceConfig],
         history: HistoryConfig,
     ) -> Result<Gateway, String> {
+        Self::start_full(preset, api, devices, history, Default::default()).await
+    }
+
+    async fn start_full(
+        preset: Preset,
+        api: ApiConfig,
+        devices: &[DeviceConfig],
+        history: HistoryConfig,
+        alarms: gateway_alarms::AlarmsConfig,
+    ) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
         let cfg = Config {
             security: Default::default(),
-            alarms: Default::default(),
+            alarms,
             gateway: GatewaySection { data_dir: dir.path().to_owned(), ..GatewaySection::default() },
             bus: BusSettings { wal_dir: dir.path().join("wal"), ..preset.settings() },
             api: ApiConfig { bind: SocketAddr::from(([127, 0, 0, 1], 0)), ..api },

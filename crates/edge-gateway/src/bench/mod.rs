@@ -12,6 +12,7 @@
 //! needs a local mosquitto, NATS a local nats-server; each is skipped, with
 //! the reason, without it).
 
+mod alarms;
 mod budget;
 mod bus;
 mod gateway;
@@ -158,6 +159,8 @@ pub enum Spec {
     Nats(NatsScenario),
     /// History: writes, queries, the pool, an outage.
     History(history::HistorySpec),
+    /// Alarms: evaluation cost, the active list.
+    Alarms(alarms::AlarmsSpec),
 }
 
 /// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
@@ -239,6 +242,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             Ok(o)
         }
         Spec::History(s) => history::run(s),
+        Spec::Alarms(s) => alarms::run(s),
         Spec::OpcUa(s) => opcua_outcome(s),
         Spec::Mqtt(s) => {
             let r = mqtt::run(s)?;
@@ -522,6 +526,7 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         spec: Spec::North(spec),
     });
     history_steps(s, &mut steps);
+    alarm_steps(s, &mut steps);
     steps.push(Step {
         id: "opcua".into(),
         // Two servers of 1,000 nodes changing every 100 ms: 20,000 values/s
@@ -578,6 +583,24 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// The alarm scenarios (issue 14's scale targets).
+fn alarm_steps(s: &Settings, steps: &mut Vec<Step>) {
+    let q = s.quick;
+    let spec = alarms::AlarmsSpec::Eval {
+        rules: if q { 1_000 } else { 10_000 },
+        tags: 20_000,
+        rate: if q { 20_000.0 } else { 100_000.0 },
+        seconds: s.duration_s,
+    };
+    steps.push(Step { id: spec.key(), spec: Spec::Alarms(spec), skip: None, estimate_s: s.duration_s + 10.0 });
+    let spec = alarms::AlarmsSpec::Active {
+        active: if q { 100 } else { 1_000 },
+        rates: if q { vec![20.0] } else { vec![20.0, 100.0] },
+        seconds: s.duration_s,
+    };
+    steps.push(Step { id: spec.key(), spec: Spec::Alarms(spec), skip: None, estimate_s: 3.0 * s.duration_s + 15.0 });
 }
 
 /// The history scenarios: in --quick, small and short (they prove the
@@ -840,5 +863,6 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
             }
             _ => vec![h.key() + "."],
         },
+        Spec::Alarms(a) => vec![a.key() + "."],
     }
 }

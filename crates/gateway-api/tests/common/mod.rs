@@ -96,6 +96,7 @@ pub async fn env_full(
         Arc::new(gateway_alarms::AlarmMetrics::new(&mut registry)),
     )
     .unwrap();
+    ws.attach_alarms(alarm_service.clone());
     let alarms = gateway_api::alarms::Alarms::load(alarm_service, store.clone(), Vec::new(), Vec::new()).await.unwrap();
     let state = AppState::new(Parts {
         bus: bus.clone(),

@@ -68,6 +68,12 @@ pub struct MqttConfig {
     /// Tag patterns to forward (default everything).
     #[serde(default = "default_include")]
     pub include: Vec<String>,
+    /// Forward alarm transitions (default true): JSON at
+    /// `{topic_prefix}/alarms/{rule}/{tag}`, retained, so a client that
+    /// subscribes later sees each alarm's last state. Every alarm goes, also
+    /// those on tags `include` leaves out, and in every `format`.
+    #[serde(default = "default_alarms")]
+    pub alarms: bool,
     /// Keep-alive interval in seconds (default 30).
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
@@ -128,6 +134,10 @@ const fn default_qos() -> u8 {
 const fn default_format() -> Format {
     Format::Json
 }
+const fn default_alarms() -> bool {
+    true
+}
+
 fn default_include() -> Vec<String> {
     vec!["*".into()]
 }
@@ -177,7 +187,11 @@ impl MqttConfig {
     /// The frames this connector forwards.
     pub fn filter(&self) -> Filter {
         let patterns: Vec<TagPattern> = self.include.iter().filter_map(|p| TagPattern::new(p).ok()).collect();
-        Filter::all().patterns(patterns).kinds([FrameKind::Data])
+        if self.alarms {
+            Filter::all().patterns(patterns).kinds([FrameKind::Data, FrameKind::Event]).all_events()
+        } else {
+            Filter::all().patterns(patterns).kinds([FrameKind::Data])
+        }
     }
 
     /// A configuration for `url` with every other field at its default.

@@ -85,6 +85,8 @@ pub(super) struct Outgoing {
     pub kind: Kind,
     /// Readings it carries (for the metrics).
     pub values: u64,
+    /// Whether the broker keeps it for later subscribers (alarm states).
+    pub retain: bool,
 }
 
 #[derive(Debug)]

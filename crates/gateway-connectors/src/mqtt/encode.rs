@@ -16,7 +16,7 @@
 //! value (at 100,000 values/s those were most of the connector's CPU).
 
 use bytes::{Bytes, BytesMut};
-use gateway_model::{DataFrame, TagId};
+use gateway_model::{DataFrame, EventFrame, TagId};
 use prost::Message as _;
 
 use super::config::{Format, MqttConfig};
@@ -70,6 +70,7 @@ impl Encoder {
             qos,
             kind,
             values: values as u64,
+            retain: false,
         };
         let buf = &mut self.buf;
         match (self.format, node) {
@@ -116,7 +117,19 @@ impl Encoder {
 
 /// A birth or a command acknowledgement.
 pub(super) fn control(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
-    Outgoing { topic, payload: Bytes::from(payload), qos: CONTROL_QOS, kind, values: 0 }
+    Outgoing { topic, payload: Bytes::from(payload), qos: CONTROL_QOS, kind, values: 0, retain: false }
+}
+
+/// An alarm transition: JSON (the event as the bus has it) at
+/// `{prefix}/alarms/{rule}/{tag}`, retained. QoS at least 1: an alarm is
+/// never sent at most once.
+pub(super) fn alarm(prefix: &str, qos: u8, e: &EventFrame, kind: Kind) -> Option<Outgoing> {
+    let a = e.alarm.as_ref()?;
+    let subject = a.id.strip_prefix(&*a.rule).and_then(|s| s.strip_prefix(':')).unwrap_or(&a.id);
+    let safe = |s: &str| s.chars().map(|c| if c == '+' || c == '#' { '_' } else { c }).collect::<String>();
+    let topic = format!("{prefix}/alarms/{}/{}", safe(&a.rule), safe(subject));
+    let payload = serde_json::to_vec(e).ok()?;
+    Some(Outgoing { topic, payload: Bytes::from(payload), qos: qos.max(1), kind, values: 0, retain: true })
 }
 
 fn json_topic(prefix: &str, tag: &TagId) -> String {

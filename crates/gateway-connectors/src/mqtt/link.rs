@@ -225,13 +225,13 @@ impl Link {
 
     /// Queues a publish without waiting; `false` if the client's queue is
     /// full, or if the connection broke since the last `ConnAck` (see [`Link`]).
-    pub fn try_publish(&self, topic: &str, qos: u8, payload: Bytes) -> bool {
+    pub fn try_publish(&self, topic: &str, qos: u8, retain: bool, payload: Bytes) -> bool {
         if self.failures.load(Ordering::Acquire) != self.failures_at_connack {
             return false;
         }
         match &self.client {
-            Client::V311(c) => c.try_publish(topic, qos_v311(qos), false, payload).is_ok(),
-            Client::V5(c) => c.try_publish(topic, qos_v5(qos), false, payload).is_ok(),
+            Client::V311(c) => c.try_publish(topic, qos_v311(qos), retain, payload).is_ok(),
+            Client::V5(c) => c.try_publish(topic, qos_v5(qos), retain, payload).is_ok(),
         }
     }
 
@@ -408,13 +408,13 @@ mod tests {
         };
         let mut link = Link::start(Protocol::V5, options, (Duration::from_secs(5), Duration::from_secs(5)), None);
         assert!(matches!(link.next().await, Some(LinkEvent::ConnAck { .. })));
-        assert!(link.try_publish("t", 1, Bytes::from_static(b"x")), "connected: taken");
+        assert!(link.try_publish("t", 1, false, Bytes::from_static(b"x")), "connected: taken");
         // The broker hangs up; the owner has not read the Down event yet.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while link.failures.load(Ordering::Acquire) == 0 {
             assert!(std::time::Instant::now() < deadline, "the failure was not noticed");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(!link.try_publish("t", 1, Bytes::from_static(b"y")), "it would go out on the next connection");
+        assert!(!link.try_publish("t", 1, false, Bytes::from_static(b"y")), "it would go out on the next connection");
     }
 }

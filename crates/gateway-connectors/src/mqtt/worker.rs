@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_bus::{BusError, Delivery, Filter, SubscribeOptions, Subscriber};
-use gateway_model::{DataFrame, now_ns};
+use gateway_model::{DataFrame, Frame, now_ns};
 use rumqttc::Transport;
 
 use super::commands::{self, Command, Commands, Outcome};
@@ -164,7 +164,7 @@ pub(super) async fn run(
     if w.delivery.is_connected() {
         if let Some(node) = &w.node {
             let (topic, payload) = node.death(now_ns() / 1_000_000);
-            link.try_publish(&topic, 1, payload.into());
+            link.try_publish(&topic, 1, false, payload.into());
         }
         link.try_disconnect();
         let deadline = tokio::time::Instant::now() + GOODBYE;
@@ -184,7 +184,8 @@ impl Worker {
 
     /// Hands the link what the delivery state lets go.
     fn hand_over(&mut self, link: &Link) {
-        let sent = self.delivery.hand_over(Instant::now(), |m| link.try_publish(&m.topic, m.qos, m.payload.clone()));
+        let sent =
+            self.delivery.hand_over(Instant::now(), |m| link.try_publish(&m.topic, m.qos, m.retain, m.payload.clone()));
         if sent.messages > 0 {
             let m = &self.ctx.metrics;
             m.messages_sent.get_or_create(&self.label).inc_by(sent.messages);
@@ -272,7 +273,17 @@ impl Worker {
 
     fn encode(&mut self, d: &Delivery, kind: Kind, historical: bool) -> Vec<super::delivery::Outgoing> {
         let frames: Vec<(u64, &DataFrame)> = d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df))).collect();
-        self.encoder.readings(&frames, kind, self.node.as_mut(), historical, now_ns() / 1_000_000)
+        let mut out = self.encoder.readings(&frames, kind, self.node.as_mut(), historical, now_ns() / 1_000_000);
+        if self.cfg.alarms {
+            for (_, f) in d.frames() {
+                if let Frame::Event(e) = f
+                    && let Some(m) = encode::alarm(&self.cfg.topic_prefix, self.cfg.qos, e, kind)
+                {
+                    out.push(m);
+                }
+            }
+        }
+        out
     }
 
     /// A delivery from the cursor. `replaying`: it comes from a backlog

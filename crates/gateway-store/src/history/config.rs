@@ -7,6 +7,7 @@
 //! include = ["*"]                 # tag patterns kept
 //! exclude = []                    # tag patterns never kept (wins over include)
 //! retention = "30d"               # raw values older than this are deleted
+//! alarm_retention = "365d"        # alarm journal entries older than this are deleted
 //! rollups = [{ interval = "1m", retention = "365d" }, { interval = "1h", retention = "3650d" }]
 //! commit_interval_ms = 1000       # the longest a value waits before it is written
 //! batch_max_values = 100000       # or sooner, once this many wait
@@ -109,6 +110,11 @@ pub struct HistoryConfig {
     /// arrive that old).
     #[serde(default = "default_retention")]
     pub retention: Span,
+    /// Entries of the alarm journal (every alarm transition) older than this
+    /// are deleted; at least `1d`. Kept apart from `retention` because
+    /// audits ask about alarms a year back, long after the raw values went.
+    #[serde(default = "default_alarm_retention")]
+    pub alarm_retention: Span,
     /// Summary levels; `[]` keeps none.
     #[serde(default = "default_rollups")]
     pub rollups: Vec<RollupConfig>,
@@ -141,6 +147,10 @@ const fn default_retention() -> Span {
     Span::from_secs(30 * 86_400)
 }
 
+const fn default_alarm_retention() -> Span {
+    Span::from_secs(365 * 86_400)
+}
+
 fn default_rollups() -> Vec<RollupConfig> {
     vec![
         RollupConfig { interval: Span::from_secs(60), retention: Span::from_secs(365 * 86_400) },
@@ -169,6 +179,7 @@ impl Default for HistoryConfig {
             exclude: Vec::new(),
             deadband: Vec::new(),
             retention: default_retention(),
+            alarm_retention: default_alarm_retention(),
             rollups: default_rollups(),
             commit_interval_ms: default_commit_interval_ms(),
             batch_max_values: default_batch_max_values(),
@@ -189,6 +200,7 @@ impl fmt::Debug for HistoryConfig {
             .field("exclude", &self.exclude)
             .field("deadband", &self.deadband)
             .field("retention", &self.retention)
+            .field("alarm_retention", &self.alarm_retention)
             .field("rollups", &self.rollups)
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("batch_max_values", &self.batch_max_values)
@@ -212,6 +224,18 @@ impl HistoryConfig {
         }
         if self.retention.duration() > Duration::from_secs(crate::MAX_DURATION_S * 100) {
             return Err(FieldError::new("retention", format!("must be at most 36500d, got {}", self.retention)));
+        }
+        if self.alarm_retention.duration() < Duration::from_secs(86_400) {
+            return Err(FieldError::new(
+                "alarm_retention",
+                format!("must be at least 1d, got {}", self.alarm_retention),
+            ));
+        }
+        if self.alarm_retention.duration() > Duration::from_secs(crate::MAX_DURATION_S * 100) {
+            return Err(FieldError::new(
+                "alarm_retention",
+                format!("must be at most 36500d, got {}", self.alarm_retention),
+            ));
         }
         let mut seen = Vec::new();
         for (i, r) in self.rollups.iter().enumerate() {
@@ -299,6 +323,7 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.rollup_widths_s(), [60, 3600]);
         assert_eq!(c.retention.to_string(), "30d");
+        assert_eq!(c.alarm_retention.to_string(), "365d");
     }
 
     #[test]
@@ -309,6 +334,7 @@ mod tests {
         };
         let base = HistoryConfig::default;
         check(HistoryConfig { retention: Span::from_secs(5), ..base() }, "retention");
+        check(HistoryConfig { alarm_retention: Span::from_secs(86_399), ..base() }, "alarm_retention");
         let bad_interval = RollupConfig { interval: Span::from_millis(1500), retention: Span::from_secs(90 * 86_400) };
         check(HistoryConfig { rollups: vec![bad_interval], ..base() }, "rollups[0].interval");
         let short = RollupConfig { interval: Span::from_secs(60), retention: Span::from_secs(86_400) };

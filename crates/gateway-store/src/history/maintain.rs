@@ -17,7 +17,9 @@
 //! delete about 20,000 rows, each slice one short transaction of the writer;
 //! on PostgreSQL whole day partitions are detached (concurrently) and dropped
 //! once all of the day is past the retention, so up to a day more is kept.
-//! Summaries are deleted by slices on both.
+//! Summaries are deleted by slices on both. Alarm journal entries older
+//! than `alarm_retention` are deleted oldest first, a bounded number a step
+//! ([`journal`](super::journal)).
 //!
 //! It must never block the writer for long: every step is bounded, and runs
 //! on the writer's connection only for its writes.
@@ -33,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::config::HistoryConfig;
 use super::db::{Db, WriteConn};
+use super::journal;
 use super::metrics::HistoryMetrics;
 use super::read::{Conn, Summaries, Tags};
 use super::sink::{
@@ -353,7 +356,7 @@ impl Maintainer {
         Ok((total, more))
     }
 
-    /// One retention step for raw values and each level; returns the rows
+    /// One retention step for raw values, each level and the alarm journal; returns the rows
     /// deleted and whether more are due.
     async fn retain(&mut self, now: i64) -> Result<(u64, bool), StoreError> {
         let raw_cutoff = now.saturating_sub(self.cfg.retention.as_nanos() as i64);
@@ -374,7 +377,30 @@ impl Maintainer {
             deleted += n;
             more |= m;
         }
+        let cutoff = now.saturating_sub(self.cfg.alarm_retention.as_nanos() as i64);
+        let n = self.delete_alarm_events(cutoff).await?;
+        deleted += n;
+        more |= n >= journal::DELETE_STEP;
         Ok((deleted, more))
+    }
+
+    /// One step of the journal's retention: up to [`journal::DELETE_STEP`]
+    /// entries older than `cutoff`, in one short transaction of the writer.
+    async fn delete_alarm_events(&mut self, cutoff: i64) -> Result<u64, StoreError> {
+        self.on_writer(move |c| {
+            Box::pin(async move {
+                Ok(match c {
+                    WriteConn::Sqlite(c) => {
+                        let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+                        let n = journal::delete_sqlite(&mut tx, cutoff).await?;
+                        tx.commit().await?;
+                        n
+                    }
+                    WriteConn::Postgres(c) => journal::delete_pg(c, cutoff).await?,
+                })
+            })
+        })
+        .await
     }
 
     /// Deletes raw rows (`width` None) or summaries of `width` before

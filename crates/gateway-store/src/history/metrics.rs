@@ -1,6 +1,7 @@
-//! History's metrics (`gateway_history_*`): what was written and skipped,
-//! how transactions go, how far behind the bus the writer is, how much disk
-//! the history takes per value, the queries and the adaptive pool.
+//! History's metrics (`gateway_history_*`): what was written (readings and
+//! alarm transitions) and skipped, how transactions go, how far behind the
+//! bus the writer is, how much disk the history takes per value, the queries
+//! and the adaptive pool.
 
 use std::sync::atomic::AtomicU64;
 
@@ -22,7 +23,7 @@ pub struct SkipLabel {
 /// The kind of a query.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabel {
-    /// `raw`, `aggregate` or `latest`.
+    /// `raw`, `aggregate`, `latest` or `alarm_events`.
     pub kind: &'static str,
 }
 
@@ -41,6 +42,8 @@ fn seconds_histogram() -> Histogram {
 pub struct HistoryMetrics {
     /// Readings written.
     pub values_written: Counter,
+    /// Alarm transitions written to the alarm journal.
+    pub alarm_events_written: Counter,
     /// Readings not written, by reason.
     pub values_skipped: Family<SkipLabel, Counter>,
     /// Transactions committed.
@@ -60,7 +63,7 @@ pub struct HistoryMetrics {
     pub disk_bytes: Gauge,
     /// `disk_bytes / rows`.
     pub bytes_per_value: Gauge<f64, AtomicU64>,
-    /// Rows removed by retention (raw and summaries).
+    /// Rows removed by retention (raw values, summaries, alarm journal entries).
     pub retention_deleted: Counter,
     /// Queries answered, by kind.
     pub queries: Family<QueryLabel, Counter>,
@@ -82,6 +85,11 @@ impl HistoryMetrics {
         let m = Self::unregistered();
         let r = registry.sub_registry_with_prefix("gateway_history");
         r.register("values_written", "Readings written to history", m.values_written.clone());
+        r.register(
+            "alarm_events_written",
+            "Alarm transitions written to the alarm journal",
+            m.alarm_events_written.clone(),
+        );
         r.register("values_skipped", "Readings not written, by reason", m.values_skipped.clone());
         r.register("transactions", "History transactions committed", m.transactions.clone());
         r.register_with_unit(
@@ -115,6 +123,7 @@ impl HistoryMetrics {
     pub fn unregistered() -> Self {
         HistoryMetrics {
             values_written: Counter::default(),
+            alarm_events_written: Counter::default(),
             values_skipped: Family::default(),
             transactions: Counter::default(),
             transaction_seconds: seconds_histogram(),

@@ -2,7 +2,9 @@
 //! (the default: `history.db` in the data directory) or PostgreSQL, with
 //! summaries per tag and time bucket, retention, and the queries the API
 //! answers: raw points, one row per interval with aggregate functions, and
-//! the value at a point in time.
+//! the value at a point in time. Beside the readings it keeps the alarm
+//! journal ([`journal`]): every alarm transition the bus carries, written
+//! with the readings of its batch, kept for `alarm_retention`.
 //!
 //! ```text
 //!  bus ──durable cursor "history"──> reader ──Batch──> database task ──one transaction──> rows + position
@@ -18,7 +20,8 @@
 //!   migration set, `migrations/history/`); [`History::start`] subscribes
 //!   to the bus and starts the writer, the maintenance task and the pool's
 //!   controller; [`History::stop`] writes what was taken and stops them.
-//! * Exactly once: the writer's bus position is committed with its rows, a
+//! * Exactly once: the writer's bus position is committed with its rows
+//!   (readings and alarm transitions), a
 //!   restart skips what is below it, and the cursor moves only after a
 //!   commit. A SIGKILL at any point loses nothing that was durable on the
 //!   bus and writes nothing twice (`writer` has the details).
@@ -33,6 +36,7 @@
 pub mod config;
 mod db;
 mod error;
+pub mod journal;
 mod maintain;
 pub mod metrics;
 pub mod pool;
@@ -56,6 +60,7 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
 pub use config::{DeadbandRule, HISTORY_SQLITE_FILE, HistoryConfig, PoolMode, RollupConfig, Span, SpanError};
 pub use error::HistoryError;
+pub use journal::{AlarmCursor, AlarmEvent, AlarmPage, AlarmQuery, parse_priority, priority_name};
 pub use maintain::Pass;
 pub use metrics::HistoryMetrics;
 pub use query::{AggQuery, AggSeries, AggSources, Cursor, MAX_TAGS, RawPage, RawQuery, Series, values};
@@ -176,7 +181,9 @@ impl History {
             Persistence::Wal => SubscribeOptions::durable(CURSOR),
             Persistence::Memory => SubscribeOptions::lossy(CURSOR, 1 << 20),
         }
-        .filter(Filter::all().kinds([FrameKind::Data]));
+        // Events for the alarm journal; the writer ignores those that are
+        // not alarm transitions.
+        .filter(Filter::all().kinds([FrameKind::Data, FrameKind::Event]));
         let sub =
             bus.subscribe(opts).map_err(|e| StoreError::Unavailable(format!("cannot subscribe to the bus: {e}")))?;
         let (st, tags) = {
@@ -320,6 +327,12 @@ impl History {
     /// The value of `tag` at `at_ns`: its newest point at or before then.
     pub async fn latest(&self, tag: &str, at_ns: i64) -> Result<Option<Point>, HistoryError> {
         self.inner.queries.latest(tag, at_ns).await
+    }
+
+    /// A page of the alarm journal: transitions in `[from, to)` passing the
+    /// query's filters, newest first; `next` continues with older ones.
+    pub async fn alarm_events(&self, q: &AlarmQuery) -> Result<AlarmPage, HistoryError> {
+        self.inner.queries.alarm_events(q).await
     }
 
     /// The most rows a query may return (`[history] max_rows`).

@@ -1,7 +1,7 @@
 //! The queries the API answers: raw points of some tags over a range (paged
 //! past `max_rows`), one row per bucket of an interval with aggregate
 //! functions (from rollups where one fits, from raw values where not), and
-//! the value of a tag at a point in time.
+//! the value of a tag at a point in time; and pages of the alarm journal.
 //!
 //! Each query reads one snapshot, so a batch committed meanwhile is either
 //! wholly in its answer or not at all, and the rollups it reads agree with
@@ -16,6 +16,7 @@ use tokio::sync::RwLock;
 
 use super::HistoryError;
 use super::db::Pool;
+use super::journal::{self, AlarmPage, AlarmQuery};
 use super::metrics::{HistoryMetrics, QueryLabel};
 use super::pool::Gate;
 use super::read::{Conn, Point, Snapshot, Tags};
@@ -237,6 +238,17 @@ impl Queries {
         }
         self.done("raw", t);
         Ok(RawPage { series, next })
+    }
+
+    /// A page of the alarm journal, newest first.
+    pub async fn alarm_events(&self, q: &AlarmQuery) -> Result<AlarmPage, HistoryError> {
+        let t = Instant::now();
+        journal::check(q)?;
+        let _pass = self.gate.pass().await?;
+        let mut conn = Conn::acquire(&self.pool).await?;
+        let page = journal::page(&mut conn, q).await?;
+        self.done("alarm_events", t);
+        Ok(page)
     }
 
     /// The value of `tag` at `at`: its newest point at or before it.

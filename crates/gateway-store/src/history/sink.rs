@@ -1,9 +1,10 @@
 //! One batch of readings written in one transaction, per dialect: on SQLite
 //! multi-row `INSERT`s (1,000 rows a statement, prepared once), on
 //! PostgreSQL one binary `COPY` into the day partitions. The same
-//! transaction records the new tag names, the summaries the batch made stale
-//! and the writer's state (its bus position first of all), so a batch is
-//! either wholly written with its position or not at all.
+//! transaction records the new tag names, the summaries the batch made stale,
+//! the batch's alarm transitions ([`journal`](super::journal)) and the
+//! writer's state (its bus position first of all), so a batch is either
+//! wholly written with its position or not at all.
 //!
 //! It must never commit rows without the position that says they are
 //! written: that is what makes a restart skip them instead of writing them
@@ -12,11 +13,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::OnceLock;
 
-use gateway_model::{TagId, Value};
+use gateway_model::{EventFrame, TagId, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{AssertSqlSafe, Connection, Row as _};
 
+use super::journal;
 use super::row::{Kind, int_of, text_of};
 use super::summary::bucket_of;
 
@@ -33,6 +35,8 @@ pub(crate) struct Row {
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub rows: Vec<Row>,
+    /// Alarm transitions for the journal (events whose `alarm` is set).
+    pub alarms: Vec<EventFrame>,
     /// Tags first seen in this batch, with the id the rows use.
     pub new_tags: Vec<(i32, TagId)>,
     /// The bus position after the frames this batch covers.
@@ -40,6 +44,18 @@ pub(crate) struct Batch {
     /// Every reading stamped before this was received before the batch was
     /// cut (the subscription had nothing more to give then).
     pub complete_ns: Option<i64>,
+}
+
+impl Batch {
+    /// Readings and alarm transitions to write.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.alarms.len()
+    }
+
+    /// Nothing to write (but maybe a position to move past).
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.alarms.is_empty()
+    }
 }
 
 /// The summaries a batch makes stale: (width in s, tag, bucket start).
@@ -95,6 +111,8 @@ pub(crate) mod state {
 pub(crate) struct Written {
     /// Rows stored (a reading at an instant its tag already has is not, on SQLite).
     pub rows: u64,
+    /// Alarm journal entries stored.
+    pub alarm_events: u64,
 }
 
 const SQLITE_ROWS_PER_STATEMENT: usize = 1000;
@@ -154,6 +172,7 @@ pub(crate) async fn write_sqlite(
         }
         stored += q.execute(&mut *tx).await?.rows_affected();
     }
+    let alarm_events = if batch.alarms.is_empty() { 0 } else { journal::write_sqlite(&mut tx, &batch.alarms).await? };
     for (w, tag, bucket) in dirty {
         sqlx::query(
             "INSERT INTO history_rollup_dirty (width_s, tag_id, bucket, gen) VALUES (?, ?, ?, ?) \
@@ -172,7 +191,7 @@ pub(crate) async fn write_sqlite(
     }
     add_state_sqlite(&mut tx, state::ROWS, stored as i64).await?;
     tx.commit().await?;
-    Ok(Written { rows: stored })
+    Ok(Written { rows: stored, alarm_events })
 }
 
 pub(crate) async fn set_state_sqlite(conn: &mut SqliteConnection, name: &str, value: i64) -> Result<(), sqlx::Error> {
@@ -365,6 +384,7 @@ pub(crate) async fn write_pg(
         }
         stored = copy.finish().await?;
     }
+    let alarm_events = if batch.alarms.is_empty() { 0 } else { journal::write_pg(&mut tx, &batch.alarms).await? };
     if !dirty.is_empty() {
         let (mut w, mut t, mut b) = (Vec::new(), Vec::new(), Vec::new());
         for (width, tag, bucket) in dirty {
@@ -393,7 +413,7 @@ pub(crate) async fn write_pg(
         add_state_pg(&mut tx, &state::partition_rows(day), n).await?;
     }
     tx.commit().await?;
-    Ok(Written { rows: stored })
+    Ok(Written { rows: stored, alarm_events })
 }
 
 #[cfg(test)]

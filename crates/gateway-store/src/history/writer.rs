@@ -1,9 +1,10 @@
 //! The history writer: two tasks joined by a channel that holds one batch.
 //!
 //! * The **reader** owns the bus subscription (a durable cursor in WAL mode).
-//!   It decides about each reading ([`Selector`]), builds a [`Batch`] and cuts
-//!   it after `commit_interval_ms` or `batch_max_values`, and moves the
-//!   cursor once the database task reports the batch committed.
+//!   It decides about each reading ([`Selector`]), takes every alarm
+//!   transition for the journal, builds a [`Batch`] and cuts it after
+//!   `commit_interval_ms` or `batch_max_values` (readings and transitions),
+//!   and moves the cursor once the database task reports the batch committed.
 //! * The **database task** owns the writer's one connection. It writes each
 //!   batch in one transaction ([`sink`](super::sink)), with the bus position
 //!   it reaches; on failure it drops the connection (never reusing one that
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_bus::{Delivery, Shutdown, Subscriber};
-use gateway_model::{Frame, now_ns};
+use gateway_model::{EventFrame, Frame, now_ns};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::HistoryConfig;
@@ -192,7 +193,7 @@ impl Reader {
                     self.take(&d, &mut batch);
                     started.get_or_insert_with(Instant::now);
                     // Take what else is ready now, up to a full batch.
-                    while batch.rows.len() < self.max_values {
+                    while batch.len() < self.max_values {
                         match self.sub.try_recv() {
                             Ok(Some(d)) => self.take(&d, &mut batch),
                             Ok(None) => {
@@ -205,7 +206,7 @@ impl Reader {
                         // (connectors, the API) keep their share of the threads.
                         tokio::task::consume_budget().await;
                     }
-                    if batch.rows.len() >= self.max_values && !self.cut(&mut batch, &mut started).await {
+                    if batch.len() >= self.max_values && !self.cut(&mut batch, &mut started).await {
                         return;
                     }
                 }
@@ -214,7 +215,7 @@ impl Reader {
         // Stopping: what was taken is written (the database task finishes
         // it unless the database is down, when the WAL keeps it).
         if let Some(tx) = self.batches.take()
-            && (!batch.rows.is_empty() || batch.end_seq > *self.committed.borrow())
+            && (!batch.is_empty() || batch.end_seq > *self.committed.borrow())
         {
             let _ = tx.send(batch).await;
         }
@@ -237,7 +238,16 @@ impl Reader {
             if seq < self.skip_below {
                 continue;
             }
-            let Frame::Data(f) = frame else { continue };
+            let f = match frame {
+                Frame::Data(f) => f,
+                // Alarm transitions go to the journal whatever include,
+                // exclude and deadbands say: those choose readings.
+                Frame::Event(e) if super::journal::is_entry(e) => {
+                    batch.alarms.push(EventFrame::clone(e));
+                    continue;
+                }
+                _ => continue,
+            };
             match self.selector.admit(f, oldest) {
                 Verdict::Keep { id, new } => {
                     if new {
@@ -340,7 +350,7 @@ impl DbTask {
     /// Writes `b` until it is committed; false if stopping made it give up
     /// (the frames stay in the WAL, not acknowledged).
     async fn write(&mut self, conn: &mut Option<WriteConn>, b: Batch) -> bool {
-        if b.rows.is_empty() && b.new_tags.is_empty() {
+        if b.is_empty() && b.new_tags.is_empty() {
             // Frames that made no rows: nothing to store, only to move past.
             self.committed(&b);
             return true;
@@ -353,6 +363,7 @@ impl DbTask {
                     self.metrics.transaction_seconds.observe(started.elapsed().as_secs_f64());
                     self.metrics.transactions.inc();
                     self.metrics.values_written.inc_by(b.rows.len() as u64);
+                    self.metrics.alarm_events_written.inc_by(w.alarm_events);
                     self.metrics.rows.inc_by(w.rows as i64);
                     self.metrics.up.set(1);
                     if self.shared.failing().is_some() {

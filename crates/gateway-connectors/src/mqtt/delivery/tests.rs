@@ -14,7 +14,7 @@ fn state(max_inflight: u16) -> DeliveryState {
 }
 
 fn msg(topic: &str, kind: Kind) -> Outgoing {
-    Outgoing { topic: topic.into(), payload: Bytes::new(), qos: 1, kind, values: 1 }
+    Outgoing { topic: topic.into(), payload: Bytes::new(), qos: 1, kind, values: 1, retain: false }
 }
 
 fn data(topic: &str) -> Outgoing {
