@@ -92,11 +92,11 @@ async fn a_durable_subscriber_that_does_not_acknowledge_raises_wal_backlog_until
     }
     assert_eq!(event(&mut events, BACKLOG_ID, "raised").await, AlarmState::ActiveUnacked);
     let active = service.active();
-    let a = active.iter().find(|a| &*a.id == BACKLOG_ID).expect("the backlog alarm is active");
+    let a = active.alarms.iter().find(|a| &*a.id == BACKLOG_ID).expect("the backlog alarm is active");
     assert!(a.value.as_ref().and_then(Value::as_f64).unwrap() >= 100.0);
     // The probe's figures go through the same path.
     let device_down = async {
-        while !service.active().iter().any(|a| &*a.id == "system.device_down:_gateway.device.plc1.connected") {
+        while !service.active().alarms.iter().any(|a| &*a.id == "system.device_down:_gateway.device.plc1.connected") {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
@@ -112,7 +112,7 @@ async fn a_durable_subscriber_that_does_not_acknowledge_raises_wal_backlog_until
                 let d = north.recv().await.unwrap();
                 north.ack(d.end_seq()).unwrap();
             }
-            if !service.active().iter().any(|a| &*a.id == BACKLOG_ID && a.state == AlarmState::ActiveUnacked) {
+            if !service.active().alarms.iter().any(|a| &*a.id == BACKLOG_ID && a.state == AlarmState::ActiveUnacked) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
