@@ -277,10 +277,20 @@ impl Running {
         // Connectors subscribe before any driver publishes.
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
         let connectors =
-            Connectors::start(&cfg.connectors, &bus, connector_metrics, data_dir.clone(), &cfg.gateway.name);
+            Connectors::start(&cfg.connectors, &bus, connector_metrics.clone(), data_dir.clone(), &cfg.gateway.name);
         forget_orphan_cursors(&bus, cfg);
         // Drivers keep what must outlast a restart (OPC UA certificates) under the data directory.
         let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(data_dir.clone()));
+        // The gateway's watch on itself; it ends when the bus closes.
+        if let Some(a) = &alarms {
+            let probe = crate::health::GatewayProbe::new(manager.clone(), connector_metrics, &cfg.connectors);
+            gateway_alarms::spawn_sampler(
+                a.service().clone(),
+                bus.clone(),
+                cfg.alarms.system.clone(),
+                Some(Arc::new(probe)),
+            );
+        }
         let devices = Arc::new(
             Devices::load(store.clone(), manager, cache.clone(), &cfg.devices, cfg.security.clone())
                 .await

@@ -13,13 +13,15 @@
 //! - [`service`]: the task that feeds the engine, keeps its state across
 //!   restarts and publishes its events;
 //! - [`system`]: the built-in rules on the gateway's own figures;
-//! - [`notify`]: webhooks, each on a durable cursor of its own.
+//! - [`notify`]: webhooks, each on a durable cursor of its own;
+//! - [`sampler`]: the task that samples those figures and feeds them in.
 
 pub mod engine;
 pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod rule;
+pub mod sampler;
 pub mod service;
 pub mod system;
 
@@ -28,5 +30,6 @@ pub use machine::{ActionError, Alarm, Change};
 pub use metrics::AlarmMetrics;
 pub use notify::{Notifier, NotifyConfig, NotifyError, NotifyMetrics};
 pub use rule::{Kind, Priority, Rule, RuleConfig, Target};
+pub use sampler::{HealthProbe, spawn_sampler};
 pub use service::{AlarmService, AlarmsConfig, ServiceError};
 pub use system::SystemConfig;

@@ -245,7 +245,8 @@ impl Bus {
                         WalCompression::Lz4 => gateway_wal::Compression::Lz4,
                     },
                     on_flush: Some(Arc::new(move |i: &gateway_wal::FlushInfo| {
-                        m.wal_flush_duration.observe(i.duration.as_secs_f64())
+                        m.wal_flush_duration.observe(i.duration.as_secs_f64());
+                        m.wal_flush_window.observe(i.duration);
                     })),
                     storage,
                     // Subscribers may forward frames before they are durable

@@ -39,6 +39,6 @@ pub use command::{CommandInbox, CommandRequest};
 pub use config::{BatchConfig, BatchSettings, BusConfig, BusSettings, Persistence, Preset};
 pub use error::{BusError, TryPublishError};
 pub use gateway_wal::{CursorStart, SeqRange};
-pub use metrics::BusMetrics;
+pub use metrics::{BusMetrics, FlushTally, FlushWindow};
 pub use shutdown::{Shutdown, ShutdownSwitch};
 pub use subscriber::{Delivery, Filter, SubscribeOptions, Subscriber};

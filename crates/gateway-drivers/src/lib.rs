@@ -32,7 +32,7 @@ pub use gateway_model::FieldError;
 pub use manager::DriverManager;
 pub use registry::{DRIVERS, DriverEntry};
 pub use security::{DevicePolicy, Reach};
-pub use status::{DeviceStatus, DriverState, StatusSnapshot};
+pub use status::{DeviceStatus, DeviceWork, DriverState, StatusSnapshot};
 
 /// Runs the driver of `dev` until its context says stop.
 pub async fn run_device(dev: Arc<DeviceConfig>, ctx: DriverContext) {

@@ -147,12 +147,23 @@ impl Device {
                 let ts = now_ns();
                 outcomes.iter_mut().for_each(|o| *o = Some(Outcome::Bad(reason, ts)));
             }
-            Ok(()) => match self.read_all(&mut outcomes).await {
-                None => self.status.polled(now_ns()),
-                // Device-level failures were counted where they happened.
-                Some(e) if !e.is_device_level() => self.status.failed(e),
-                Some(_) => {}
-            },
+            Ok(()) => {
+                let sent = Instant::now();
+                match self.read_all(&mut outcomes).await {
+                    None => {
+                        self.status.round_trip(sent.elapsed());
+                        self.status.polled(now_ns());
+                    }
+                    // The device answered (with an exception): a round trip all the same.
+                    Some(e) if !e.is_device_level() => {
+                        self.status.round_trip(sent.elapsed());
+                        self.status.failed(e);
+                    }
+                    // Device-level failures were counted where they happened;
+                    // a timeout is no round trip.
+                    Some(_) => {}
+                }
+            }
         }
         let mut frames = Vec::with_capacity(self.tags.len());
         for (tag, outcome) in self.tags.iter_mut().zip(outcomes) {
@@ -161,6 +172,7 @@ impl Device {
                 frames.push(f);
             }
         }
+        self.status.produced(frames.len());
         frames
     }
 

@@ -401,6 +401,7 @@ impl Device {
     /// Poll mode: reads every readable tag's value, in chunks.
     async fn poll(&mut self, session: &Session) -> Result<Vec<Frame>, Failure> {
         let deadline = request_deadline(&self.cfg);
+        let sent = std::time::Instant::now();
         let todo: Vec<usize> = (0..self.tags.len()).filter(|&i| self.tags[i].problem.is_none()).collect();
         let mut frames = Vec::with_capacity(todo.len());
         for chunk in todo.chunks(self.cfg.max_nodes_per_request) {
@@ -440,6 +441,8 @@ impl Device {
                 frames.extend(t.frame(outcome, band));
             }
         }
+        // Subscriptions have no round trip to time: the server pushes.
+        self.status.round_trip(sent.elapsed());
         self.status.polled(now_ns());
         Ok(frames)
     }
@@ -767,6 +770,8 @@ pub(crate) async fn run(cfg: OpcUaConfig, dev: Arc<DeviceConfig>, mut ctx: Drive
             }
             frames.extend(d.went_down(&f, true));
         }
+        // Every path (poll, subscription, connect, loss) meets here.
+        d.status.produced(frames.len());
         if !frames.is_empty() && ctx.publish(Batch::from(frames)).await == Err(Stop) {
             break;
         }

@@ -449,6 +449,9 @@ async fn run(dev: Arc<DeviceConfig>, p: SimConfig, mut ctx: DriverContext) {
                     ctx.status.polled(ts);
                     continue;
                 }
+                // No I/O, so no round trip to time; values are what the
+                // rate anomaly watches.
+                ctx.status.produced(frames.len());
                 match ctx.publish(Batch::from(frames)).await {
                     Ok(()) => ctx.status.polled(ts),
                     Err(Stop) => break,
