@@ -213,7 +213,13 @@ pub fn spawn_sampler(
             }
             let stats = bus.stats();
             let wal = bus.wal();
-            let cursors = wal.map(|w| w.cursors());
+            // Numbers skipped after a crash (a million reserved ones) hold no
+            // frame: a cursor before them is behind by what is left to read,
+            // not by the skip. Counting it raised system.wal_backlog after
+            // every crash until the subscriber passed the skip.
+            let cursors = wal.map(|w| {
+                w.cursors().into_iter().map(|(n, p)| (n, p.saturating_add(w.skipped_after(p)))).collect::<Vec<_>>()
+            });
             let flush = wal.map(|_| bus.metrics().wal_flush_window.tally());
             sampler.figures(clock.elapsed().as_secs_f64(), &stats, cursors.as_deref(), flush, &mut out);
             if let Some(w) = wal {

@@ -850,6 +850,19 @@ impl Wal {
         Ok(existed)
     }
 
+    /// Sequence numbers at or after `from` that no frame will ever have:
+    /// those skipped on purpose after a crash (the reservation; see
+    /// `FLAG_AFTER_SKIP`). `next_seq() - from - skipped_after(from)` is how
+    /// many frames a reader at `from` still has to read.
+    pub fn skipped_after(&self, from: u64) -> u64 {
+        self.shared
+            .segs()
+            .iter()
+            .filter(|s| s.skipped > 0 && s.base_seq > from)
+            .map(|s| s.skipped.min(s.base_seq - from))
+            .sum()
+    }
+
     /// Names and positions of all cursors.
     pub fn cursors(&self) -> Vec<(String, u64)> {
         lock(&self.shared.cursors).map.iter().map(|(k, v)| (k.clone(), v.position)).collect()

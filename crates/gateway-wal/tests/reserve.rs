@@ -61,6 +61,12 @@ fn a_log_that_crashed_continues_after_its_reservation_and_loses_nothing_durable(
     // A reader that had read everything before the crash (its cursor at the
     // skip) goes straight to the new data.
     assert_eq!(read_all(&wal, last), [(before_crash, before_crash + 1)]);
+    // What it has left to read is one frame, not the skip: backlog figures
+    // subtract the skipped numbers.
+    assert_eq!(wal.skipped_after(last), before_crash - last);
+    assert_eq!(wal.next_seq() - last - wal.skipped_after(last), 1);
+    assert_eq!(wal.skipped_after(last - 3), before_crash - last, "a reader before the skip: its frames, not the skip");
+    assert_eq!(wal.skipped_after(before_crash), 0, "a reader past the skip");
     wal.close().unwrap();
 
     // Reopened after a clean close: no skip, and the gap is not reported again.
