@@ -93,8 +93,10 @@ impl DriverManager {
     /// Stops `name`'s driver (waiting up to 5 s for it to finish). Returns whether it ran.
     pub async fn stop(&self, name: &str) -> bool {
         let Some(r) = self.lock().remove(name) else { return false };
-        self.bus.unroute_commands(name);
+        // Told to stop before its command channel closes: a driver that sees
+        // the channel close first would end "by itself" and be reported failed.
         r.stop.stop();
+        self.bus.unroute_commands(name);
         let mut task = r.task;
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
             tracing::warn!(device = name, "Device driver did not stop in time; aborting it.");
@@ -109,8 +111,8 @@ impl DriverManager {
     pub async fn stop_all(&self) {
         let all: Vec<(String, Running)> = std::mem::take(&mut *self.lock()).into_iter().collect();
         for (name, r) in &all {
-            self.bus.unroute_commands(name);
             r.stop.stop();
+            self.bus.unroute_commands(name);
         }
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         for (name, r) in all {
