@@ -43,6 +43,12 @@ async fn collect(port: u16) -> (Arc<Mutex<Vec<Seen>>>, tokio::task::JoinHandle<(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
                         let mut out = s.lock().unwrap();
+                        // Alarm transitions travel on the bus too (the gateway's
+                        // watch on itself may raise one): they carry their seq.
+                        if p.topic.starts_with("gw/alarms/") {
+                            out.push((v["seq"].as_u64().expect("seq"), p.topic.clone(), v["code"].to_string()));
+                            continue;
+                        }
                         for x in v["values"].as_array().into_iter().flatten() {
                             let tag = x["tag"].as_str().unwrap_or("").to_owned();
                             out.push((x["seq"].as_u64().expect("seq"), tag, x["value"].to_string()));

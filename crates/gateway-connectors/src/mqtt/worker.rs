@@ -275,9 +275,9 @@ impl Worker {
         let frames: Vec<(u64, &DataFrame)> = d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df))).collect();
         let mut out = self.encoder.readings(&frames, kind, self.node.as_mut(), historical, now_ns() / 1_000_000);
         if self.cfg.alarms {
-            for (_, f) in d.frames() {
+            for (seq, f) in d.frames() {
                 if let Frame::Event(e) = f
-                    && let Some(m) = encode::alarm(&self.cfg.topic_prefix, self.cfg.qos, e, kind)
+                    && let Some(m) = encode::alarm(&self.cfg.topic_prefix, self.cfg.qos, seq, e, kind)
                 {
                     out.push(m);
                 }
