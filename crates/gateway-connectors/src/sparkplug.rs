@@ -216,6 +216,129 @@ pub fn metric(f: &DataFrame, seq: u64, historical: bool) -> Metric {
     }
 }
 
+/// Protobuf wire types.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+
+/// A field's key: a varint (field 16 and above take two bytes).
+fn put_key(out: &mut Vec<u8>, field: u8, wire: u8) {
+    put_varint(out, u64::from(field) << 3 | u64::from(wire));
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u8, b: &[u8]) {
+    put_key(out, field, LEN);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The `Quality` and `seq` properties, as prost writes them: both keys,
+/// then one `PropertyValue` each (`type` and the value).
+fn put_properties(out: &mut Vec<u8>, quality: u32, seq: u64) {
+    let q_len = 3 + varint_len(u64::from(quality));
+    let s_len = 3 + varint_len(seq);
+    // Keys "Quality" (2 + 7 bytes) and "seq" (2 + 3), then the two values.
+    let set_len = 9 + 5 + 2 + q_len + 2 + s_len;
+    put_key(out, 9, LEN);
+    put_varint(out, set_len as u64);
+    put_bytes(out, 1, b"Quality");
+    put_bytes(out, 1, b"seq");
+    put_key(out, 2, LEN);
+    put_varint(out, q_len as u64);
+    put_key(out, 1, VARINT);
+    put_varint(out, u64::from(datatype::INT32));
+    put_key(out, 3, VARINT);
+    put_varint(out, u64::from(quality));
+    put_key(out, 2, LEN);
+    put_varint(out, s_len as u64);
+    put_key(out, 1, VARINT);
+    put_varint(out, u64::from(datatype::UINT64));
+    put_key(out, 4, VARINT);
+    put_varint(out, seq);
+}
+
+/// Writes one metric for a reading (as [`metric`] makes it) into `scratch`,
+/// then appends it to `out` as field 2 of a `Payload`.
+fn put_metric(out: &mut Vec<u8>, scratch: &mut Vec<u8>, f: &DataFrame, seq: u64, historical: bool) {
+    scratch.clear();
+    let m = scratch;
+    put_bytes(m, 1, f.tag.point().as_bytes());
+    put_key(m, 3, VARINT);
+    put_varint(m, f.source_ts_ns / 1_000_000);
+    let datatype = match &f.value {
+        Value::Bool(_) => datatype::BOOLEAN,
+        Value::I64(_) => datatype::INT64,
+        Value::U64(_) => datatype::UINT64,
+        Value::F64(_) => datatype::DOUBLE,
+        Value::Str(_) => datatype::STRING,
+        Value::Bytes(_) => datatype::BYTES,
+    };
+    put_key(m, 4, VARINT);
+    put_varint(m, u64::from(datatype));
+    if historical {
+        put_key(m, 5, VARINT);
+        m.push(1);
+    }
+    put_properties(m, quality_code(f.quality.level), seq);
+    match &f.value {
+        Value::Bool(b) => {
+            put_key(m, 14, VARINT);
+            m.push(u8::from(*b));
+        }
+        Value::I64(i) => {
+            put_key(m, 11, VARINT);
+            put_varint(m, *i as u64);
+        }
+        Value::U64(u) => {
+            put_key(m, 11, VARINT);
+            put_varint(m, *u);
+        }
+        Value::F64(x) => {
+            put_key(m, 13, FIXED64);
+            m.extend_from_slice(&x.to_le_bytes());
+        }
+        Value::Str(s) => put_bytes(m, 15, s.as_bytes()),
+        Value::Bytes(b) => put_bytes(m, 16, b),
+    }
+    put_bytes(out, 2, m);
+}
+
+/// A DDATA payload for `frames` (with their bus sequence numbers), written
+/// straight into `out`: the same bytes as `Payload { timestamp, metrics:
+/// frames.map(metric), seq }.encode_to_vec()` (no `seq` when `None`), without building the
+/// message tree (five allocations per reading, at 100,000 readings/s most
+/// of the Sparkplug connector's CPU). `scratch` is reused between metrics.
+pub fn write_ddata(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    frames: &[(u64, &DataFrame)],
+    historical: bool,
+    now_ms: u64,
+    seq: Option<u64>,
+) {
+    put_key(out, 1, VARINT);
+    put_varint(out, now_ms);
+    for (s, f) in frames {
+        put_metric(out, scratch, f, *s, historical);
+    }
+    if let Some(seq) = seq {
+        put_key(out, 3, VARINT);
+        put_varint(out, seq);
+    }
+}
+
 /// The NDEATH payload for session `bd_seq`.
 pub fn ndeath(bd_seq: u64, now_ms: u64) -> Payload {
     Payload {
@@ -325,6 +448,51 @@ mod tests {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn ddata_written_directly_is_byte_for_byte_what_prost_writes() {
+        use gateway_model::Reason;
+        let values = [
+            Value::F64(21.5),
+            Value::F64(f64::NAN),
+            Value::I64(-7),
+            Value::I64(i64::MAX),
+            Value::U64(u64::MAX),
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::Str("läuft".into()),
+            Value::Bytes(vec![0u8, 1, 255].into()),
+            Value::Str("".into()),
+        ];
+        let qualities = [Quality::GOOD, Quality::bad(Reason::TIMEOUT), Quality::uncertain(Reason::NONE)];
+        let mut frames = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            for (j, q) in qualities.iter().enumerate() {
+                let tag = TagId::new(&format!("dev.point/{i}:{j}.x")).unwrap();
+                frames.push(DataFrame::new(tag, v.clone(), *q, (i as u64 + 1) * 1_700_000_000_123_456_789 / 7));
+            }
+        }
+        let seqs = [0u64, 1, 127, 128, 300, 1 << 40, u64::MAX];
+        let refs: Vec<(u64, &DataFrame)> = frames.iter().enumerate().map(|(i, f)| (seqs[i % seqs.len()], f)).collect();
+        let mut scratch = Vec::new();
+        for historical in [false, true] {
+            for seq in [None, Some(0), Some(255)] {
+                for n in [0, 1, refs.len()] {
+                    let chunk = &refs[..n];
+                    let want = Payload {
+                        timestamp: Some(1_700_000_000_123),
+                        metrics: chunk.iter().map(|(s, f)| metric(f, *s, historical)).collect(),
+                        seq,
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    let mut got = Vec::new();
+                    write_ddata(&mut got, &mut scratch, chunk, historical, 1_700_000_000_123, seq);
+                    assert_eq!(got, want, "historical {historical}, seq {seq:?}, {n} metrics");
+                }
+            }
+        }
+    }
 
     #[test]
     fn payloads_round_trip_through_protobuf() {

@@ -23,7 +23,6 @@
 
 use bytes::Bytes;
 use gateway_model::DataFrame;
-use prost::Message as _;
 
 use super::config::{Format, NatsConfig, subject_safe};
 use super::delivery::Outgoing;
@@ -95,10 +94,10 @@ impl Encoder {
                 for (device, group) in by_device(frames) {
                     let subject = format!("{}.spb.{device}", self.prefix);
                     let encode = |c: &[(u64, &DataFrame)]| {
-                        let metrics = c.iter().map(|(s, f)| sparkplug::metric(f, *s, false)).collect();
-                        sparkplug::Payload { timestamp: Some(now_ms), metrics, ..Default::default() }
-                            .encode_to_vec()
-                            .into()
+                        // Written straight into the message's bytes: no message tree per value.
+                        let mut p = Vec::with_capacity(16 + c.len() * 72);
+                        sparkplug::write_ddata(&mut p, &mut Vec::with_capacity(96), c, false, now_ms, None);
+                        p.into()
                     };
                     for chunk in group.chunks(self.batch_max_values) {
                         self.fit(chunk, &subject, &encode, &mut out);
@@ -132,6 +131,7 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use gateway_model::{Quality, TagId, Value};
+    use prost::Message as _;
 
     use super::*;
 
