@@ -101,6 +101,9 @@ pub struct Engine {
     pub refused_alarms: u64,
     /// Whether something changed since the last [`Engine::take_dirty`].
     dirty: bool,
+    /// Whether any rule may watch a tag (not only the gateway's own
+    /// `_gateway.` figures): without one, readings need no lookup at all.
+    watches_tags: bool,
 }
 
 impl Engine {
@@ -138,6 +141,11 @@ impl Engine {
     pub fn set_rules(&mut self, rules: Vec<Rule>, now: u64, out: &mut Vec<Frame>) {
         let old: Vec<Alarm> = std::mem::take(&mut self.alarms);
         self.rules = rules.into_iter().map(Arc::new).collect();
+        let system = |t: &str| t.starts_with(crate::system::SUBJECT_PREFIX);
+        self.watches_tags = self.rules.iter().any(|r| match &r.target {
+            Target::Exact(t) => !system(t),
+            Target::Pattern(p) => !system(p.as_str()),
+        });
         self.rule_index = self.rules.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
         self.patterns = self
             .rules
@@ -241,6 +249,13 @@ impl Engine {
             }
         }
         self.by_subject.get(subject).map(Vec::as_slice)
+    }
+
+    /// Whether any rule watches tags; if none does, readings need not be
+    /// given to [`Engine::on_data`] at all (the default configuration has
+    /// only the gateway's rules on itself).
+    pub fn watches_tags(&self) -> bool {
+        self.watches_tags
     }
 
     /// Evaluates a reading; transition events go to `out`.
@@ -521,6 +536,19 @@ mod tests {
         out.clear();
         after.on_data(&data("d.x", 6.0, 12 * S), &mut out);
         assert!(out.is_empty(), "still active: not raised again");
+    }
+
+    #[test]
+    fn only_rules_on_tags_make_readings_worth_looking_up() {
+        let system = crate::system::SystemConfig::default().rules(0.85, 0.7);
+        let compiled = crate::rule::compile_all(&system, "system").unwrap();
+        let mut e = Engine::new(compiled.clone(), 0);
+        assert!(!e.watches_tags(), "the gateway's own rules watch no tag");
+        let mut with_tag = compiled;
+        with_tag.extend(rules("[[rules]]\nname = \"x\"\ntag = \"line*\"\nkind = \"bad_quality\"\n"));
+        let mut out = Vec::new();
+        e.set_rules(with_tag, S, &mut out);
+        assert!(e.watches_tags());
     }
 
     #[test]

@@ -449,6 +449,11 @@ async fn run(
                 None => break,
             },
             d = sub.recv() => match d {
+                Ok(d) if !t.engine.watches_tags() => {
+                    // No rule on any tag: take what is ready and move on.
+                    drop(d);
+                    while let Ok(Some(_)) = sub.try_recv() {}
+                }
                 Ok(d) => {
                     let started = std::time::Instant::now();
                     let mut n = 0u64;
