@@ -38,6 +38,22 @@ pub struct GatewaySection {
     /// Log level (RUST_LOG overrides it).
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// `text` (default: one readable line per event) or `json` (one JSON
+    /// object per line, for journald forwarding, Loki, Elastic and the like).
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// event's `message` and fields.
+    Json,
 }
 
 /// Longest gateway name.
@@ -85,7 +101,12 @@ fn default_log_level() -> String {
 
 impl Default for GatewaySection {
     fn default() -> Self {
-        GatewaySection { name: default_name(), data_dir: default_data_dir(), log_level: default_log_level() }
+        GatewaySection {
+            name: default_name(),
+            data_dir: default_data_dir(),
+            log_level: default_log_level(),
+            log_format: LogFormat::default(),
+        }
     }
 }
 

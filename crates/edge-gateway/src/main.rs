@@ -113,7 +113,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            run::init_logging(&cfg.gateway.log_level);
+            run::init_logging(&cfg.gateway.log_level, cfg.gateway.log_format);
             match run::run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

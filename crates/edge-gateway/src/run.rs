@@ -22,11 +22,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
-/// Logs to stderr at `level`, unless `RUST_LOG` says otherwise.
-pub fn init_logging(level: &str) {
+/// Logs to stderr at `level` (unless `RUST_LOG` says otherwise), as text
+/// lines or as one JSON object per line.
+pub fn init_logging(level: &str, format: crate::config::LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Text => fmt.with_ansi(ansi).try_init(),
+        // Fields at the top level (`"device":"plc1"`), not nested, so a log
+        // shipper's queries read like the text form's `device=plc1`.
+        crate::config::LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).try_init(),
+    };
 }
 
 /// Shows the first administrator's password, once: only its hash is kept,

@@ -18,6 +18,12 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, 
     http_as(port, None, method, path, body)
 }
 
+/// The status of `GET path`, or `None` while nothing answers on `port`.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    TcpStream::connect(("127.0.0.1", port)).ok()?;
+    Some(http(port, "GET", path, None).0)
+}
+
 /// [`http`] with `Authorization: Bearer TOKEN`.
 pub fn http_as(port: u16, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
