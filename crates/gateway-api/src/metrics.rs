@@ -226,3 +226,43 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     m.duration.get_or_create(&RouteLabels { method, route }).observe(started.elapsed().as_secs_f64());
     resp
 }
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4): a
+/// counter family's `# HELP` and `# TYPE` name its samples (`x_total`), and
+/// what that format lacks (`# UNIT`, `_created` samples, `# EOF`) is left
+/// out. The samples themselves are the same lines.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or(line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((kind, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                continue;
+            }
+        } else if let Some(name) = line.split(['{', ' ']).next()
+            && name.ends_with("_created")
+            && counters.contains(name.trim_end_matches("_created"))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

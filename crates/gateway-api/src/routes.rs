@@ -454,15 +454,29 @@ pub async fn command(
     }
 }
 
-/// `GET /metrics`: Prometheus (OpenMetrics) text.
-pub async fn metrics(State(s): State<AppState>) -> Response {
+/// `GET /metrics`: OpenMetrics text to a scraper that asks for it (as
+/// Prometheus does), the classic Prometheus text format (0.0.4) to any other
+/// client (older scrapers, `promtool check metrics`, `curl`).
+pub async fn metrics(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     s.bus().refresh_gauges();
     s.metrics().refresh_process();
     let mut text = String::with_capacity(16 << 10);
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, s.registry()) {
         return ApiError::internal(e).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            crate::metrics::to_prometheus_text(&text),
+        )
+            .into_response()
+    }
 }
 
 /// `GET /api/openapi.json`.
