@@ -4,6 +4,7 @@
 
 mod bench;
 mod config;
+mod format;
 mod health;
 mod run;
 mod tls;

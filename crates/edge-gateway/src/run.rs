@@ -211,6 +211,8 @@ impl Running {
         // Before the WAL and the store: they may live elsewhere (wal_dir, a
         // database URL), but two gateways must never share a data directory.
         let data_lock = lock_data_dir(&data_dir)?;
+        // Before anything reads the directory: a newer gateway's data is refused, not misread.
+        crate::format::check(&data_dir)?;
         let mut registry = Registry::default();
         let bus_metrics = Arc::new(BusMetrics::new(&mut registry));
         let bus = Bus::open(cfg.bus.clone(), bus_metrics).map_err(|e| match e {
