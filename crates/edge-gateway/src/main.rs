@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod format;
 mod health;
+mod reload;
 mod run;
 mod tls;
 mod users;
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
                 }
             };
             run::init_logging(&cfg.gateway.log_level, cfg.gateway.log_format);
-            match run::run(cfg) {
+            match run::run(cfg, config.clone()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "The gateway stopped with an error.");

@@ -71,12 +71,13 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// Runs the gateway until a signal says stop.
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+/// Runs the gateway (its configuration read from `source`, None: the
+/// built-in default) until a signal says stop; SIGHUP reloads.
+pub fn run(cfg: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let open_files = raise_nofile_limit();
     tracing::debug!(open_files, "Open-files limit.");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(cfg, source))
 }
 
 async fn shutdown_signal() {
@@ -106,7 +107,9 @@ pub struct Running {
     devices: Arc<Devices>,
     /// Where the API listens (`api.bind`, with the port resolved).
     pub addr: SocketAddr,
-    connectors: Connectors,
+    connectors: Arc<tokio::sync::Mutex<Option<Connectors>>>,
+    /// Live reconfiguration (SIGHUP, `POST /api/v1/system/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
     /// The alarm rules and service, when `[alarms] enabled`.
     pub alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     notifiers: Vec<gateway_alarms::Notifier>,
@@ -203,8 +206,15 @@ fn survive_file_size_limit() {
 
 impl Running {
     /// Opens the bus, store, cache, hub, connectors, drivers and API, in that
-    /// order (connectors subscribe before any driver publishes).
+    /// order (connectors subscribe before any driver publishes); a reload
+    /// reads the built-in default configuration.
     pub async fn start(cfg: &Config) -> anyhow::Result<Running> {
+        Self::start_from(cfg, None).await
+    }
+
+    /// The same for a configuration read from `source` (None: the built-in
+    /// default), which a reload reads again.
+    pub async fn start_from(cfg: &Config, source: Option<std::path::PathBuf>) -> anyhow::Result<Running> {
         let data_dir = cfg.gateway.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -285,8 +295,13 @@ impl Running {
         }
         // Connectors subscribe before any driver publishes.
         let connector_metrics = Arc::new(ConnectorMetrics::new(&mut registry));
-        let connectors =
-            Connectors::start(&cfg.connectors, &bus, connector_metrics.clone(), data_dir.clone(), &cfg.gateway.name);
+        let connectors = Arc::new(tokio::sync::Mutex::new(Some(Connectors::start(
+            &cfg.connectors,
+            &bus,
+            connector_metrics.clone(),
+            data_dir.clone(),
+            &cfg.gateway.name,
+        ))));
         forget_orphan_cursors(&bus, cfg);
         // Drivers keep what must outlast a restart (OPC UA certificates) under the data directory.
         let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(data_dir.clone()));
@@ -309,6 +324,20 @@ impl Running {
             .await
             .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
         let addr = listener.local_addr()?;
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            source,
+            cfg.clone(),
+            devices.clone(),
+            connectors.clone(),
+            alarms.clone(),
+        ));
+        let hook: gateway_api::ReloadHook = {
+            let r = reloader.clone();
+            gateway_api::ReloadHook(Arc::new(move || {
+                let r = r.clone();
+                Box::pin(async move { r.reload().await })
+            }))
+        };
         let state = AppState::new(Parts {
             bus: bus.clone(),
             cache,
@@ -322,6 +351,7 @@ impl Running {
             preset: cfg.bus.preset.to_string(),
             history: history.clone(),
             alarms: alarms.clone(),
+            reload: Some(hook),
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -335,6 +365,7 @@ impl Running {
             devices,
             addr,
             connectors,
+            reloader,
             alarms,
             notifiers,
             stop: stop_tx,
@@ -353,7 +384,9 @@ impl Running {
         if let Some(h) = &self.history {
             h.close().await;
         }
-        self.connectors.stop().await;
+        if let Some(c) = self.connectors.lock().await.take() {
+            c.stop().await;
+        }
         for n in self.notifiers {
             n.stop().await;
         }
@@ -368,14 +401,27 @@ impl Running {
     }
 }
 
-async fn run_async(cfg: Config) -> anyhow::Result<()> {
+async fn run_async(cfg: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     survive_file_size_limit();
-    let gw = Running::start(&cfg).await?;
+    let gw = Running::start_from(&cfg, source).await?;
     let addr = gw.addr;
     let scheme = if cfg.api.tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, devices = gw.devices.len(), "edge-gateway is running: {scheme}://{addr}/ (live values), /api/v1, /ws, /metrics.");
 
-    shutdown_signal().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                match gw.reloader.reload().await {
+                    Ok(changes) => tracing::info!(%changes, "SIGHUP: configuration reloaded."),
+                    Err(e) => tracing::error!(error = %e.message, "SIGHUP: the configuration was not reloaded; nothing changed."),
+                }
+            }
+        }
+    }
     tracing::info!("Shutting down.");
     gw.stop().await?;
     tracing::info!("Stopped.");

@@ -50,13 +50,14 @@ pub enum RuleSource {
 pub struct Alarms {
     service: AlarmService,
     store: Store,
-    fixed: Vec<(RuleConfig, RuleSource)>,
+    /// The file's and the built-in rules; replaced by a reload.
+    fixed: std::sync::RwLock<Arc<Vec<(RuleConfig, RuleSource)>>>,
     api: Mutex<BTreeMap<String, RuleConfig>>,
 }
 
 impl std::fmt::Debug for Alarms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alarms").field("fixed", &self.fixed.len()).finish_non_exhaustive()
+        f.debug_struct("Alarms").field("fixed", &self.fixed().len()).finish_non_exhaustive()
     }
 }
 
@@ -102,7 +103,8 @@ impl Alarms {
                 }
             }
         }
-        let a = Arc::new(Alarms { service, store, fixed, api: Mutex::new(api) });
+        let a =
+            Arc::new(Alarms { service, store, fixed: std::sync::RwLock::new(Arc::new(fixed)), api: Mutex::new(api) });
         let api = a.api.lock().await;
         a.apply(&api).await.map_err(|e| gateway_store::StoreError::Unavailable(e.message))?;
         drop(api);
@@ -114,9 +116,41 @@ impl Alarms {
         &self.service
     }
 
+    fn fixed(&self) -> Arc<Vec<(RuleConfig, RuleSource)>> {
+        self.fixed.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A reload: the file's rules and the built-in ones as they are now.
+    /// Alarms of rules that remain keep their state; an API rule now named in
+    /// the file gives way to it (as at start). Returns the names of the file
+    /// rules added and removed.
+    pub async fn reload_fixed(
+        &self,
+        file_rules: Vec<RuleConfig>,
+        system_rules: Vec<RuleConfig>,
+    ) -> ApiResult<(Vec<String>, Vec<String>)> {
+        let api = self.api.lock().await;
+        let old = self.fixed();
+        let mut fixed: Vec<(RuleConfig, RuleSource)> =
+            file_rules.into_iter().map(|r| (r, RuleSource::Config)).collect();
+        fixed.extend(system_rules.into_iter().map(|r| (r, RuleSource::System)));
+        let names = |v: &[(RuleConfig, RuleSource)]| -> Vec<String> {
+            v.iter().filter(|(_, s)| *s == RuleSource::Config).map(|(r, _)| r.name.clone()).collect()
+        };
+        let (before, after) = (names(&old), names(&fixed));
+        let added = after.iter().filter(|n| !before.contains(n)).cloned().collect();
+        let removed = before.iter().filter(|n| !after.contains(n)).cloned().collect();
+        *self.fixed.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fixed);
+        self.apply(&api).await?;
+        Ok((added, removed))
+    }
+
     async fn apply(&self, api: &BTreeMap<String, RuleConfig>) -> ApiResult<()> {
-        let mut rules = Vec::with_capacity(self.fixed.len() + api.len());
-        for r in self.fixed.iter().map(|(r, _)| r).chain(api.values()) {
+        let fixed = self.fixed();
+        let mut rules = Vec::with_capacity(fixed.len() + api.len());
+        // An API rule named like a file rule gives way to it.
+        let shadowed = |r: &RuleConfig| fixed.iter().any(|(f, _)| f.name == r.name);
+        for r in fixed.iter().map(|(r, _)| r).chain(api.values().filter(|r| !shadowed(r))) {
             // Checked when they were accepted; a failure here is a bug.
             rules.push(r.compile().map_err(|e| ApiError::internal(format!("rule {}: {e}", r.name)))?);
         }
@@ -124,7 +158,7 @@ impl Alarms {
     }
 
     fn rules_json(&self, api: &BTreeMap<String, RuleConfig>) -> Vec<JsonValue> {
-        self.fixed
+        self.fixed()
             .iter()
             .map(|(r, s)| (r, *s))
             .chain(api.values().map(|r| (r, RuleSource::Api)))
@@ -382,7 +416,7 @@ pub async fn list_rules(State(s): State<AppState>) -> ApiResult<Json<JsonValue>>
 /// `GET /api/v1/alarms/rules/{name}`.
 pub async fn get_rule(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<JsonValue>> {
     let a = alarms(&s)?;
-    if let Some((r, src)) = a.fixed.iter().find(|(r, _)| r.name == name) {
+    if let Some((r, src)) = a.fixed().iter().find(|(r, _)| r.name == name) {
         return Ok(Json(rule_json(r, *src)));
     }
     let api = a.api.lock().await;
@@ -413,7 +447,7 @@ async fn put_rule(s: &AppState, who: &Principal, rule: RuleConfig, create: bool)
     let name = rule.name.clone();
     let action = if create { "alarm_rule.create" } else { "alarm_rule.replace" };
     let r = async {
-        if a.fixed.iter().any(|(r, _)| r.name == name) {
+        if a.fixed().iter().any(|(r, _)| r.name == name) {
             return Err(ApiError::conflict(
                 "read_only",
                 format!("alarm rule {name:?} comes from the config file or is built in; change it there"),
@@ -492,7 +526,7 @@ pub async fn delete_rule(
 ) -> ApiResult<StatusCode> {
     let a = alarms(&s)?;
     let r = async {
-        if a.fixed.iter().any(|(r, _)| r.name == name) {
+        if a.fixed().iter().any(|(r, _)| r.name == name) {
             return Err(ApiError::conflict(
                 "read_only",
                 format!("alarm rule {name:?} comes from the config file or is built in"),

@@ -144,6 +144,38 @@ impl Devices {
         Ok(devices)
     }
 
+    /// Applies a new version of the config file's devices (a reload): stores
+    /// them as [`Devices::load`] does and restarts the drivers of exactly the
+    /// devices that were added or changed, stopping those removed from the
+    /// file; every other driver keeps running. Devices made over the API are
+    /// not touched.
+    pub async fn reload_file(&self, from_file: &[DeviceConfig]) -> Result<gateway_store::SyncReport, ApiError> {
+        let _w = self.write.lock().await;
+        for d in from_file {
+            self.policy.check(d).map_err(|e| ApiError::bad_request("not_allowed", e.to_string()))?;
+        }
+        let records: Vec<DeviceRecord> = from_file.iter().map(|d| to_record(d, Source::Config)).collect();
+        let sync = self.store.sync_config_devices(&records).await?;
+        for name in sync.created.iter().chain(&sync.updated) {
+            if let Some(dev) = from_file.iter().find(|d| &d.name == name) {
+                self.apply(dev.clone(), Source::Config).await;
+            }
+        }
+        for name in &sync.removed {
+            self.manager.stop(name).await;
+            self.map_mut().remove(name);
+            self.cache.forget_device(name);
+        }
+        tracing::info!(
+            created = ?sync.created,
+            updated = ?sync.updated,
+            removed = ?sync.removed,
+            unchanged = sync.unchanged.len(),
+            "Devices reloaded from the config file."
+        );
+        Ok(sync)
+    }
+
     fn map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Arc<DeviceConfig>, Source)>> {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -63,6 +63,7 @@ struct Inner {
     auth: Arc<Auth>,
     history: Option<History>,
     alarms: Option<Arc<alarms::Alarms>>,
+    reload: Option<ReloadHook>,
     started: Instant,
     preset: String,
 }
@@ -76,6 +77,24 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// What `POST /api/v1/system/reload` runs: re-reads and applies the
+/// configuration (the binary knows how); the answer says what changed.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct ReloadHook(
+    pub  Arc<
+        dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, ApiError>> + Send>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for ReloadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHook")
     }
 }
 
@@ -109,6 +128,8 @@ pub struct Parts {
     /// Alarm rules and the alarm service (None: `[alarms] enabled = false`,
     /// the alarm routes answer 503 `alarms_disabled`).
     pub alarms: Option<Arc<alarms::Alarms>>,
+    /// Live reconfiguration (None: `/api/v1/system/reload` answers 503).
+    pub reload: Option<ReloadHook>,
 }
 
 impl AppState {
@@ -127,6 +148,7 @@ impl AppState {
                 auth: p.auth,
                 history: p.history,
                 alarms: p.alarms,
+                reload: p.reload,
                 started: Instant::now(),
                 preset: p.preset,
             }),
@@ -186,6 +208,10 @@ impl AppState {
     pub(crate) fn history(&self) -> Option<&History> {
         self.inner.history.as_ref()
     }
+    /// The reload hook, if the binary gave one.
+    pub(crate) fn reload_hook(&self) -> Option<&ReloadHook> {
+        self.inner.reload.as_ref()
+    }
     /// The alarms, if they are on.
     pub(crate) fn alarms(&self) -> Option<&Arc<alarms::Alarms>> {
         self.inner.alarms.as_ref()
@@ -196,6 +222,7 @@ impl AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/system/health"),
     ("get", "/api/v1/system/info"),
+    ("post", "/api/v1/system/reload"),
     ("get", "/api/v1/devices"),
     ("post", "/api/v1/devices"),
     ("get", "/api/v1/devices/{name}"),
@@ -255,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/api/v1/system/health", get(health))
         .route("/api/v1/system/info", get(info))
+        .route("/api/v1/system/reload", post(reload))
         .route("/api/v1/devices", get(list_devices).post(create_device))
         .route("/api/v1/devices/{name}", get(get_device).put(put_device).delete(delete_device))
         .route("/api/v1/devices/{name}/tags", get(list_tags).post(create_tag))

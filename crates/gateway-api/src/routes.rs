@@ -103,6 +103,29 @@ pub async fn health(State(s): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// `POST /api/v1/system/reload` (admin): re-reads the configuration file
+/// and applies what changed; 400 `invalid_config` naming the field if the
+/// file is wrong (nothing changes then). Audited.
+pub async fn reload(State(s): State<AppState>, Extension(who): Extension<Principal>) -> ApiResult<Json<JsonValue>> {
+    let hook = s.reload_hook().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload_unavailable",
+            "this gateway cannot reload its configuration",
+        )
+    })?;
+    // Runs to the end even if the client goes away: a reload half applied
+    // would leave the running parts out of step with the file.
+    let r = tokio::spawn((hook.0)()).await.map_err(ApiError::internal)?;
+    let outcome = match &r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("refused ({}): {}", e.status.as_u16(), e.message),
+    };
+    let detail = r.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    s.auth().audit(who.audit("system.reload", "config", outcome, detail)).await;
+    r.map(Json)
+}
+
 /// `GET /api/v1/system/info`.
 pub async fn info(State(s): State<AppState>) -> Json<JsonValue> {
     let bus = s.bus().stats();

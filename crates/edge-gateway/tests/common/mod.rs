@@ -96,6 +96,11 @@ impl Gateway {
         g
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then the exit status must be 0 within 20 s.
     pub fn stop(mut self) {
         let ok = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success();

@@ -111,6 +111,7 @@ pub async fn env_full(
         preset: "memory_optimized".into(),
         history: history.clone(),
         alarms: Some(alarms),
+        reload: None,
     });
     Env { state, bus, cache, store, manager, admin, operator, viewer, history, _dir: dir }
 }
