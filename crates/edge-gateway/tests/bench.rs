@@ -28,8 +28,11 @@ fn bench(dir: &Path, args: &[&str]) -> (Value, String) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let json = std::fs::read_to_string(dir.join(args[args.iter().position(|a| *a == "--json").unwrap() + 1])).unwrap();
-    (serde_json::from_str(&json).unwrap(), stdout)
+    let json = match args.iter().position(|a| *a == "--json") {
+        Some(i) => serde_json::from_str(&std::fs::read_to_string(dir.join(args[i + 1])).unwrap()).unwrap(),
+        None => Value::Null,
+    };
+    (json, stdout)
 }
 
 #[test]
@@ -98,6 +101,50 @@ fn a_quick_run_reports_every_budget_line_and_a_second_run_compares_with_its_base
     let skipped = second["lines"].as_array().unwrap().iter().find(|l| l["id"] == "api.simple").unwrap();
     assert_eq!(skipped["status"], "skipped");
     assert!(skipped["reason"].as_str().unwrap().contains("--only"));
+
+    // Kept up to date: each run adds to the baseline's history, and its
+    // figures move only to better values confirmed over --confirm-runs runs.
+    for i in 0..2 {
+        let (_, stdout) = bench(
+            dir.path(),
+            &[
+                "--quick",
+                "--only",
+                "storage",
+                "--baseline",
+                "first",
+                "--baseline-dir",
+                "bl",
+                "--update-baseline",
+                "--confirm-runs",
+                "2",
+            ],
+        );
+        assert!(stdout.contains("Against baseline first"), "run {i}: {stdout}");
+    }
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("bl/first.json")).unwrap()).unwrap();
+    let track = &kept["tracking"]["storage.default.wal_max_gb"];
+    assert_eq!(track["history"].as_array().map(Vec::len), Some(2), "{track}");
+    let (third, _) = bench(
+        dir.path(),
+        &[
+            "--quick",
+            "--only",
+            "storage",
+            "--baseline",
+            "first",
+            "--baseline-dir",
+            "bl",
+            "--json",
+            "third.json",
+            "--html",
+            "third.html",
+        ],
+    );
+    assert_eq!(third["baseline"]["kept"], true);
+    let html = std::fs::read_to_string(dir.path().join("third.html")).unwrap();
+    assert!(html.contains("History of each budget figure"), "the HTML draws the kept history");
 }
 
 #[test]

@@ -207,6 +207,28 @@ fn percentile_chart(title: &str, curves: Vec<Named>) -> String {
     })
 }
 
+/// A 160×28 inline line of `vals`, oldest left.
+fn sparkline(vals: &[f64]) -> String {
+    if vals.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let pts: Vec<String> = vals
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x = 2.0 + 156.0 * i as f64 / (vals.len() - 1) as f64;
+            let y = 26.0 - 24.0 * (v - lo) / span;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    format!(
+        r#"<svg width="160" height="28" role="img" aria-label="history"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>"#,
+        pts.join(" ")
+    )
+}
+
 fn status_class(s: Status) -> &'static str {
     match s {
         Status::Pass => "pass",
@@ -310,13 +332,36 @@ code{{font-size:12px}} .muted{{color:#777}}
                     _ => "skip",
                 };
                 let change = m.change_pct.map_or_else(|| "from 0".into(), |p| format!("{p:+.0}%"));
+                let verdict = if c.kept {
+                    format!("{} ({} of {} runs)", m.verdict, m.runs.min(c.confirm_runs), c.confirm_runs)
+                } else {
+                    m.verdict.clone()
+                };
                 let _ = write!(
                     h,
                     r#"<tr class="{cls}"><td><code>{}</code></td><td class="num">{}</td><td class="num">{}</td><td class="num">{change}</td><td class="st">{}</td></tr>"#,
                     esc(&m.figure),
                     fmt_num(m.baseline),
                     fmt_num(m.current),
-                    esc(&m.verdict)
+                    esc(&verdict)
+                );
+            }
+            h.push_str("</table>");
+        }
+        if c.history.values().any(|v| v.len() > 1) {
+            h.push_str("<h3>History of each budget figure</h3><p class=\"muted\">The runs the baseline has kept (<code>--update-baseline</code>), this run last.</p><table><tr><th>figure</th><th>runs</th><th>history</th><th>min</th><th>max</th><th>now</th></tr>");
+            for (k, pts) in c.history.iter().filter(|(_, v)| v.len() > 1) {
+                let vals: Vec<f64> = pts.iter().map(|p| p[1]).filter(|v| v.is_finite()).collect();
+                let (lo, hi) = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                let _ = write!(
+                    h,
+                    r#"<tr><td><code>{}</code></td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                    esc(k),
+                    vals.len(),
+                    sparkline(&vals),
+                    fmt_num(lo),
+                    fmt_num(hi),
+                    fmt_num(*vals.last().unwrap_or(&f64::NAN))
                 );
             }
             h.push_str("</table>");

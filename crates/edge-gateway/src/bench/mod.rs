@@ -77,6 +77,18 @@ pub struct BenchArgs {
     /// Budget file to judge against (default: the budget built into the binary).
     #[arg(long, value_name = "FILE")]
     pub budget: Option<PathBuf>,
+    /// With --baseline: update it after the run. A figure's baseline moves
+    /// only to a better value seen in --confirm-runs runs in a row (the worst
+    /// of them), never to a worse one; every run's figures are added to the
+    /// baseline's history (the HTML report draws it).
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
+    /// Runs in a row a change must last: to move a baseline figure
+    /// (--update-baseline), and to count as a regression for --strict when
+    /// the baseline keeps a history (one noisy run on a shared machine must
+    /// not cry wolf).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub confirm_runs: u32,
     /// Exit with status 3 when a budget line fails or a figure regressed against the baseline.
     #[arg(long)]
     pub strict: bool,
@@ -161,6 +173,10 @@ pub enum Spec {
     History(history::HistorySpec),
     /// Alarms: evaluation cost, the active list.
     Alarms(alarms::AlarmsSpec),
+}
+
+const fn default_confirm_runs() -> u32 {
+    3
 }
 
 /// Marks a child process of `bench` that runs one scenario (`gateway_bench::child`).
@@ -391,6 +407,9 @@ pub struct Settings {
     pub only: Option<String>,
     /// Baseline tolerance, percent.
     pub tolerance_pct: f64,
+    /// Runs in a row a change must last to count (see `--confirm-runs`).
+    #[serde(default = "default_confirm_runs")]
+    pub confirm_runs: u32,
     /// Where the budget came from.
     pub budget: String,
     /// The command line.
@@ -754,6 +773,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         ws_connections: args.ws_connections,
         only: args.only.clone(),
         tolerance_pct: args.tolerance,
+        confirm_runs: args.confirm_runs.max(1),
         budget: budget_source,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
@@ -824,6 +844,14 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
     if let Some(name) = &args.save_baseline {
         let path = report::save_baseline(&args.baseline_dir, name, &report)?;
         eprintln!("Saved baseline {name} to {}.", path.display());
+    }
+    if let (true, Some(name)) = (args.update_baseline, &args.baseline) {
+        let (path, moved) = report::update_baseline(&args.baseline_dir, name, &report)?;
+        eprintln!(
+            "Updated baseline {name} ({}): {moved} figures moved to a better value confirmed over {} runs.",
+            path.display(),
+            report.settings.confirm_runs
+        );
     }
     let failed = report.counts().1 > 0 || report.regressions() > 0;
     Ok(if args.strict && failed { ExitCode::from(3) } else { ExitCode::SUCCESS })

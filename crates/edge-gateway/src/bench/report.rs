@@ -24,7 +24,31 @@ pub struct Moved {
     pub change_pct: Option<f64>,
     /// `regressed`, `improved`, or `changed` (figures with no better direction).
     pub verdict: String,
+    /// Runs in a row, this one included, that moved this way (1 when the
+    /// baseline keeps no history).
+    #[serde(default = "one")]
+    pub runs: u32,
 }
+
+const fn one() -> u32 {
+    1
+}
+
+/// What a kept baseline remembers of a figure across runs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Track {
+    /// `[unix seconds, value]` of the last runs, oldest first (at most [`HISTORY_LEN`]).
+    pub history: Vec<[f64; 2]>,
+    /// Runs in a row better than the baseline beyond the tolerance.
+    pub better_runs: u32,
+    /// The worst value among those runs: what the baseline moves to.
+    pub better_worst: Option<f64>,
+    /// Runs in a row worse than the baseline beyond the tolerance.
+    pub worse_runs: u32,
+}
+
+/// Runs of history a baseline keeps per figure.
+pub const HISTORY_LEN: usize = 30;
 
 /// A budget line whose verdict differs from the baseline's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +78,16 @@ pub struct Comparison {
     pub flagged: Vec<Moved>,
     /// Budget lines whose verdict changed.
     pub status_changes: Vec<StatusChange>,
+    /// Runs in a row a regression must last to count (when the baseline
+    /// keeps a history; otherwise every regression counts).
+    #[serde(default = "one")]
+    pub confirm_runs: u32,
+    /// Whether the baseline keeps a history (was kept with --update-baseline).
+    #[serde(default)]
+    pub kept: bool,
+    /// The history of each budget line's figure, this run last.
+    #[serde(default)]
+    pub history: BTreeMap<String, Vec<[f64; 2]>>,
 }
 
 /// The whole report (also the JSON and baseline format).
@@ -76,6 +110,9 @@ pub struct Report {
     /// The comparison with `--baseline`, if asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Comparison>,
+    /// In a kept baseline: each figure's history and streaks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracking: BTreeMap<String, Track>,
 }
 
 /// What is read back from a baseline file (only what comparing needs, so
@@ -93,6 +130,9 @@ pub struct Baseline {
     /// The verdicts.
     #[serde(default)]
     pub lines: Vec<BaselineLine>,
+    /// Histories and streaks, in a kept baseline.
+    #[serde(default)]
+    pub tracking: BTreeMap<String, Track>,
 }
 
 /// A verdict in a baseline.
@@ -141,8 +181,32 @@ fn better(key: &str, lines: &[Verdict]) -> Better {
     }
 }
 
+/// Which way `cur` moved from `old`, beyond `tolerance_pct`: `Some(true)`
+/// better, `Some(false)` worse, `None` within the tolerance or no direction.
+fn direction(key: &str, lines: &[Verdict], old: f64, cur: f64, tolerance_pct: f64) -> Option<bool> {
+    if !(cur.is_finite() && old.is_finite()) || cur == old {
+        return None;
+    }
+    let change_pct = (old != 0.0).then(|| (cur - old) / old.abs() * 100.0);
+    if change_pct.is_some_and(|c| c.abs() <= tolerance_pct) {
+        return None;
+    }
+    match better(key, lines) {
+        Better::Lower => Some(cur < old),
+        Better::Higher => Some(cur > old),
+        Better::Neither => None,
+    }
+}
+
 /// Compares `figures` with a baseline.
-fn compare(figures: &BTreeMap<String, f64>, lines: &[Verdict], base: &Baseline, tolerance_pct: f64) -> Comparison {
+fn compare(
+    figures: &BTreeMap<String, f64>,
+    lines: &[Verdict],
+    base: &Baseline,
+    tolerance_pct: f64,
+    confirm_runs: u32,
+    now_s: f64,
+) -> Comparison {
     let mut flagged = Vec::new();
     let mut compared = 0;
     for (key, &cur) in figures {
@@ -163,7 +227,20 @@ fn compare(figures: &BTreeMap<String, f64>, lines: &[Verdict], base: &Baseline, 
             (Better::Lower, false) | (Better::Higher, true) => "improved",
             (Better::Neither, _) => "changed",
         };
-        flagged.push(Moved { figure: key.clone(), baseline: old, current: cur, change_pct, verdict: verdict.into() });
+        let track = base.tracking.get(key);
+        let runs = match verdict {
+            "regressed" => track.map_or(0, |t| t.worse_runs) + 1,
+            "improved" => track.map_or(0, |t| t.better_runs) + 1,
+            _ => 1,
+        };
+        flagged.push(Moved {
+            figure: key.clone(),
+            baseline: old,
+            current: cur,
+            change_pct,
+            verdict: verdict.into(),
+            runs,
+        });
     }
     let rank = |m: &Moved| match m.verdict.as_str() {
         "regressed" => 0,
@@ -182,6 +259,16 @@ fn compare(figures: &BTreeMap<String, f64>, lines: &[Verdict], base: &Baseline, 
             })
         })
         .collect();
+    let history = lines
+        .iter()
+        .filter_map(|v| {
+            let key = &v.line.metric;
+            let cur = *figures.get(key)?;
+            let mut h = base.tracking.get(key).map(|t| t.history.clone()).unwrap_or_default();
+            h.push([now_s, cur]);
+            Some((key.clone(), h))
+        })
+        .collect();
     Comparison {
         name: base.name.clone(),
         date: base.machine.get("date").cloned().unwrap_or_default(),
@@ -190,7 +277,68 @@ fn compare(figures: &BTreeMap<String, f64>, lines: &[Verdict], base: &Baseline, 
         compared,
         flagged,
         status_changes,
+        confirm_runs,
+        kept: !base.tracking.is_empty(),
+        history,
     }
+}
+
+/// The baseline after this run: each figure moves to a better value only
+/// once `confirm_runs` runs in a row were better (to the worst of them, so
+/// that one lucky run never sets the bar), never to a worse one; a figure
+/// the baseline lacks is taken as it is; every figure's history grows by
+/// this run. Returns the new figures, the new tracking and how many moved.
+pub fn keep(
+    base: &Baseline,
+    figures: &BTreeMap<String, f64>,
+    lines: &[Verdict],
+    tolerance_pct: f64,
+    confirm_runs: u32,
+    now_s: f64,
+) -> (BTreeMap<String, f64>, BTreeMap<String, Track>, usize) {
+    let mut out = base.figures.clone();
+    let mut tracking = base.tracking.clone();
+    let mut moved = 0;
+    for (key, &cur) in figures {
+        let t = tracking.entry(key.clone()).or_default();
+        t.history.push([now_s, cur]);
+        if t.history.len() > HISTORY_LEN {
+            let cut = t.history.len() - HISTORY_LEN;
+            t.history.drain(..cut);
+        }
+        let Some(&old) = base.figures.get(key) else {
+            out.insert(key.clone(), cur);
+            continue;
+        };
+        match direction(key, lines, old, cur, tolerance_pct) {
+            Some(true) => {
+                t.worse_runs = 0;
+                t.better_runs += 1;
+                let lower = matches!(better(key, lines), Better::Lower);
+                t.better_worst = Some(match t.better_worst {
+                    None => cur,
+                    Some(w) if lower => w.max(cur),
+                    Some(w) => w.min(cur),
+                });
+                if t.better_runs >= confirm_runs {
+                    out.insert(key.clone(), t.better_worst.take().unwrap_or(cur));
+                    t.better_runs = 0;
+                    moved += 1;
+                }
+            }
+            Some(false) => {
+                t.better_runs = 0;
+                t.better_worst = None;
+                t.worse_runs += 1;
+            }
+            None => {
+                t.better_runs = 0;
+                t.better_worst = None;
+                t.worse_runs = 0;
+            }
+        }
+    }
+    (out, tracking, moved)
 }
 
 /// A number for people: thousands separated, sensible decimals.
@@ -252,7 +400,9 @@ impl Report {
             }
         };
         let verdicts = budget::judge(&lines, &figures, why);
-        let baseline = baseline.map(|b| compare(&figures, &verdicts, &b, settings.tolerance_pct));
+        let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let baseline =
+            baseline.map(|b| compare(&figures, &verdicts, &b, settings.tolerance_pct, settings.confirm_runs, now_s));
         Report {
             tool: "edge-gateway bench".into(),
             machine,
@@ -262,6 +412,7 @@ impl Report {
             figures,
             scenarios,
             baseline,
+            tracking: BTreeMap::new(),
         }
     }
 
@@ -272,8 +423,13 @@ impl Report {
     }
 
     /// Figures that regressed against the baseline.
+    /// Regressions that count: against a kept baseline, only those that
+    /// lasted `confirm_runs` runs in a row (a single noisy run does not).
     pub fn regressions(&self) -> usize {
-        self.baseline.as_ref().map_or(0, |c| c.flagged.iter().filter(|m| m.verdict == "regressed").count())
+        self.baseline.as_ref().map_or(0, |c| {
+            let need = if c.kept { c.confirm_runs } else { 1 };
+            c.flagged.iter().filter(|m| m.verdict == "regressed" && m.runs >= need).count()
+        })
     }
 
     /// One line for the end of the output.
@@ -386,6 +542,17 @@ pub fn save_baseline(dir: &Path, name: &str, report: &Report) -> Result<PathBuf,
     Ok(path)
 }
 
+/// Updates kept baseline `name` with this run (see [`keep`]); returns its
+/// path and how many figures moved.
+pub fn update_baseline(dir: &Path, name: &str, report: &Report) -> Result<(PathBuf, usize), String> {
+    let base = load_baseline(dir, name)?;
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let (figures, tracking, moved) =
+        keep(&base, &report.figures, &report.lines, report.settings.tolerance_pct, report.settings.confirm_runs, now_s);
+    let kept = Report { figures, tracking, baseline: None, ..report.clone() };
+    Ok((save_baseline(dir, name, &kept)?, moved))
+}
+
 /// Loads baseline `name`.
 pub fn load_baseline(dir: &Path, name: &str) -> Result<Baseline, String> {
     let path = baseline_path(dir, name);
@@ -437,8 +604,9 @@ mod tests {
                 ("e.p50_us".to_string(), 10.0),
             ]),
             lines: vec![BaselineLine { id: "a.p99_us".into(), status: Status::Pass }],
+            tracking: BTreeMap::new(),
         };
-        let c = compare(&now, &verdicts, &base, 20.0);
+        let c = compare(&now, &verdicts, &base, 20.0, 3, 0.0);
         let verdict = |k: &str| c.flagged.iter().find(|m| m.figure == k).map(|m| m.verdict.clone());
         assert_eq!(verdict("a.p99_us").as_deref(), Some("regressed"));
         assert_eq!(verdict("b.frames_per_s").as_deref(), Some("improved"));
@@ -448,6 +616,72 @@ mod tests {
         assert_eq!(c.compared, 5);
         assert_eq!(c.flagged[0].verdict, "regressed");
         assert_eq!(c.status_changes.len(), 1, "a.p99_us went from pass to fail");
+    }
+
+    #[test]
+    fn a_kept_baseline_moves_only_to_a_better_value_confirmed_over_runs_and_flags_only_repeated_regressions() {
+        let lines = vec![line("a.p99_us", Op::Le)];
+        let verdicts = judge(&lines, &BTreeMap::from([("a.p99_us".to_string(), 100.0)]), |_| String::new());
+        let mut base = Baseline {
+            name: "b".into(),
+            machine: BTreeMap::new(),
+            figures: BTreeMap::from([("a.p99_us".to_string(), 100.0)]),
+            lines: Vec::new(),
+            tracking: BTreeMap::new(),
+        };
+        let run = |base: &mut Baseline, v: f64, t: f64| {
+            let now = BTreeMap::from([("a.p99_us".to_string(), v), ("new.p50_us".to_string(), 7.0)]);
+            let c = compare(&now, &verdicts, base, 20.0, 3, t);
+            let (figures, tracking, moved) = keep(base, &now, &verdicts, 20.0, 3, t);
+            base.figures = figures;
+            base.tracking = tracking;
+            (c, moved)
+        };
+        // Two better runs, then a normal one: the streak breaks, nothing moves.
+        assert_eq!(run(&mut base, 60.0, 1.0).1, 0);
+        assert_eq!(base.figures["new.p50_us"], 7.0, "a new figure is taken as it is");
+        assert_eq!(run(&mut base, 50.0, 2.0).1, 0);
+        assert_eq!(run(&mut base, 95.0, 3.0).1, 0);
+        assert_eq!(base.figures["a.p99_us"], 100.0);
+        // Three better runs in a row: the baseline moves to the worst of them.
+        run(&mut base, 70.0, 4.0);
+        run(&mut base, 50.0, 5.0);
+        assert_eq!(run(&mut base, 60.0, 6.0).1, 1);
+        assert_eq!(base.figures["a.p99_us"], 70.0, "the worst of the three, not the luckiest");
+        // A worse run never moves it; a single one is flagged but does not count.
+        let (c, moved) = run(&mut base, 200.0, 7.0);
+        assert_eq!(moved, 0);
+        assert_eq!(base.figures["a.p99_us"], 70.0);
+        assert!(c.kept);
+        assert_eq!(c.flagged[0].runs, 1);
+        let report = |c: Comparison| Report {
+            tool: String::new(),
+            machine: BTreeMap::new(),
+            settings: crate::bench::Settings {
+                quick: false,
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                ws_connections: 1,
+                only: None,
+                tolerance_pct: 20.0,
+                confirm_runs: 3,
+                budget: String::new(),
+                command: String::new(),
+            },
+            seconds: 0.0,
+            lines: Vec::new(),
+            figures: BTreeMap::new(),
+            scenarios: Vec::new(),
+            baseline: Some(c),
+            tracking: BTreeMap::new(),
+        };
+        assert_eq!(report(c).regressions(), 0, "one noisy run does not cry wolf");
+        run(&mut base, 210.0, 8.0);
+        let (c, _) = run(&mut base, 190.0, 9.0);
+        assert_eq!(c.flagged[0].runs, 3);
+        assert_eq!(report(c.clone()).regressions(), 1, "three in a row do");
+        assert_eq!(c.history["a.p99_us"].len(), 9, "the history of the line's figure, this run last");
+        assert_eq!(c.history["a.p99_us"].last(), Some(&[9.0, 190.0]));
     }
 
     #[test]
