@@ -99,8 +99,9 @@ export const live = {
     const s = session.get();
     if (!s || this.ws) return;
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
-    // A browser cannot set headers on a WebSocket; the API takes the token as a subprotocol.
-    const ws = new WebSocket(url, ['bearer.' + s.token]);
+    // A browser cannot set headers on a WebSocket; the API takes the token as a subprotocol
+    // and answers with `egw`, so the secret is not echoed back.
+    const ws = new WebSocket(url, ['egw', 'bearer.' + s.token]);
     this.ws = ws;
     this.setStatus('connecting');
     ws.onopen = () => {

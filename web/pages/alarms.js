@@ -108,5 +108,8 @@ export async function render(main) {
     if (m.type === 'alarm' || m.type === 'alarms') { clearTimeout(pending); pending = setTimeout(() => { load(); loadJournal(); }, 150); }
   });
   await Promise.all([load(), loadJournal()]);
-  return () => { off(); clearTimeout(pending); };
+  // The journal is written to history in batches (about once a second), after the WebSocket
+  // told of the transition: read it again now and then so a new entry appears by itself.
+  const journalTimer = setInterval(loadJournal, 3000);
+  return () => { off(); clearTimeout(pending); clearInterval(journalTimer); };
 }

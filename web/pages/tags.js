@@ -37,6 +37,8 @@ export async function render(main) {
   function paint() {
     dirty = false;
     spacer.style.height = order.length * ROW + ROW + 'px';
+    // As tall as its rows up to 60 % of the window, so the trend below stays in view.
+    scroller.style.height = Math.max(ROW * 4, Math.min(innerHeight * 0.6, (order.length + 1) * ROW + 2)) + 'px';
     const first = Math.max(0, Math.floor(scroller.scrollTop / ROW) - 1);
     const n = Math.min(order.length - first, Math.ceil(scroller.clientHeight / ROW) + 3);
     while (pool.length < n) {
