@@ -1,6 +1,6 @@
 //! The gateway's HTTP face: REST v1 (devices, tags, values, commands, history, system),
 //! the WebSocket `/ws` for live values, `/metrics` for Prometheus, the OpenAPI
-//! document at `/api/openapi.json`, and a small live page at `/`.
+//! document at `/api/openapi.json`, and the operator's web UI at `/` ([`ui`]).
 //!
 //! [`router`] builds everything from an [`AppState`] without a socket, so
 //! tests call it with `tower::ServiceExt::oneshot`; [`serve`] runs it behind
@@ -23,6 +23,7 @@ pub mod process;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod ui;
 pub mod ws;
 
 use std::sync::Arc;
@@ -47,9 +48,6 @@ pub use ws::WsHub;
 
 /// The OpenAPI 3.1 description of the API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
-
-/// The live page served at `/`.
-pub const INDEX_HTML: &str = include_str!("../index.html");
 
 struct Inner {
     bus: Bus,
@@ -271,7 +269,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/alarms/events"),
 ];
 
-/// Every route of [`ROUTES`] plus `/` (the live page), with the body limit,
+/// Every route of [`ROUTES`] plus `/` and `/ui/{*path}` (the web UI's static
+/// files, which the OpenAPI document does not describe), with the body limit,
 /// the [`guard`] (in front of everything but the request metrics) and request
 /// metrics applied; unknown paths and methods get JSON errors.
 pub fn router(state: AppState) -> Router {
@@ -279,7 +278,8 @@ pub fn router(state: AppState) -> Router {
     let limit = state.cfg().max_request_size;
     let guard = Arc::new(guard::Guard::new(state.cfg()));
     Router::new()
-        .route("/", get(index))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::file))
         .route("/api/v1/system/health", get(health))
         .route("/api/v1/system/info", get(info))
         .route("/api/v1/system/reload", post(reload))

@@ -519,7 +519,9 @@ pub async fn ws(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
-        Ok(u) => u,
+        // A browser that offered subprotocols (the web UI: `egw` and `bearer.TOKEN`) fails
+        // the handshake unless one is selected; `egw` is, so the token is never echoed.
+        Ok(u) => u.protocols(["egw"]),
         Err(e) => return ApiError::bad_request("not_websocket", e.body_text()).into_response(),
     };
     let Some(slot) = s.ws().try_acquire() else {
@@ -561,9 +563,4 @@ pub async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not take that method; see /api/openapi.json",
     )
-}
-
-/// `GET /`: a small live page.
-pub async fn index() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], crate::INDEX_HTML).into_response()
 }

@@ -363,7 +363,7 @@ async fn the_openapi_document_describes_every_route() {
     }
     let (s, body) = call(&env, "GET", "/", None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(body.as_str().unwrap().contains("/ws"));
+    assert!(body.as_str().unwrap().contains("/ui/app.js"));
 }
 
 fn with_host(method: &str, uri: &str, host: &str) -> axum::http::request::Builder {
@@ -530,4 +530,31 @@ async fn of_concurrent_creations_of_the_same_tag_exactly_one_succeeds() {
     }
     let (_, v) = call(&env, "GET", "/api/v1/devices/d/tags", None).await;
     assert_eq!(v["tags"].as_array().unwrap().len(), 1, "{v}");
+}
+
+#[tokio::test]
+async fn the_web_ui_is_served_to_anyone_with_its_type_and_a_revalidating_cache_policy() {
+    let env = env().await;
+    for (uri, ctype) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/pages/tags.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        // No credentials: the files hold no data, the page signs in before it asks for any.
+        let resp = router(env.state.clone()).oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        let h = resp.headers();
+        assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(ctype), "{uri}: {:?}", h[header::CONTENT_TYPE]);
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache", "{uri}");
+        let etag = h[header::ETAG].clone();
+        let again = Request::get(uri).header(header::IF_NONE_MATCH, etag).body(Body::empty()).unwrap();
+        let resp = router(env.state.clone()).oneshot(again).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{uri}");
+    }
+    for uri in ["/ui/missing.js", "/ui/../Cargo.toml", "/ui/"] {
+        let (s, v) = raw(&env, Request::get(uri).body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}: {v}");
+        assert_error(&v, "not_found");
+    }
 }

@@ -27,7 +27,8 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
     let Some(route) = route else { return Access::Public };
     let read = *method == Method::GET || *method == Method::HEAD;
     match route {
-        "/" | "/api/openapi.json" | "/api/v1/system/health" if read => Access::Public,
+        // The UI's files hold no data: the page signs in, then asks the API.
+        "/" | "/ui/{*path}" | "/api/openapi.json" | "/api/v1/system/health" if read => Access::Public,
         "/api/v1/auth/login" => Access::Public,
         "/api/v1/auth/logout" | "/api/v1/auth/me" | "/api/v1/auth/password" => Access::Authenticated,
         r if r.starts_with("/api/v1/users") || r.starts_with("/api/v1/tokens") || r.starts_with("/api/v1/audit") => {
@@ -60,6 +61,8 @@ mod tests {
         use Access::*;
         let cases = [
             (Method::GET, "/api/v1/system/health", Public),
+            (Method::GET, "/ui/{*path}", Public),
+            (Method::POST, "/ui/{*path}", Admin),
             (Method::POST, "/api/v1/auth/login", Public),
             (Method::GET, "/api/v1/auth/me", Authenticated),
             (Method::GET, "/api/v1/values", Read),

@@ -1,0 +1,22 @@
+// System: version, uptime, preset, bus and WAL figures as the API reports them, who is
+// signed in, and links to the machine-readable documents.
+import { api, h, session, fmtAge, fmtBytes } from '../core.js';
+
+export async function render(main) {
+  const info = await api('GET', '/api/v1/system/info');
+  const health = await fetch('/api/v1/system/health').then((r) => r.json().then((j) => ({ code: r.status, ...j }))).catch(() => ({ status: 'unreachable' }));
+  const s = session.get();
+  const rows = [
+    ['Version', info.version], ['Uptime', fmtAge(info.uptime_s)], ['Health', health.status + (health.check ? ` (${health.check})` : '')],
+    ['Bus preset', info.preset], ['Persistence', String(info.persistence)], ['Devices', info.devices],
+    ['Tags with values', info.tags_with_values], ['WebSocket clients', info.ws_connections],
+    ['WAL on disk', info.wal ? fmtBytes(info.wal.disk_bytes) : 'off'], ['WAL durable seq', info.wal?.durable_seq ?? '—'],
+    ['Signed in as', `${s.user} (${s.role})`],
+  ];
+  main.replaceChildren(h('h1', { text: 'System' }),
+    h('section.panel', {}, h('dl.kv#system-info', {}, ...rows.flatMap(([k, v]) => [h('dt', { text: k }), h('dd', { text: String(v) })]))),
+    h('section.panel', {}, h('h2', { text: 'Documents' }), h('ul', {},
+      h('li', {}, h('a', { href: '/metrics', target: '_blank', rel: 'noopener', text: 'Prometheus metrics (/metrics)' })),
+      h('li', {}, h('a', { href: '/api/openapi.json', target: '_blank', rel: 'noopener', text: 'OpenAPI description (/api/openapi.json)' })))),
+    h('section.panel', {}, h('h2', { text: 'Bus statistics (raw)' }), h('pre', { text: JSON.stringify(info.bus, null, 1) })));
+}
