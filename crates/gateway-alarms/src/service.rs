@@ -496,3 +496,47 @@ async fn run(
     // Last words: what is queued goes out if the bus still takes it.
     t.finish_step();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::RuleConfig;
+
+    fn alarm(now: u64) -> Alarm {
+        let r: RuleConfig = serde_json::from_value(serde_json::json!({
+            "name": "hot", "tag": "d.t", "kind": "high", "limit": 1
+        }))
+        .unwrap();
+        Alarm::new(&r.compile().unwrap(), "d.t".into(), now)
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_a_corrupt_one_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        assert!(load_state(&path).is_empty(), "no file: no state");
+        let a = alarm(5);
+        save_state(&path, &[&a]).unwrap();
+        let back = load_state(&path);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].id, a.id);
+        assert_eq!(back[0].since_ns, 5);
+        assert!(!path.with_extension("json.tmp").exists(), "the temporary file was renamed over the state");
+
+        std::fs::write(&path, b"{\"version\":1,\"alarms\":[{\"id\":").unwrap();
+        assert!(load_state(&path).is_empty(), "a torn file: alarms start from normal");
+        assert!(path.with_extension("json.corrupt").exists(), "and the damaged file is kept for a look");
+        assert!(!path.exists());
+        std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+        assert!(load_state(&path).is_empty(), "garbage too");
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        // The state's directory is a file: every write fails.
+        std::fs::write(dir.path().join("alarms"), b"").unwrap();
+        let a = alarm(1);
+        assert!(save_state(&dir.path().join(STATE_FILE), &[&a]).is_err());
+    }
+}

@@ -179,3 +179,33 @@ async fn rules_made_over_the_api_persist_and_can_be_replaced_and_deleted() {
     let (_, all) = call_as(&env, Some(&env.viewer), "GET", "/api/v1/alarms", None).await;
     assert_eq!(all["count"], 0, "its alarms went with it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_a_400_and_change_nothing() {
+    let env = env_with(ApiConfig::default(), Vec::new()).await;
+    let rule = json!({"name": "hot", "tag": "t.x", "kind": "high", "limit": 1});
+    assert_eq!(call_as(&env, Some(&env.admin), "POST", "/api/v1/alarms/rules", Some(rule)).await.0, 201);
+    publish(&env, "t.x", 5.0).await;
+    wait_active(&env, "the alarm", |a| a["count"] == 1).await;
+    let url = "/api/v1/alarms/hot:t.x/ack";
+    let long = "x".repeat(1001);
+    let cases = [
+        (url, json!({"comment": long})),
+        (url, json!({"comment": "ok", "colour": "red"})),
+        (url, json!("not an object")),
+        ("/api/v1/alarms/ack", json!({"ids": []})),
+        ("/api/v1/alarms/ack", json!({"ids": vec!["hot:t.x"; 1001]})),
+        ("/api/v1/alarms/hot:t.x/shelve", json!({"duration": "soon", "reason": "x"})),
+        ("/api/v1/alarms/rules", json!({"name": "n", "tag": "a.b", "kind": "high", "limit": 1, "colour": 1})),
+        ("/api/v1/alarms/rules", json!({"name": "n".repeat(65), "tag": "a.b", "kind": "bad_quality"})),
+    ];
+    for (uri, body) in cases {
+        let (st, b) = call_as(&env, Some(&env.admin), "POST", uri, Some(body.clone())).await;
+        assert_eq!(st, 400, "{uri} {body}: {b}");
+        assert!(b["error"]["code"].is_string() && b["error"]["message"].is_string(), "{b}");
+    }
+    let a = active(&env).await;
+    assert_eq!(a["alarms"][0]["state"], "active_unacked", "nothing was acknowledged or shelved: {a}");
+    let (_, rules) = call_as(&env, Some(&env.viewer), "GET", "/api/v1/alarms/rules", None).await;
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 1);
+}
