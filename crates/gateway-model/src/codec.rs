@@ -632,6 +632,24 @@ mod tests {
     }
 
     #[test]
+    fn an_alarm_whose_value_is_nan_round_trips_as_the_same_frame() {
+        // Found by the fuzzer: an event's alarm value with NaN bits.
+        let bytes = [
+            0xeb, 0x01, 0x00, 0xce, 0xff, 0xff, 0xff, 0x20, 0x01, 0xc1, 0x91, 0xff, 0xff, 0xff, 0xef, 0x00, 0x00, 0x80,
+            0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x04, 0xff, 0xff, 0xff, 0xff, 0x20, 0x01, 0xff, 0xff,
+            0x00, 0x01, 0x00,
+        ];
+        let batch = decode_batch(&bytes).unwrap();
+        let Frame::Event(e) = &batch[0] else { panic!("{batch:?}") };
+        let a = e.alarm.as_ref().unwrap();
+        assert!([&a.value, &a.limit].iter().any(|v| matches!(v, Some(Value::F64(f)) if f.is_nan())), "{a:?}");
+        assert_ne!(batch, batch.clone(), "NaN is not equal to itself under ==");
+        let mut again = Vec::new();
+        encode_batch(&batch, &mut again);
+        assert!(decode_batch(&again).unwrap().same(&batch));
+    }
+
+    #[test]
     fn tags_are_written_once_per_batch() {
         let tag = TagId::new("line1.temperature_sensor_with_a_long_name").unwrap();
         let frames: Vec<Frame> = (0..100)

@@ -377,6 +377,33 @@ impl Frame {
                     && a.origin == b.origin
                     && a.issued_ts_ns == b.issued_ts_ns
             }
+            (Frame::Event(a), Frame::Event(b)) => {
+                let opt = |x: &Option<Value>, y: &Option<Value>| match (x, y) {
+                    (Some(x), Some(y)) => x.same(y),
+                    (None, None) => true,
+                    _ => false,
+                };
+                let alarm = match (&a.alarm, &b.alarm) {
+                    (Some(x), Some(y)) => {
+                        x.id == y.id
+                            && x.rule == y.rule
+                            && x.state == y.state
+                            && opt(&x.value, &y.value)
+                            && opt(&x.limit, &y.limit)
+                            && x.user == y.user
+                            && x.comment == y.comment
+                    }
+                    (None, None) => true,
+                    _ => false,
+                };
+                alarm
+                    && a.source == b.source
+                    && a.code == b.code
+                    && a.severity == b.severity
+                    && a.message == b.message
+                    && a.tag == b.tag
+                    && a.ts_ns == b.ts_ns
+            }
             _ => self == other,
         }
     }
