@@ -498,20 +498,7 @@ pub async fn replace_rule(
     Path(name): Path<String>,
     ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
-    if let JsonValue::Object(m) = &mut body {
-        match m.get("name").and_then(JsonValue::as_str) {
-            None => {
-                m.insert("name".into(), name.clone().into());
-            }
-            Some(n) if n != name => {
-                return Err(ApiError::bad_request(
-                    "name_mismatch",
-                    format!("the body names rule {n:?}, the path {name:?}"),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+    crate::routes::name_from_path(&mut body, &name, "rule")?;
     let rule = parse_rule(body)?;
     let created = put_rule(&s, &who, rule.clone(), false).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

@@ -46,6 +46,26 @@ async fn change<T: Send + 'static>(
     .map_err(ApiError::internal)?
 }
 
+/// A PUT's body names what the path names: fills `name` in from the path
+/// when the body leaves it out, and refuses a body that names something else.
+pub(crate) fn name_from_path(body: &mut JsonValue, name: &str, what: &str) -> ApiResult<()> {
+    if let JsonValue::Object(m) = body {
+        match m.get("name").and_then(JsonValue::as_str) {
+            None => {
+                m.insert("name".into(), name.into());
+            }
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(
+                    "name_mismatch",
+                    format!("the body names {what} {n:?}, the path {name:?}"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// What the audit trail keeps of a device: its driver and size, not its
 /// fields (which may one day hold credentials).
 fn device_detail(dev: &DeviceConfig) -> JsonValue {
@@ -200,20 +220,7 @@ pub async fn put_device(
     Path(name): Path<String>,
     ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
-    if let JsonValue::Object(m) = &mut body {
-        match m.get("name").and_then(JsonValue::as_str) {
-            None => {
-                m.insert("name".into(), name.clone().into());
-            }
-            Some(n) if n != name => {
-                return Err(ApiError::bad_request(
-                    "name_mismatch",
-                    format!("the body names device {n:?}, the path {name:?}"),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+    name_from_path(&mut body, &name, "device")?;
     if let Some((old, _)) = s.devices().get(&name) {
         old.restore_secrets(&mut body);
     }
@@ -280,20 +287,7 @@ pub async fn put_tag(
     Path((name, tag)): Path<(String, String)>,
     ApiJson(mut body): ApiJson<JsonValue>,
 ) -> ApiResult<Response> {
-    if let JsonValue::Object(m) = &mut body {
-        match m.get("name").and_then(JsonValue::as_str) {
-            None => {
-                m.insert("name".into(), tag.clone().into());
-            }
-            Some(n) if n != tag => {
-                return Err(ApiError::bad_request(
-                    "name_mismatch",
-                    format!("the body names tag {n:?}, the path {tag:?}"),
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+    name_from_path(&mut body, &tag, "tag")?;
     let t = parse_tag(&s, &name, body)?;
     let json = t.to_json();
     let devices = s.devices_arc();
