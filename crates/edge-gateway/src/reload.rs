@@ -23,6 +23,7 @@ use crate::config::{self, Config};
 /// What a reload needs: where the configuration comes from, the running
 /// configuration, and the parts it changes.
 pub struct Reloader {
+    bus: gateway_bus::Bus,
     source: Option<PathBuf>,
     current: Mutex<Config>,
     devices: Arc<Devices>,
@@ -40,13 +41,14 @@ impl Reloader {
     /// A reloader for the gateway started with `cfg` (read from `source`,
     /// or the built-in default when `None`).
     pub fn new(
+        bus: gateway_bus::Bus,
         source: Option<PathBuf>,
         cfg: Config,
         devices: Arc<Devices>,
         connectors: Arc<Mutex<Option<Connectors>>>,
         alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     ) -> Self {
-        Reloader { source, current: Mutex::new(cfg), devices, connectors, alarms }
+        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms }
     }
 
     /// Reads, validates and applies the configuration; what changed, as JSON.
@@ -77,6 +79,9 @@ impl Reloader {
         };
         let devices = self.devices.reload_file(&new.devices).await?;
         let connectors = running.apply(&new.connectors).await;
+        // A connector removed from the file would otherwise hold the WAL's
+        // data (up to wal_max_bytes) until the next restart forgot its cursor.
+        crate::run::forget_orphan_cursors(&self.bus, &new);
         let (rules_added, rules_removed) = match &self.alarms {
             Some(a) => {
                 let system = new.alarms.system.rules(current.bus.pause_hi, current.bus.resume_lo);

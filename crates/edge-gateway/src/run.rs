@@ -129,7 +129,7 @@ const DATA_DIR_LOCK: &str = "edge-gateway.lock";
 /// them. A connector still in the file that is not running (disabled, or it
 /// failed to start) keeps its place, so that it sends its backlog once it
 /// runs again; that is said too. Called once every reader has subscribed.
-fn forget_orphan_cursors(bus: &Bus, cfg: &Config) {
+pub(crate) fn forget_orphan_cursors(bus: &Bus, cfg: &Config) {
     let Some(wal) = bus.wal() else { return };
     let held = bus.subscriber_names();
     let next = wal.next_seq();
@@ -325,6 +325,7 @@ impl Running {
             .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
         let addr = listener.local_addr()?;
         let reloader = Arc::new(crate::reload::Reloader::new(
+            bus.clone(),
             source,
             cfg.clone(),
             devices.clone(),

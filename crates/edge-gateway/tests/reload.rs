@@ -184,6 +184,11 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     common::wait_value(port, "plc1.v0", |v| v["quality"] == "good");
     let (_, slow) = http_as(port, Some(&viewer), "GET", "/api/v1/devices/slow", None);
     assert_eq!(slow["poll_interval_ms"], 50, "{slow}");
+    // The removed connector's place in the WAL is forgotten, so it holds no data.
+    let inspect = Command::new(BIN).args(["wal", "inspect"]).arg(data.join("wal")).output().unwrap();
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(inspect.contains("cursor mqtt-up "), "{inspect}");
+    assert!(!inspect.contains("cursor mqtt-extra "), "the removed connector still holds the WAL: {inspect}");
     // The removed connector sends no more.
     std::thread::sleep(Duration::from_millis(300));
     let after_stop = other.lock().unwrap().1;
