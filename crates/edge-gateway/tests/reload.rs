@@ -189,7 +189,10 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     let inspect = String::from_utf8_lossy(&inspect.stdout);
     assert!(inspect.contains("cursor mqtt-up "), "{inspect}");
     assert!(!inspect.contains("cursor mqtt-extra "), "the removed connector still holds the WAL: {inspect}");
-    // The removed connector sends no more.
+    // The removed connector sends no more. The reload answered only after
+    // its task stopped; the first pause lets what was already on the wire
+    // arrive, the second is the quiet period itself (an absence has no event
+    // to wait for).
     std::thread::sleep(Duration::from_millis(300));
     let after_stop = other.lock().unwrap().1;
     std::thread::sleep(Duration::from_millis(700));

@@ -19,6 +19,7 @@ mod gateway;
 mod history;
 mod html;
 mod http;
+mod keep;
 mod probe;
 mod report;
 mod ws;
@@ -846,7 +847,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
         eprintln!("Saved baseline {name} to {}.", path.display());
     }
     if let (true, Some(name)) = (args.update_baseline, &args.baseline) {
-        let (path, moved) = report::update_baseline(&args.baseline_dir, name, &report)?;
+        let (path, moved) = keep::update_baseline(&args.baseline_dir, name, &report)?;
         eprintln!(
             "Updated baseline {name} ({}): {moved} figures moved to a better value confirmed over {} runs.",
             path.display(),
