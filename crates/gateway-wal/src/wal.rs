@@ -364,6 +364,11 @@ pub(crate) struct Shared {
     next_hint: AtomicU64,
     /// A cursor passing this position lets retention delete a segment.
     retention_hint: AtomicU64,
+    /// The group commit interval in microseconds under `Durability::Interval`:
+    /// set from the options at open, changed at run time by
+    /// [`Wal::set_flush_interval`] (the self-tuning controller widens it
+    /// under CPU load). Read by the flusher at every wait.
+    interval_us: AtomicU64,
     report: RecoveryReport,
     _lock: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -545,6 +550,10 @@ impl Wal {
             cursors: Mutex::new(cursors),
             counters: Counters::default(),
             next_hint: AtomicU64::new(next_seq),
+            interval_us: AtomicU64::new(match opts.durability {
+                Durability::Interval(d) => d.as_micros() as u64,
+                _ => 0,
+            }),
             report,
             opts,
             _lock: guard,
@@ -563,7 +572,8 @@ impl Wal {
         &self.shared.dir
     }
 
-    /// The options it was opened with; they cannot change while it is open.
+    /// The options it was opened with; they cannot change while it is open
+    /// (the group commit interval can: [`Wal::set_flush_interval`]).
     pub fn options(&self) -> &WalOptions {
         &self.shared.opts
     }
@@ -762,6 +772,28 @@ impl Wal {
     /// under load instead of capping throughput at queue size / interval.
     pub fn flush_soon(&self) {
         self.shared.kick(|g| g.sync_now = true);
+    }
+
+    /// Changes the group commit interval of a log opened with
+    /// [`Durability::Interval`] while it runs; it applies from the flusher's
+    /// next wait. Returns the interval in force afterwards, `None` (and
+    /// nothing changes) for another durability or an interval outside
+    /// 1 µs..=60 s, the limits [`Wal::open`] enforces.
+    pub fn set_flush_interval(&self, d: Duration) -> Option<Duration> {
+        if !matches!(self.shared.opts.durability, Durability::Interval(_)) || d.is_zero() || d > Duration::from_secs(60)
+        {
+            return None;
+        }
+        self.shared.interval_us.store(d.as_micros().max(1) as u64, Ordering::Relaxed);
+        // A flusher asleep for the old interval wakes and waits for the new one.
+        self.shared.wake.notify_one();
+        Some(d)
+    }
+
+    /// The group commit interval in force (`None` unless `Durability::Interval`).
+    pub fn flush_interval(&self) -> Option<Duration> {
+        matches!(self.shared.opts.durability, Durability::Interval(_))
+            .then(|| Duration::from_micros(self.shared.interval_us.load(Ordering::Relaxed)))
     }
 
     /// Watches the flusher's progress (written and durable positions).
@@ -1206,7 +1238,7 @@ impl Flusher {
                 let waited = g.pending_since.map_or(Duration::ZERO, |t| t.elapsed());
                 let limit = match opts.durability {
                     Durability::Always => Duration::ZERO,
-                    Durability::Interval(d) => d,
+                    Durability::Interval(_) => Duration::from_micros(self.sh.interval_us.load(Ordering::Relaxed)),
                     Durability::None => Duration::from_millis(10),
                 };
                 if g.sync_now || g.buf.len() >= opts.flush_bytes || waited >= limit {

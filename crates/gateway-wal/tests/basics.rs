@@ -297,3 +297,32 @@ fn with_durability_none_a_flush_and_a_close_still_make_everything_durable() {
         assert_eq!(read_all(&wal, 0).len(), 10, "records lost after a power loss (close: {close})");
     }
 }
+
+#[test]
+fn the_group_commit_interval_changes_while_the_log_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // A minute-long group commit: a record would wait that long to be durable.
+    let long = Duration::from_secs(60);
+    let wal =
+        Wal::open(dir.path(), WalOptions { durability: Durability::Interval(long), ..Default::default() }).unwrap();
+    assert_eq!(wal.flush_interval(), Some(long));
+    let r = wal.append_blocking(b"x", 1).unwrap();
+    // Narrowed while the flusher sleeps on the old interval: it wakes and the
+    // record is durable within the new one, not a minute later.
+    assert_eq!(wal.set_flush_interval(Duration::from_millis(1)), Some(Duration::from_millis(1)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| tx.send(wal.wait_durable_blocking(r.end)).unwrap());
+        rx.recv_timeout(Duration::from_secs(30)).expect("durable long before the old interval").unwrap();
+    });
+    assert_eq!(wal.flush_interval(), Some(Duration::from_millis(1)));
+    // Out of range: refused, the interval in force stays.
+    assert_eq!(wal.set_flush_interval(Duration::ZERO), None);
+    assert_eq!(wal.set_flush_interval(Duration::from_secs(61)), None);
+    assert_eq!(wal.flush_interval(), Some(Duration::from_millis(1)));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let always = Wal::open(dir2.path(), WalOptions { durability: Durability::Always, ..Default::default() }).unwrap();
+    assert_eq!(always.set_flush_interval(Duration::from_millis(5)), None, "no interval to change");
+    assert_eq!(always.flush_interval(), None);
+}
