@@ -103,6 +103,10 @@ pub(crate) struct Inner {
     pub commands: CommandRouter,
     pub published_batches: AtomicU64,
     wal_dropped_seen: AtomicU64,
+    /// How long northbound connectors may hold readings to send them in
+    /// fewer, larger messages, in microseconds: 0 unless the self-tuning
+    /// controller widened it ([`Bus::set_batch_linger`]).
+    batch_linger_us: AtomicU64,
 }
 
 impl Inner {
@@ -283,6 +287,7 @@ impl Bus {
             commands: CommandRouter::default(),
             published_batches: AtomicU64::new(0),
             wal_dropped_seen: AtomicU64::new(0),
+            batch_linger_us: AtomicU64::new(0),
             cfg,
         };
         Ok(Bus { inner: Arc::new(inner) })
@@ -298,6 +303,18 @@ impl Bus {
     /// current only after [`Bus::refresh_gauges`].
     pub fn metrics(&self) -> &Arc<BusMetrics> {
         &self.inner.metrics
+    }
+
+    /// How long a northbound connector may hold readings before sending them,
+    /// to send fewer, larger messages (at least its own `batch_linger_ms`).
+    /// Zero unless the self-tuning controller widened it under CPU load.
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_micros(self.inner.batch_linger_us.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`Bus::batch_linger`]; connectors read it when they start holding a message.
+    pub fn set_batch_linger(&self, d: Duration) {
+        self.inner.batch_linger_us.store(d.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
     /// The write-ahead log, in WAL mode.

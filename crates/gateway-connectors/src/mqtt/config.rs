@@ -90,6 +90,13 @@ pub struct MqttConfig {
     /// Values per message for `json_batch` and `sparkplug_b`.
     #[serde(default = "default_batch_max_values")]
     pub batch_max_values: usize,
+    /// How long readings may be held to send them in fewer, larger messages
+    /// (`json_batch`, `sparkplug_b`): a message goes out once it has
+    /// `batch_max_values` values or its first reading has waited this long.
+    /// 0 (the default): sent as soon as they are read. The self-tuning
+    /// controller may widen it under CPU load, up to `[tuning] max_batch_linger_ms`.
+    #[serde(default)]
+    pub batch_linger_ms: u64,
     /// How long a command from the broker may wait for its device.
     #[serde(default = "default_command_timeout_ms")]
     pub command_timeout_ms: u64,
@@ -276,6 +283,12 @@ pub(super) fn validate(cfg: &MqttConfig) -> Result<(), FieldError> {
     if cfg.replay_max_rate == 0 {
         return Err(FieldError::new("replay_max_rate", "must be at least 1 value per second"));
     }
+    if cfg.batch_linger_ms > 10_000 {
+        return Err(FieldError::new(
+            "batch_linger_ms",
+            format!("must be at most 10000 (10 s), got {}", cfg.batch_linger_ms),
+        ));
+    }
     if !(1..=100_000).contains(&cfg.batch_max_values) {
         return Err(FieldError::new(
             "batch_max_values",
@@ -402,6 +415,7 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         assert_eq!(check("mqtt://h", |c| c.qos = 3).unwrap_err().path, "qos");
+        assert_eq!(check("mqtt://h", |c| c.batch_linger_ms = 10_001).unwrap_err().path, "batch_linger_ms");
         assert_eq!(check("mqtt://h", |c| c.topic_prefix = "a/#".into()).unwrap_err().path, "topic_prefix");
         assert_eq!(check("mqtt://h", |c| c.include = vec!["a b".into()]).unwrap_err().path, "include[0]");
         assert_eq!(check("mqtt://h", |c| c.max_inflight = 0).unwrap_err().path, "max_inflight");

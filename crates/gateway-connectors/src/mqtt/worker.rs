@@ -42,6 +42,11 @@ struct Worker {
     commands: Commands,
     /// During a replay: the lossy live subscription and the position it started at.
     live: Option<(Subscriber, u64)>,
+    /// Deliveries read from the cursor but held to go out together
+    /// (`batch_linger_ms` or the bus's tuned linger), and when they must go.
+    held: Vec<Delivery>,
+    held_values: usize,
+    held_until: Option<tokio::time::Instant>,
 }
 
 /// The durable subscription; made before the task starts, so nothing
@@ -97,6 +102,9 @@ pub(super) async fn run(
         commands: Commands::new(ctx.bus.clone(), format!("mqtt:{name}"), Duration::from_millis(cfg.command_timeout_ms)),
         node,
         live: None,
+        held: Vec::new(),
+        held_values: 0,
+        held_until: None,
         name,
         cfg,
         ctx: ctx.clone(),
@@ -130,6 +138,7 @@ pub(super) async fn run(
                 Some(ev) => w.on_link_event(ev, &link, &mut sub, &filter),
             },
             Some(outcome) = w.commands.next() => w.answer(outcome),
+            _ = sleep_until(w.held_until) => w.release(&mut sub),
             d = sub.recv(), if replay_ok => match d {
                 Ok(d) => {
                     if replaying {
@@ -249,6 +258,10 @@ impl Worker {
     fn restart(&mut self, sub: &mut Subscriber) {
         sub.rewind();
         self.live = None;
+        // Held readings are read again from the cursor.
+        self.held.clear();
+        self.held_values = 0;
+        self.held_until = None;
         if let Some(node) = self.node.as_mut() {
             let births = node.births(now_ns() / 1_000_000);
             self.delivery.queue_ahead(births.into_iter().map(|(t, p)| encode::control(t, p, Kind::Birth)).collect());
@@ -272,12 +285,25 @@ impl Worker {
     }
 
     fn encode(&mut self, d: &Delivery, kind: Kind, historical: bool) -> Vec<super::delivery::Outgoing> {
-        let frames: Vec<(u64, &DataFrame)> = d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df))).collect();
-        let mut out = self.encoder.readings(&frames, kind, self.node.as_mut(), historical, now_ns() / 1_000_000);
-        if self.cfg.alarms {
-            for (seq, f) in d.frames() {
+        Self::encode_all(&mut self.encoder, self.node.as_mut(), &self.cfg, std::slice::from_ref(d), kind, historical)
+    }
+
+    /// Messages for the readings (and alarm events) of `ds`, in order.
+    fn encode_all(
+        encoder: &mut Encoder,
+        node: Option<&mut EdgeNode>,
+        cfg: &MqttConfig,
+        ds: &[Delivery],
+        kind: Kind,
+        historical: bool,
+    ) -> Vec<super::delivery::Outgoing> {
+        let frames: Vec<(u64, &DataFrame)> =
+            ds.iter().flat_map(|d| d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df)))).collect();
+        let mut out = encoder.readings(&frames, kind, node, historical, now_ns() / 1_000_000);
+        if cfg.alarms {
+            for (seq, f) in ds.iter().flat_map(|d| d.frames()) {
                 if let Frame::Event(e) = f
-                    && let Some(m) = encode::alarm(&self.cfg.topic_prefix, self.cfg.qos, seq, e, kind)
+                    && let Some(m) = encode::alarm(&cfg.topic_prefix, cfg.qos, seq, e, kind)
                 {
                     out.push(m);
                 }
@@ -289,9 +315,50 @@ impl Worker {
     /// A delivery from the cursor. `replaying`: it comes from a backlog
     /// (Sparkplug flags its metrics historical).
     fn on_delivery(&mut self, d: &Delivery, sub: &mut Subscriber, replaying: bool) {
-        let messages = self.encode(d, Kind::Data, replaying);
-        let ack = self.delivery.queue_delivery(d.end_seq(), messages);
+        let linger = self.linger();
+        if replaying || linger.is_zero() {
+            // A replay already sends full messages at its own pace.
+            self.release(sub);
+            let messages = self.encode(d, Kind::Data, replaying);
+            let ack = self.delivery.queue_delivery(d.end_seq(), messages);
+            self.ack(ack, sub);
+            return;
+        }
+        self.held_values += d.frames().count();
+        self.held.push(d.clone());
+        if self.held_until.is_none() {
+            self.held_until = Some(tokio::time::Instant::now() + linger);
+        }
+        if self.held_values >= self.cfg.batch_max_values {
+            self.release(sub);
+        }
+    }
+
+    /// How long readings may be held: the connector's own `batch_linger_ms`
+    /// or the bus's tuned linger, whichever is longer; only for the formats
+    /// that put many values in a message.
+    fn linger(&self) -> Duration {
+        match self.cfg.format {
+            Format::Json => Duration::ZERO,
+            Format::JsonBatch | Format::SparkplugB => {
+                Duration::from_millis(self.cfg.batch_linger_ms).max(self.ctx.bus.batch_linger())
+            }
+        }
+    }
+
+    /// Sends what is held, as few messages as `batch_max_values` allows, and
+    /// acknowledges past the last held delivery once they are confirmed.
+    fn release(&mut self, sub: &mut Subscriber) {
+        self.held_until = None;
+        self.held_values = 0;
+        let Some(end) = self.held.last().map(Delivery::end_seq) else { return };
+        let held = std::mem::take(&mut self.held);
+        let messages = Self::encode_all(&mut self.encoder, self.node.as_mut(), &self.cfg, &held, Kind::Data, false);
+        let ack = self.delivery.queue_delivery(end, messages);
         self.ack(ack, sub);
+        // Keep the vector's room for the next group.
+        self.held = held;
+        self.held.clear();
     }
 
     fn on_command(&mut self, topic: &str, payload: &[u8]) {
@@ -361,6 +428,14 @@ impl Worker {
             _ => {}
         }
         self.ctx.metrics.replaying.get_or_create(&self.label).set(i64::from(self.live.is_some()));
+    }
+}
+
+/// Waits until `at`; forever when nothing is held.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 
