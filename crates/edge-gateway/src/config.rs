@@ -11,6 +11,8 @@ use gateway_bus::{BusConfig, BusSettings};
 use gateway_connectors::ConnectorConfig;
 use gateway_drivers::{DeviceConfig, DevicePolicy};
 use gateway_model::FieldError;
+
+use crate::tuning::TuningConfig;
 use gateway_store::{DatabaseConfig, HistoryConfig};
 use serde::Deserialize;
 
@@ -128,6 +130,8 @@ struct RawConfig {
     #[serde(default)]
     alarms: AlarmsConfig,
     #[serde(default)]
+    tuning: TuningConfig,
+    #[serde(default)]
     devices: Vec<toml::Value>,
     #[serde(default)]
     connectors: Vec<toml::Value>,
@@ -150,6 +154,8 @@ pub struct Config {
     pub security: DevicePolicy,
     /// `[alarms]`: rules, the gateway's watch on itself, notifications.
     pub alarms: AlarmsConfig,
+    /// `[tuning]`: self-tuning under CPU load.
+    pub tuning: TuningConfig,
     /// `[[devices]]`.
     pub devices: Vec<DeviceConfig>,
     /// `[[connectors]]`.
@@ -215,6 +221,7 @@ pub fn load_str(
     raw.database.validate().map_err(|e| e.under("database"))?;
     raw.history.validate().map_err(|e| e.under("history"))?;
     raw.alarms.validate().map_err(|e| e.under("alarms"))?;
+    raw.tuning.validate().map_err(|e| e.under("tuning"))?;
     if let Some(i) = raw.alarms.rules.iter().position(|r| r.name.starts_with(gateway_api::alarms::SYSTEM_PREFIX)) {
         return Err(cerr(
             format!("alarms.rules[{i}].name"),
@@ -247,6 +254,7 @@ pub fn load_str(
         history: raw.history,
         security: raw.security,
         alarms: raw.alarms,
+        tuning: raw.tuning,
         devices,
         connectors,
     })
@@ -281,10 +289,15 @@ mod tests {
         assert!(c.history.enabled, "history is on by default");
         assert_eq!(c.history, HistoryConfig::default(), "default.toml shows the defaults");
         assert_eq!(c.alarms, AlarmsConfig::default(), "default.toml shows the alarm defaults");
+        assert_eq!(c.tuning, TuningConfig::default(), "default.toml shows the tuning defaults");
     }
 
     #[test]
     fn errors_carry_the_path_of_the_bad_field() {
+        let e = load("[tuning]\ncpu_low_percent = 90\n").unwrap_err();
+        assert_eq!(e.path, "tuning.cpu_low_percent", "{e}");
+        let e = load("[tuning]\nmax_wal_flush = 90\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `max_wal_flush`"), "{e}");
         let e = load("[api]\nbind = \"nowhere\"\n").unwrap_err();
         assert_eq!(e.path, "api.bind", "{e}");
         let e = load("[bus]\nrign_pow = 3\n").unwrap_err();

@@ -9,6 +9,7 @@ mod health;
 mod reload;
 mod run;
 mod tls;
+mod tuning;
 mod users;
 mod waltool;
 

@@ -4,7 +4,8 @@
 //! applied. Devices from the file that were added or changed get their
 //! driver (re)started and removed ones stop; connectors are started, restarted
 //! or stopped one by one; the file's alarm rules and the built-in rules'
-//! thresholds are replaced (alarms of rules that remain keep their state).
+//! thresholds are replaced (alarms of rules that remain keep their state);
+//! `[tuning]` goes to the self-tuning controller.
 //! The bus, the WAL and everything unchanged keep running, so no value in
 //! flight is lost. Sections that need a restart to change (`[bus]`, `[api]`,
 //! `[database]`, `[history]`, `[security]`, `[gateway]`, `[alarms]`'s
@@ -29,6 +30,7 @@ pub struct Reloader {
     devices: Arc<Devices>,
     connectors: Arc<Mutex<Option<Connectors>>>,
     alarms: Option<Arc<gateway_api::alarms::Alarms>>,
+    tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -47,8 +49,9 @@ impl Reloader {
         devices: Arc<Devices>,
         connectors: Arc<Mutex<Option<Connectors>>>,
         alarms: Option<Arc<gateway_api::alarms::Alarms>>,
+        tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
     ) -> Self {
-        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms }
+        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, tuning }
     }
 
     /// Reads, validates and applies the configuration; what changed, as JSON.
@@ -89,6 +92,10 @@ impl Reloader {
             }
             None => (Vec::new(), Vec::new()),
         };
+        let tuning_changed = new.tuning != current.tuning;
+        if tuning_changed {
+            self.tuning.send_replace(new.tuning.clone());
+        }
         if !restart_needed.is_empty() {
             tracing::warn!(sections = ?restart_needed, "Reloaded; these sections changed and take effect only after a restart.");
         }
@@ -111,6 +118,7 @@ impl Reloader {
                 notify: keep.alarms.notify,
                 ..new.alarms
             },
+            tuning: new.tuning,
             devices: new.devices,
             connectors: new.connectors,
         };
@@ -121,6 +129,7 @@ impl Reloader {
             },
             "connectors": connectors,
             "alarm_rules": { "added": rules_added, "removed": rules_removed },
+            "tuning_changed": tuning_changed,
             "restart_needed": restart_needed,
         }))
     }

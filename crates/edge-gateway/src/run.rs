@@ -324,6 +324,9 @@ impl Running {
             .await
             .with_context(|| format!("cannot listen on {} (api.bind)", cfg.api.bind))?;
         let addr = listener.local_addr()?;
+        // Self-tuning follows the [tuning] section across reloads.
+        let (tuning_tx, tuning_rx) = tokio::sync::watch::channel(cfg.tuning.clone());
+        crate::tuning::spawn(bus.clone(), tuning_rx, Arc::new(crate::tuning::TuningMetrics::new(&mut registry)));
         let reloader = Arc::new(crate::reload::Reloader::new(
             bus.clone(),
             source,
@@ -331,6 +334,7 @@ impl Running {
             devices.clone(),
             connectors.clone(),
             alarms.clone(),
+            tuning_tx,
         ));
         let hook: gateway_api::ReloadHook = {
             let r = reloader.clone();

@@ -1,0 +1,190 @@
+//! Self-tuning in the real binary: with the CPUs kept busy, the gateway
+//! widens its WAL group commit and batch linger step by step (seen in
+//! `/metrics`), the counter still reaches the broker without a gap or a
+//! repeat, a reload that switches tuning off returns to the configured
+//! intervals; and a connector's own `batch_linger_ms` puts many polls into
+//! one message.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Gateway, http, http_as, token};
+use gateway_bench::free_port;
+use gateway_bench::mosquitto::Mosquitto;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+
+/// Counter values by tag, and messages, as the broker delivered them.
+type Seen = Arc<Mutex<(HashMap<String, Vec<i64>>, u64)>>;
+
+async fn collect(port: u16, filter: &'static str) -> Seen {
+    let opts = MqttOptions::new(format!("tuning-{}", free_port()), "127.0.0.1", port);
+    let (client, mut ev) = AsyncClient::new(opts, 100);
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready = Some(ready_tx);
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let mut g = s.lock().unwrap();
+                    g.1 += 1;
+                    for x in v["values"].as_array().into_iter().flatten() {
+                        if let (Some(t), Some(n)) = (x["tag"].as_str(), x["value"].as_f64()) {
+                            g.0.entry(t.to_owned()).or_default().push(n as i64);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
+    seen
+}
+
+/// The counter's values run on by one, no gap, no repeat; how many.
+fn check_counter(seen: &Seen, tag: &str) -> usize {
+    let g = seen.lock().unwrap();
+    let v = g.0.get(tag).expect("counter values");
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the counter skipped or repeated around {w:?}");
+    }
+    v.len()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `name{labels} value` lines of `/metrics` whose name starts with `prefix`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, text) = http(port, "GET", "/metrics", None);
+    text.as_str()?.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        (k == name).then(|| v.parse().ok()).flatten()
+    })
+}
+
+fn write_config(path: &Path, broker: &Mosquitto, tuning: &str) {
+    let text = format!(
+        r#"
+[bus]
+wal_flush_ms = 10
+
+[[devices]]
+name = "count"
+driver = "sim"
+poll_interval_ms = 10
+tags = [{{ name = "c", signal = "counter" }}]
+
+[[connectors]]
+name = "up"
+kind = "mqtt"
+url = "{url}"
+format = "json_batch"
+topic_prefix = "gw"
+
+[[connectors]]
+name = "held"
+kind = "mqtt"
+url = "{url}"
+format = "json_batch"
+topic_prefix = "held"
+batch_linger_ms = 200
+
+[tuning]
+{tuning}
+"#,
+        url = broker.url()
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses_nothing() {
+    let broker = Mosquitto::start();
+    let up = collect(broker.port, "gw/#").await;
+    let held = collect(broker.port, "held/#").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    // Thresholds low enough that the spinning threads below make the CPUs
+    // count as busy on any machine; one second of it per step.
+    write_config(
+        &cfg,
+        &broker,
+        "cpu_high_percent = 40.0\ncpu_low_percent = 1.0\nsustain_s = 1\nmax_wal_flush_ms = 50\nmax_batch_linger_ms = 5",
+    );
+    let data = dir.path().join("data");
+    let port = free_port();
+    let g = Gateway::start_with(&data, port, Some(&cfg));
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(10.0), "it starts at the configured interval");
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(0.0));
+
+    // Keep every CPU busy.
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    wait_for("the gateway to widen to its limits", 60, || metric(port, "gateway_tuning_level") >= Some(3.0));
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    // Level 3 is 10 ms doubled three times, capped at 50 ms; linger 10 ms capped at 5.
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(50.0));
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(5.0));
+    assert!(metric(port, "gateway_tuning_decisions_total{direction=\"widen\"}") >= Some(3.0));
+
+    // Switched off by a reload: back to the configured intervals at once.
+    write_config(&cfg, &broker, "enabled = false");
+    let admin = token(&data, "ops", "admin");
+    let (st, changes) = http_as(port, Some(&admin), "POST", "/api/v1/system/reload", None);
+    assert_eq!(st, 200, "{changes}");
+    assert_eq!(changes["tuning_changed"], true, "{changes}");
+    assert_eq!(changes["restart_needed"], serde_json::json!([]), "{changes}");
+    wait_for("the configured intervals again", 10, || metric(port, "gateway_tuning_level") == Some(0.0));
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(10.0));
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(0.0));
+    assert!(metric(port, "gateway_tuning_decisions_total{direction=\"narrow\"}") >= Some(1.0));
+
+    // Through all of it the counter reached the broker whole, on both connectors.
+    let before = check_counter(&up, "count.c");
+    wait_for("more values after the reload", 30, || check_counter(&up, "count.c") > before + 50);
+    check_counter(&held, "count.c");
+    // The connector with a 200 ms linger sent the 10 ms polls many to a
+    // message; the other, one message per poll or close to it.
+    let (values, messages) = {
+        let g = held.lock().unwrap();
+        (g.0.get("count.c").map_or(0, Vec::len), g.1)
+    };
+    assert!(messages > 0 && values as f64 / messages as f64 > 4.0, "{values} values in {messages} messages");
+    g.stop();
+}
