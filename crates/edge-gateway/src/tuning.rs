@@ -30,7 +30,7 @@ use tokio::sync::watch;
 /// Steps from the configured intervals to the widest.
 pub const MAX_LEVEL: u8 = 4;
 /// Batch linger per level, milliseconds (capped by `max_batch_linger_ms`).
-const LINGER_MS: [u64; MAX_LEVEL as usize + 1] = [0, 2, 5, 10, 20];
+const LINGER_MS: [u64; MAX_LEVEL as usize + 1] = [0, 1, 2, 5, 10];
 /// How often the load is measured.
 const SAMPLE: Duration = Duration::from_secs(1);
 
@@ -76,7 +76,7 @@ fn default_max_wal() -> u64 {
     100
 }
 fn default_max_linger() -> u64 {
-    20
+    10
 }
 
 impl Default for TuningConfig {
@@ -468,7 +468,7 @@ mod tests {
         assert!(d[0].widen);
         assert_eq!(
             d[0].knobs,
-            Knobs { wal_flush: Some(Duration::from_millis(20)), batch_linger: Duration::from_millis(2) }
+            Knobs { wal_flush: Some(Duration::from_millis(20)), batch_linger: Duration::from_millis(1) }
         );
         // A dip below the threshold restarts the count.
         assert!(busy(&mut c, 90.0, 9).is_empty());
@@ -490,10 +490,10 @@ mod tests {
         let cfg = TuningConfig { max_wal_flush_ms: 35, max_batch_linger_ms: 7, ..Default::default() };
         let mut c = Controller::new(cfg, Some(Duration::from_millis(10)));
         let d = busy(&mut c, 100.0, 200);
-        // Level 3 reaches both limits (40 ms capped at 35, 10 ms at 7); a
-        // fourth step would change nothing and is not taken.
-        assert_eq!(c.level(), 3);
-        assert_eq!(d.len(), 3);
+        // Level 2 reaches the WAL limit (40 ms capped at 35), level 4 the
+        // linger's (10 ms capped at 7).
+        assert_eq!(c.level(), MAX_LEVEL);
+        assert_eq!(d.len(), MAX_LEVEL as usize);
         assert_eq!(
             c.knobs(),
             Knobs { wal_flush: Some(Duration::from_millis(35)), batch_linger: Duration::from_millis(7) }
@@ -533,7 +533,7 @@ mod tests {
     fn without_an_interval_wal_only_the_linger_moves() {
         let mut c = Controller::new(TuningConfig::default(), None);
         busy(&mut c, 95.0, 10);
-        assert_eq!(c.knobs(), Knobs { wal_flush: None, batch_linger: Duration::from_millis(2) });
+        assert_eq!(c.knobs(), Knobs { wal_flush: None, batch_linger: Duration::from_millis(1) });
     }
 
     #[test]

@@ -158,7 +158,7 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
     for s in spinners {
         s.join().unwrap();
     }
-    // Level 3 is 10 ms doubled three times, capped at 50 ms; linger 10 ms capped at 5.
+    // Level 3 is 10 ms doubled three times, capped at 50 ms, and a 5 ms linger.
     assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(50.0));
     assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(5.0));
     assert!(metric(port, "gateway_tuning_decisions_total{direction=\"widen\"}") >= Some(3.0));

@@ -62,6 +62,13 @@ pub struct NorthSpec {
     /// the peers are compared on, which has no historian).
     #[serde(default)]
     pub history: bool,
+    /// Busy processes (`sh` spinning) pinned to `pin_cpu` beside the
+    /// gateway, started before it: CPU contention on its core.
+    #[serde(default)]
+    pub hogs: usize,
+    /// TOML appended to the gateway's configuration (`[tuning]` for instance).
+    #[serde(default)]
+    pub extra_config: String,
 }
 
 impl NorthSpec {
@@ -96,6 +103,10 @@ pub struct NorthReport {
     pub age_samples: u64,
     /// Whether the gateway ran pinned to one CPU.
     pub pinned: bool,
+    /// The self-tuning level and the intervals in force at the end
+    /// (`gateway_tuning_level`, `_wal_flush_ms`, `_batch_linger_ms`).
+    #[serde(default)]
+    pub tuning: Option<[f64; 3]>,
 }
 
 /// The farm's job: the ports to serve on and the values per read.
@@ -217,6 +228,8 @@ fn config(spec: &NorthSpec, data: &Path, api_port: u16, broker: &str, ports: &[u
         "[[connectors]]\nname = \"north\"\nkind = \"mqtt\"\nurl = \"{broker}\"\nformat = \"{}\"\ntopic_prefix = \"north\"\nqos = 1\n",
         spec.format
     ));
+    c.push_str(&spec.extra_config);
+    c.push('\n');
     c
 }
 
@@ -277,11 +290,13 @@ impl Seen {
 struct Processes {
     farm: Option<Child>,
     gateway: Option<Child>,
+    hogs: Vec<Child>,
 }
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for c in [self.gateway.take(), self.farm.take()].into_iter().flatten() {
+        let hogs = std::mem::take(&mut self.hogs);
+        for c in [self.gateway.take(), self.farm.take()].into_iter().flatten().chain(hogs) {
             let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
@@ -299,7 +314,7 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let broker = Mosquitto::start();
     let ports: Vec<u16> = (0..spec.devices).map(|_| crate::free_port()).collect();
-    let mut procs = Processes { farm: None, gateway: None };
+    let mut procs = Processes { farm: None, gateway: None, hogs: Vec::new() };
     let farm = child::command(FARM_FLAG, &FarmSpec { ports: ports.clone(), tags: spec.tags })
         .map_err(|e| e.to_string())?
         .stdin(Stdio::piped())
@@ -317,6 +332,22 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     std::fs::write(&cfg_path, config(spec, &dir.path().join("data"), api_port, &broker.url(), &ports))
         .map_err(|e| e.to_string())?;
     let pin = spec.pin_cpu.and_then(|cpu| taskset().map(|t| (t, cpu)));
+    for _ in 0..spec.hogs {
+        let mut c = match &pin {
+            Some((t, cpu)) => {
+                let mut c = Command::new(t);
+                c.arg("-c").arg(cpu.to_string()).arg("sh");
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let hog = c
+            .args(["-c", "while :; do :; done"])
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a busy process: {e}"))?;
+        procs.hogs.push(hog);
+    }
     let mut cmd = match &pin {
         Some((t, cpu)) => {
             let mut c = Command::new(t);
@@ -395,6 +426,7 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     seen.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let stat = crate::procstat::read(Some(pid));
+    let tuning = tuning_state(api_port);
     let cpu = stat.cpu_ticks.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_S / elapsed;
 
     if let Some(mut g) = procs.gateway.take() {
@@ -424,7 +456,21 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
         age_p999_ms: q(0.999),
         age_samples: ages.count(),
         pinned: pin.is_some(),
+        tuning,
     })
+}
+
+/// The self-tuning gauges from the gateway's `/metrics`.
+fn tuning_state(api_port: u16) -> Option<[f64; 3]> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let get =
+        |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
+    Some([get("gateway_tuning_level")?, get("gateway_tuning_wal_flush_ms")?, get("gateway_tuning_batch_linger_ms")?])
 }
 
 #[cfg(test)]
@@ -443,6 +489,8 @@ mod tests {
             seconds: 0.0,
             pin_cpu: None,
             history: false,
+            hogs: 0,
+            extra_config: "[tuning]\nenabled = false".into(),
         };
         let text = config(&spec, Path::new("/tmp/d"), 8080, "mqtt://127.0.0.1:1883", &[5020, 5021]);
         let doc: toml::Table = toml::from_str(&text).unwrap();
@@ -453,6 +501,7 @@ mod tests {
         assert_eq!(tags[2]["name"].as_str(), Some(TS_TAG));
         assert_eq!(tags[2]["address"].as_integer(), Some(4));
         assert_eq!(spec.offered(), 600.0);
+        assert_eq!(doc["tuning"]["enabled"].as_bool(), Some(false), "the extra configuration is appended");
     }
 
     #[test]

@@ -452,3 +452,37 @@ async fn a_broker_that_answers_slowly_is_still_reached() {
         .get();
     assert_eq!(reconnects, 0, "a slow CONNACK is not a failure");
 }
+
+fn messages_sent(rig: &Rig) -> u64 {
+    rig.metrics
+        .messages_sent
+        .get_or_create(&gateway_connectors::metrics::ConnectorLabel { connector: "up".into() })
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_waiting_on_the_bus_go_out_together_and_the_tuned_linger_holds_them() {
+    // Behind: 400 one-value batches wait while the broker is away; once it
+    // is there, they leave in a handful of messages, not 400.
+    let port = gateway_bench::free_port();
+    let rig = Rig::start(cfg(&format!("mqtt://127.0.0.1:{port}"), Format::JsonBatch));
+    rig.publish("a.b", 0, 400, 1).await;
+    let _broker = Mosquitto::start_on(port);
+    wait_until(30, "everything acknowledged", || rig.cursor() == 400).await;
+    let behind = messages_sent(&rig);
+    assert!((1..=10).contains(&behind), "400 waiting values went out in {behind} messages");
+
+    // Up to date, with the bus's tuned linger at 300 ms: batches published
+    // 20 ms apart are held and sent a few at a time.
+    let sink = Collector::start(port, "plant/gw/#", "sink-linger").await;
+    rig.bus.set_batch_linger(Duration::from_millis(300));
+    for i in 0..20 {
+        rig.publish("a.b", 400 + i, 1, 1).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until(30, "everything acknowledged", || rig.cursor() == 420).await;
+    let held = messages_sent(&rig) - behind;
+    assert!((1..=6).contains(&held), "20 values 20 ms apart under a 300 ms linger went out in {held} messages");
+    wait_until(10, "the held values at the collector", || sink.values().len() >= 20).await;
+    assert_contiguous(&first_arrivals(&sink.values()).0, 400, 420);
+}

@@ -315,8 +315,7 @@ impl Worker {
     /// A delivery from the cursor. `replaying`: it comes from a backlog
     /// (Sparkplug flags its metrics historical).
     fn on_delivery(&mut self, d: &Delivery, sub: &mut Subscriber, replaying: bool) {
-        let linger = self.linger();
-        if replaying || linger.is_zero() {
+        if replaying {
             // A replay already sends full messages at its own pace.
             self.release(sub);
             let messages = self.encode(d, Kind::Data, replaying);
@@ -324,14 +323,29 @@ impl Worker {
             self.ack(ack, sub);
             return;
         }
-        self.held_values += d.frames().count();
-        self.held.push(d.clone());
-        if self.held_until.is_none() {
+        self.hold(d);
+        // Readings already published behind it go out in the same messages:
+        // no waiting, and far fewer messages (publishes, acknowledgements,
+        // syscalls) when the connector runs behind, as it does when the CPU
+        // is contended.
+        while self.held_values < self.cfg.batch_max_values && self.delivery.wants_readings() {
+            match sub.try_recv() {
+                Ok(Some(next)) => self.hold(&next),
+                // An error shows again at the next `recv`, which handles it.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let linger = self.linger();
+        if linger.is_zero() || self.held_values >= self.cfg.batch_max_values {
+            self.release(sub);
+        } else if self.held_until.is_none() {
             self.held_until = Some(tokio::time::Instant::now() + linger);
         }
-        if self.held_values >= self.cfg.batch_max_values {
-            self.release(sub);
-        }
+    }
+
+    fn hold(&mut self, d: &Delivery) {
+        self.held_values += d.frames().count();
+        self.held.push(d.clone());
     }
 
     /// How long readings may be held: the connector's own `batch_linger_ms`
