@@ -347,8 +347,8 @@ pub struct ScopeLabel {
 pub struct TuningMetrics {
     decisions: Family<DirectionLabel, Counter>,
     level: Gauge,
-    wal_flush_ms: Gauge<f64, std::sync::atomic::AtomicU64>,
-    batch_linger_ms: Gauge<f64, std::sync::atomic::AtomicU64>,
+    wal_flush_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    batch_linger_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     load: Family<ScopeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
@@ -359,16 +359,27 @@ impl TuningMetrics {
         let r = registry.sub_registry_with_prefix("gateway_tuning");
         r.register("decisions", "Self-tuning steps taken, by direction", m.decisions.clone());
         r.register("level", "Self-tuning level (0: the configured intervals)", m.level.clone());
-        r.register("wal_flush_ms", "WAL group commit interval in force, milliseconds", m.wal_flush_ms.clone());
-        r.register("batch_linger_ms", "Northbound batch linger in force, milliseconds", m.batch_linger_ms.clone());
+        r.register(
+            "wal_flush_seconds",
+            "WAL group commit interval in force (0: no interval)",
+            m.wal_flush_seconds.clone(),
+        );
+        r.register("batch_linger_seconds", "Northbound batch linger in force", m.batch_linger_seconds.clone());
         r.register("cpu_load_ratio", "Load of the CPUs the gateway may use, last second", m.load.clone());
+        // Every series exists from the start, so `increase()` sees the first step.
+        for direction in ["widen", "narrow"] {
+            let _ = m.decisions.get_or_create(&DirectionLabel { direction });
+        }
+        for scope in ["process", "machine"] {
+            let _ = m.load.get_or_create(&ScopeLabel { scope });
+        }
         m
     }
 
     fn show(&self, level: u8, k: Knobs) {
         self.level.set(i64::from(level));
-        self.wal_flush_ms.set(k.wal_flush.map_or(0.0, |d| d.as_secs_f64() * 1000.0));
-        self.batch_linger_ms.set(k.batch_linger.as_secs_f64() * 1000.0);
+        self.wal_flush_seconds.set(k.wal_flush.map_or(0.0, |d| d.as_secs_f64()));
+        self.batch_linger_seconds.set(k.batch_linger.as_secs_f64());
     }
 }
 

@@ -138,8 +138,8 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
     let data = dir.path().join("data");
     let port = free_port();
     let g = Gateway::start_with(&data, port, Some(&cfg));
-    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(10.0), "it starts at the configured interval");
-    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(0.0));
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_seconds"), Some(0.01), "it starts at the configured interval");
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_seconds"), Some(0.0));
 
     // Keep every CPU busy.
     let stop = Arc::new(AtomicBool::new(false));
@@ -159,8 +159,8 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
         s.join().unwrap();
     }
     // Level 3 is 10 ms doubled three times, capped at 50 ms, and a 5 ms linger.
-    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(50.0));
-    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(5.0));
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_seconds"), Some(0.05));
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_seconds"), Some(0.005));
     assert!(metric(port, "gateway_tuning_decisions_total{direction=\"widen\"}") >= Some(3.0));
 
     // Switched off by a reload: back to the configured intervals at once.
@@ -171,8 +171,8 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
     assert_eq!(changes["tuning_changed"], true, "{changes}");
     assert_eq!(changes["restart_needed"], serde_json::json!([]), "{changes}");
     wait_for("the configured intervals again", 10, || metric(port, "gateway_tuning_level") == Some(0.0));
-    assert_eq!(metric(port, "gateway_tuning_wal_flush_ms"), Some(10.0));
-    assert_eq!(metric(port, "gateway_tuning_batch_linger_ms"), Some(0.0));
+    assert_eq!(metric(port, "gateway_tuning_wal_flush_seconds"), Some(0.01));
+    assert_eq!(metric(port, "gateway_tuning_batch_linger_seconds"), Some(0.0));
     assert!(metric(port, "gateway_tuning_decisions_total{direction=\"narrow\"}") >= Some(1.0));
 
     // Through all of it the counter reached the broker whole, on both connectors.

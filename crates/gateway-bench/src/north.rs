@@ -104,7 +104,7 @@ pub struct NorthReport {
     /// Whether the gateway ran pinned to one CPU.
     pub pinned: bool,
     /// The self-tuning level and the intervals in force at the end
-    /// (`gateway_tuning_level`, `_wal_flush_ms`, `_batch_linger_ms`).
+    /// (`gateway_tuning_level`, and `_wal_flush_seconds`, `_batch_linger_seconds` in ms).
     #[serde(default)]
     pub tuning: Option<[f64; 3]>,
 }
@@ -409,11 +409,18 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
         let mut opts = rumqttc::MqttOptions::new("north-subscriber", "127.0.0.1", broker_port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut events) = rumqttc::AsyncClient::new(opts, 1024);
-        let _ = client.subscribe("north/#", rumqttc::QoS::AtMostOnce).await;
-        let _ = client.subscribe("spBv1.0/#", rumqttc::QoS::AtMostOnce).await;
-        while let Ok(ev) = events.poll().await {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
-                s2.message(&format, &p.payload);
+        // Subscribed at every connection, and a failed connection is retried:
+        // on a starved machine the first attempt may time out, and a
+        // subscriber that gave up would read as a gateway that sent nothing.
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe("north/#", rumqttc::QoS::AtMostOnce);
+                    let _ = client.try_subscribe("spBv1.0/#", rumqttc::QoS::AtMostOnce);
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => s2.message(&format, &p.payload),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     });
@@ -470,7 +477,12 @@ fn tuning_state(api_port: u16) -> Option<[f64; 3]> {
     s.read_to_string(&mut text).ok()?;
     let get =
         |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok());
-    Some([get("gateway_tuning_level")?, get("gateway_tuning_wal_flush_ms")?, get("gateway_tuning_batch_linger_ms")?])
+    let ms = |name: &str| get(name).map(|s| (s * 1e6).round() / 1e3);
+    Some([
+        get("gateway_tuning_level")?,
+        ms("gateway_tuning_wal_flush_seconds")?,
+        ms("gateway_tuning_batch_linger_seconds")?,
+    ])
 }
 
 #[cfg(test)]

@@ -328,15 +328,22 @@ impl Worker {
         // no waiting, and far fewer messages (publishes, acknowledgements,
         // syscalls) when the connector runs behind, as it does when the CPU
         // is contended.
+        let mut behind = false;
         while self.held_values < self.cfg.batch_max_values && self.delivery.wants_readings() {
             match sub.try_recv() {
-                Ok(Some(next)) => self.hold(&next),
+                Ok(Some(next)) => {
+                    self.hold(&next);
+                    behind = true;
+                }
                 // An error shows again at the next `recv`, which handles it.
                 Ok(None) | Err(_) => break,
             }
         }
+        // Lingering pays only while the connector keeps up: once it runs
+        // behind, messages fill from the backlog anyway, and a timer's extra
+        // wake-up on a starved CPU would only add to the data's age.
         let linger = self.linger();
-        if linger.is_zero() || self.held_values >= self.cfg.batch_max_values {
+        if linger.is_zero() || behind || self.held_values >= self.cfg.batch_max_values {
             self.release(sub);
         } else if self.held_until.is_none() {
             self.held_until = Some(tokio::time::Instant::now() + linger);
