@@ -9,6 +9,8 @@
 //! flight is lost. Sections that need a restart to change (`[bus]`, `[api]`,
 //! `[database]`, `[history]`, `[security]`, `[gateway]`, `[alarms]`'s
 //! switch and webhooks) are named in the answer and the log, not applied.
+//! What runs afterwards is rendered again, secrets masked, for
+//! `GET /api/v1/system/config` ([`crate::masked`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ pub struct Reloader {
     devices: Arc<Devices>,
     connectors: Arc<Mutex<Option<Connectors>>>,
     alarms: Option<Arc<gateway_api::alarms::Alarms>>,
+    loaded: gateway_api::LoadedConfig,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -48,7 +51,13 @@ impl Reloader {
         connectors: Arc<Mutex<Option<Connectors>>>,
         alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     ) -> Self {
-        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms }
+        let loaded = gateway_api::LoadedConfig::new(crate::masked::masked(&cfg, source.as_deref()));
+        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, loaded }
+    }
+
+    /// The running configuration, secrets masked; kept current by [`Reloader::reload`].
+    pub fn loaded(&self) -> gateway_api::LoadedConfig {
+        self.loaded.clone()
     }
 
     /// Reads, validates and applies the configuration; what changed, as JSON.
@@ -114,6 +123,7 @@ impl Reloader {
             devices: new.devices,
             connectors: new.connectors,
         };
+        self.loaded.set(crate::masked::masked(&current, self.source.as_deref()));
         Ok(json!({
             "devices": {
                 "created": devices.created, "updated": devices.updated, "removed": devices.removed,
