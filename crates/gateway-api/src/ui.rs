@@ -30,6 +30,8 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
     ("core.js", JS, include_bytes!("../../../web/core.js")),
     ("pages/overview.js", JS, include_bytes!("../../../web/pages/overview.js")),
     ("pages/devices.js", JS, include_bytes!("../../../web/pages/devices.js")),
+    ("pages/device-form.js", JS, include_bytes!("../../../web/pages/device-form.js")),
+    ("pages/browse.js", JS, include_bytes!("../../../web/pages/browse.js")),
     ("pages/tags.js", JS, include_bytes!("../../../web/pages/tags.js")),
     ("pages/alarms.js", JS, include_bytes!("../../../web/pages/alarms.js")),
     ("pages/audit.js", JS, include_bytes!("../../../web/pages/audit.js")),
