@@ -26,7 +26,7 @@ export async function render(main) {
     admin ? h('div.toolbar', {}, newBtn) : h('p.muted', { text: 'Changing devices needs the admin role.' }),
     formBox,
     h('div.table-wrap', {}, h('table#devices', {},
-      h('thead', {}, h('tr', {}, ['Name', 'Driver', 'State', 'Tags', 'Source', 'Poll (ms)', ''].map((t) => h('th', { scope: 'col', text: t })))),
+      h('thead', {}, h('tr', {}, ['Name', 'Driver', 'State', 'Tags', 'Source', 'Poll (ms)', ''].map((t, i) => h('th' + (i >= 3 && i <= 5 ? '.hide-narrow' : ''), { scope: 'col', text: t })))),
       list)),
     detail);
 
@@ -40,7 +40,8 @@ export async function render(main) {
         return h('tr', { 'data-device': d.name },
           h('th', { scope: 'row' }, h('button.link', { type: 'button', onclick: () => showTags(d), 'aria-label': `Tags of ${d.name}` }, d.name)),
           h('td', { text: d.driver }), h('td', {}, stateOf(d), d.status?.last_error ? h('div.bad', { text: d.status.last_error }) : null),
-          h('td', { text: String((d.tags || []).length) }), h('td', { text: d.source }), h('td', { text: String(d.poll_interval_ms ?? '') }),
+          // On a phone the actions matter more than counts and origins (the tags list has them).
+          h('td.hide-narrow', { text: String((d.tags || []).length) }), h('td.hide-narrow', { text: d.source }), h('td.hide-narrow', { text: String(d.poll_interval_ms ?? '') }),
           h('td', {}, admin ? [
             h('button', { type: 'button', disabled: fromFile, title: why, onclick: () => openForm(d) }, 'Edit'), ' ',
             h('button', { type: 'button', disabled: fromFile, title: why, onclick: () => toggle(d) }, d.enabled ? 'Disable' : 'Enable'), ' ',
