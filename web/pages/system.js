@@ -19,7 +19,9 @@ export async function render(main) {
     h('section.panel', {}, h('h2', { text: 'Documents' }), h('ul', {},
       h('li', {}, h('a', { href: '/metrics', target: '_blank', rel: 'noopener', text: 'Prometheus metrics (/metrics)' })),
       h('li', {}, h('a', { href: '/api/openapi.json', target: '_blank', rel: 'noopener', text: 'OpenAPI description (/api/openapi.json)' })))),
-    h('section.panel', {}, h('h2', { text: 'Bus statistics (raw)' }), h('pre', { text: JSON.stringify(info.bus, null, 1) })),
+    // Long and read rarely: folded, so the configuration below stays in reach.
+    h('section.panel', {}, h('details', {}, h('summary', {}, h('strong', { text: 'Bus statistics (raw)' })),
+      h('pre.config', { text: JSON.stringify(info.bus, null, 1) }))),
     await configPanel());
 }
 
@@ -33,7 +35,8 @@ async function configPanel() {
     for (const [name, v] of Object.entries(c.config || {})) {
       const empty = Array.isArray(v) ? !v.length : !v || !Object.keys(v).length;
       box.append(h('details', { 'data-section': name },
-        h('summary', {}, h('code', { text: `[${name}]` }), Array.isArray(v) ? ` ${v.length} entries` : empty ? ' (defaults)' : ''),
+        h('summary', {}, h('code', { text: Array.isArray(v) ? `[[${name}]]` : `[${name}]` }),
+          Array.isArray(v) ? ` ${v.length} ${v.length === 1 ? 'entry' : 'entries'}` : empty ? ' (empty)' : ''),
         h('pre.config', { text: JSON.stringify(v, null, 2) })));
     }
   } catch (e) { box.append(h('p.error', { text: 'Could not read the configuration: ' + e.message })); }

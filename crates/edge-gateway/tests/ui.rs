@@ -640,6 +640,7 @@ enabled = false
     for secret in ["hmac-key-never-shown", "header-token-never-shown"] {
         assert!(!page.contains(secret), "{secret} is on the System page");
     }
+    b.js("document.querySelector('#system-config').scrollIntoView();", json!([]));
     b.screenshot("system");
 
     // A phone's width: the pages fit it (wide tables scroll inside their own box).
