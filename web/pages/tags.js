@@ -46,7 +46,7 @@ export async function render(main) {
   const pool = [];
   function paint() {
     dirty = false;
-    spacer.style.height = order.length * ROW + ROW + 'px';
+    spacer.style.height = order.length * ROW + 'px'; // the sticky head row above it is in the flow too
     // As tall as its rows up to 60 % of the window, so the trend below stays in view.
     scroller.style.height = Math.max(ROW * 4, Math.min(innerHeight * 0.6, (order.length + 1) * ROW + 2)) + 'px';
     const first = Math.max(0, Math.floor(scroller.scrollTop / ROW) - 1);

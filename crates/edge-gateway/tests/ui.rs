@@ -823,10 +823,14 @@ generate = { count = 10000, signal = "sine", prefix = "t" }
                if (now - t0 < 5000) return requestAnimationFrame(tick);
                obs?.disconnect();
                const p = (a, q) => { const s = [...a].sort((x, y) => x - y); return s[Math.min(s.length - 1, Math.floor(q * s.length))]; };
-               const lastRow = [...list.querySelectorAll('.row:not(.head)')].filter((r) => !r.hidden).map((r) => r.dataset.tag).sort().pop();
+               // Rows as drawn (a recycled row left displayed would overlap another).
+               const drawn = [...list.querySelectorAll('.row:not(.head)')].filter((r) => r.getClientRects().length);
+               const lastRow = drawn.map((r) => r.dataset.tag).sort().pop();
+               const overlapping = drawn.length - new Set(drawn.map((r) => r.style.top)).size;
                done({ scroll_frames: scrolled.length, scroll_p50: p(scrolled, .5), scroll_max: Math.max(...scrolled),
                       idle_frames: idleFrames.length, idle_p95: p(idleFrames, .95), idle_max: Math.max(...idleFrames),
-                      longtasks: obs ? long.length : null, longest: long.length ? Math.max(...long) : 0, last_row: lastRow });
+                      longtasks: obs ? long.length : null, longest: long.length ? Math.max(...long) : 0, last_row: lastRow,
+                      overlapping });
              };
              requestAnimationFrame(tick);
            };
@@ -851,6 +855,7 @@ generate = { count = 10000, signal = "sine", prefix = "t" }
     );
     // Functional, not timing: the end of the list was reached and drawn, and the DOM stayed small.
     assert_eq!(scroll["last_row"], "big.t9999", "the last tag is drawn at the end of the list: {scroll}");
+    assert_eq!(scroll["overlapping"], 0, "no two drawn rows share a place: {scroll}");
     let after = rows(&b).as_u64().unwrap();
     assert!(after <= in_dom + 5, "scrolling recycles rows: {after} after, {in_dom} before");
     assert!(scroll["scroll_frames"].as_u64().unwrap() > 100, "{scroll}");
