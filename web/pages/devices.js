@@ -1,15 +1,10 @@
-// Devices: the list with each driver's state, a form to create or edit a device (every
-// driver: the common fields as inputs, the driver's own fields and the tags as JSON, since
-// they differ per driver), enable/disable, delete, and each device's tags. The API's
-// `invalid_field` message starts with the field's path; the error is shown at that field.
-import { api, h, session, toast, stateBadge, ApiError } from '../core.js';
+// Devices: the list with each driver's state, the per-driver form to create or edit a device
+// (device-form.js), enable/disable, delete, each device's tags (add one with the same
+// per-driver inputs), and for OPC UA a browse-and-import tree (browse.js).
+import { api, h, session, toast, stateBadge } from '../core.js';
+import { DRIVERS, deviceForm, tagTable } from './device-form.js';
+import { browser } from './browse.js';
 
-const TEMPLATES = {
-  sim: { extra: {}, tags: [{ name: 'level', signal: 'sine', amplitude: 10, offset: 50, period_ms: 60000 }, { name: 'setpoint', signal: 'constant', offset: 0, writable: true }] },
-  modbus_tcp: { extra: { address: '192.168.0.10:502' }, tags: [{ name: 'pressure', area: 'holding_register', address: 100, data_type: 'f32' }] },
-  modbus_rtu: { extra: { port: '/dev/ttyUSB0', baud_rate: 9600 }, tags: [{ name: 'pressure', area: 'holding_register', address: 100, data_type: 'u16' }] },
-  opcua: { extra: { endpoint: 'opc.tcp://plc:4840', security_policy: 'None' }, tags: [{ name: 'temperature', node_id: 'ns=2;s=Line1.Temp', data_type: 'Double' }] },
-};
 const COMMON = ['name', 'driver', 'enabled', 'poll_interval_ms', 'tags', 'source', 'status'];
 
 function stateOf(d) {
@@ -31,7 +26,7 @@ export async function render(main) {
     admin ? h('div.toolbar', {}, newBtn) : h('p.muted', { text: 'Changing devices needs the admin role.' }),
     formBox,
     h('div.table-wrap', {}, h('table#devices', {},
-      h('thead', {}, h('tr', {}, ['Name', 'Driver', 'State', 'Tags', 'Source', 'Poll (ms)', ''].map((t) => h('th', { scope: 'col', text: t })))),
+      h('thead', {}, h('tr', {}, ['Name', 'Driver', 'State', 'Tags', 'Source', 'Poll (ms)', ''].map((t, i) => h('th' + (i >= 3 && i <= 5 ? '.hide-narrow' : ''), { scope: 'col', text: t })))),
       list)),
     detail);
 
@@ -45,7 +40,8 @@ export async function render(main) {
         return h('tr', { 'data-device': d.name },
           h('th', { scope: 'row' }, h('button.link', { type: 'button', onclick: () => showTags(d), 'aria-label': `Tags of ${d.name}` }, d.name)),
           h('td', { text: d.driver }), h('td', {}, stateOf(d), d.status?.last_error ? h('div.bad', { text: d.status.last_error }) : null),
-          h('td', { text: String((d.tags || []).length) }), h('td', { text: d.source }), h('td', { text: String(d.poll_interval_ms ?? '') }),
+          // On a phone the actions matter more than counts and origins (the tags list has them).
+          h('td.hide-narrow', { text: String((d.tags || []).length) }), h('td.hide-narrow', { text: d.source }), h('td.hide-narrow', { text: String(d.poll_interval_ms ?? '') }),
           h('td', {}, admin ? [
             h('button', { type: 'button', disabled: fromFile, title: why, onclick: () => openForm(d) }, 'Edit'), ' ',
             h('button', { type: 'button', disabled: fromFile, title: why, onclick: () => toggle(d) }, d.enabled ? 'Disable' : 'Enable'), ' ',
@@ -77,66 +73,14 @@ export async function render(main) {
 
   function openForm(d) {
     const editing = !!d;
-    const tpl = TEMPLATES[d?.driver || 'sim'];
-    const fields = {
-      name: h('input#dev-name', { name: 'name', required: true, value: d?.name || '', readOnly: editing, pattern: '[A-Za-z0-9_\\-]+' }),
-      driver: h('select#dev-driver', { name: 'driver', disabled: editing }, ...Object.keys(TEMPLATES).map((k) => h('option', { value: k, text: k, selected: k === (d?.driver || 'sim') }))),
-      poll_interval_ms: h('input#dev-poll', { name: 'poll_interval_ms', type: 'number', min: 1, value: String(d?.poll_interval_ms ?? 1000) }),
-      enabled: h('input#dev-enabled', { name: 'enabled', type: 'checkbox', checked: d ? d.enabled : true }),
-      extra: h('textarea#dev-extra', { name: 'extra', rows: 4, spellcheck: false }),
-      tags: h('textarea#dev-tags', { name: 'tags', rows: 8, spellcheck: false }),
-    };
-    const extra = {};
-    if (d) for (const [k, v] of Object.entries(d)) if (!COMMON.includes(k)) extra[k] = v;
-    fields.extra.value = JSON.stringify(d ? extra : tpl.extra, null, 1);
-    fields.tags.value = JSON.stringify(d ? d.tags : tpl.tags, null, 1);
-    fields.driver.addEventListener('change', () => {
-      const t = TEMPLATES[fields.driver.value];
-      fields.extra.value = JSON.stringify(t.extra, null, 1);
-      fields.tags.value = JSON.stringify(t.tags, null, 1);
+    const f = deviceForm(d, {
+      save: (payload) => (editing ? api('PUT', '/api/v1/devices/' + encodeURIComponent(d.name), payload) : api('POST', '/api/v1/devices', payload)),
+      done: (payload) => { toast(`Device ${payload.name} ${editing ? 'saved' : 'created'}.`); formBox.hidden = true; load(); },
+      cancel: () => { formBox.hidden = true; },
     });
-    const errs = {};
-    const wrap = (key, label, input) => {
-      errs[key] = h('span.field-error', { id: 'err-' + key, role: 'alert' });
-      input.setAttribute('aria-describedby', 'err-' + key);
-      return h('label', {}, label, input, errs[key]);
-    };
-    const formErr = h('p.error', { hidden: true, role: 'alert' });
-    const form = h('form.fields#device-form', { onsubmit: submit },
-      wrap('name', 'Name', fields.name), wrap('driver', 'Driver', fields.driver),
-      wrap('poll_interval_ms', 'Poll interval (ms)', fields.poll_interval_ms),
-      h('label', {}, h('span', {}, fields.enabled, ' Enabled')),
-      wrap('extra', "Driver's fields (JSON object)", fields.extra),
-      wrap('tags', 'Tags (JSON array)', fields.tags),
-      h('div', {}, formErr, h('button.primary#dev-save', { type: 'submit' }, editing ? 'Save' : 'Create'), ' ',
-        h('button', { type: 'button', onclick: () => { formBox.hidden = true; } }, 'Cancel')));
-    formBox.replaceChildren(h('h2', { text: editing ? `Edit ${d.name}` : 'New device' }), form);
+    formBox.replaceChildren(h('h2', { text: editing ? `Edit ${d.name}` : 'New device' }), f.form);
     formBox.hidden = false;
-    (editing ? fields.poll_interval_ms : fields.name).focus();
-
-    async function submit(e) {
-      e.preventDefault();
-      for (const k in errs) errs[k].textContent = '';
-      for (const f of Object.values(fields)) f.removeAttribute('aria-invalid');
-      formErr.hidden = true;
-      const fail = (key, msg) => { errs[key].textContent = msg; fields[key].setAttribute('aria-invalid', 'true'); fields[key].focus(); };
-      let extraObj, tagsArr;
-      try { extraObj = JSON.parse(fields.extra.value || '{}'); } catch (x) { return fail('extra', 'Not JSON: ' + x.message); }
-      try { tagsArr = JSON.parse(fields.tags.value || '[]'); } catch (x) { return fail('tags', 'Not JSON: ' + x.message); }
-      const payload = { ...extraObj, name: fields.name.value, driver: fields.driver.value, enabled: fields.enabled.checked,
-        poll_interval_ms: Number(fields.poll_interval_ms.value), tags: tagsArr };
-      try {
-        if (editing) await api('PUT', '/api/v1/devices/' + encodeURIComponent(d.name), payload);
-        else await api('POST', '/api/v1/devices', payload);
-        toast(`Device ${payload.name} ${editing ? 'saved' : 'created'}.`);
-        formBox.hidden = true;
-        load();
-      } catch (x) {
-        const f = x instanceof ApiError ? x.field : null;
-        const key = !f ? null : f in fields && f !== 'extra' ? f : f.startsWith('tags') ? 'tags' : 'extra';
-        if (key) fail(key, x.message); else { formErr.textContent = x.message; formErr.hidden = false; }
-      }
-    }
+    f.focus();
   }
 
   async function showTags(d) {
@@ -153,21 +97,29 @@ export async function render(main) {
             reload();
           } }, 'Delete') : null));
     });
-    const addErr = h('span.field-error', { role: 'alert' });
-    const tagJson = h('textarea#tag-new', { rows: 3, 'aria-label': 'New tag as JSON', spellcheck: false });
-    tagJson.value = JSON.stringify(TEMPLATES[d.driver]?.tags[0] || { name: 'new' });
-    const add = admin && !fromFile ? h('form.toolbar', { onsubmit: async (e) => {
-      e.preventDefault();
-      addErr.textContent = '';
-      try {
-        await api('POST', `/api/v1/devices/${encodeURIComponent(d.name)}/tags`, JSON.parse(tagJson.value));
-        toast('Tag added.');
-        reload();
-      } catch (x) { addErr.textContent = x.message; }
-    } }, h('label', {}, 'New tag (JSON)', tagJson), h('button', { type: 'submit' }, 'Add tag'), addErr) : null;
+    let add = null;
+    if (admin && !fromFile && DRIVERS[d.driver]) {
+      const one = tagTable(d.driver, [{ ...DRIVERS[d.driver].first, name: '' }], 'tag-new');
+      const addErr = h('p.error#tag-new-error', { role: 'alert', hidden: true });
+      add = h('form#tag-add-form', { novalidate: true, onsubmit: async (e) => {
+        e.preventDefault();
+        one.clear(); addErr.hidden = true;
+        try {
+          await api('POST', `/api/v1/devices/${encodeURIComponent(d.name)}/tags`, one.read()[0]);
+          toast('Tag added.');
+          reload();
+        } catch (x) {
+          // The tag's own paths (`signal: ...`) are relative to it.
+          const f = x.field;
+          if (!f || !one.showError(0, f.split(/[.[]/)[0], x.message)) { addErr.textContent = x.message; addErr.hidden = false; }
+        }
+      } }, h('h3', { text: 'New tag' }), one.el, addErr, h('button#tag-add', { type: 'submit' }, 'Add tag'));
+    }
+    const browse = admin && !fromFile && d.driver === 'opcua'
+      ? h('div', {}, h('h3', { text: 'Browse the server and import' }), browser(d, reload)) : null;
     detail.replaceChildren(h('section.panel', {}, h('h2', { text: `Tags of ${d.name}` }),
       h('div.table-wrap', {}, h('table#device-tags', {}, h('thead', {}, h('tr', {}, ['Tag', 'Access', 'Fields', ''].map((t) => h('th', { scope: 'col', text: t })))), h('tbody', {}, rows))),
-      add));
+      add, browse));
     async function reload() { try { showTags(await api('GET', '/api/v1/devices/' + encodeURIComponent(d.name))); } catch (e) { toast(e.message); } load(); }
   }
 

@@ -1,5 +1,6 @@
 // System: version, uptime, preset, bus and WAL figures as the API reports them, who is
-// signed in, and links to the machine-readable documents.
+// signed in, links to the machine-readable documents, and (for admins) the configuration
+// as loaded, one collapsible section each; the server masks its secrets as ***.
 import { api, h, session, fmtAge, fmtBytes } from '../core.js';
 
 export async function render(main) {
@@ -18,5 +19,26 @@ export async function render(main) {
     h('section.panel', {}, h('h2', { text: 'Documents' }), h('ul', {},
       h('li', {}, h('a', { href: '/metrics', target: '_blank', rel: 'noopener', text: 'Prometheus metrics (/metrics)' })),
       h('li', {}, h('a', { href: '/api/openapi.json', target: '_blank', rel: 'noopener', text: 'OpenAPI description (/api/openapi.json)' })))),
-    h('section.panel', {}, h('h2', { text: 'Bus statistics (raw)' }), h('pre', { text: JSON.stringify(info.bus, null, 1) })));
+    // Long and read rarely: folded, so the configuration below stays in reach.
+    h('section.panel', {}, h('details', {}, h('summary', {}, h('strong', { text: 'Bus statistics (raw)' })),
+      h('pre.config', { text: JSON.stringify(info.bus, null, 1) }))),
+    await configPanel());
+}
+
+/** The configuration as loaded; only an admin may read it (the server refuses others too). */
+async function configPanel() {
+  if (!session.can('admin')) return null;
+  const box = h('section.panel#system-config', {}, h('h2', { text: 'Configuration as loaded' }));
+  try {
+    const c = await api('GET', '/api/v1/system/config');
+    box.append(h('p.muted', { text: `From ${c.source || 'the built-in default'}; defaults filled in, secrets shown as ***. The running values: a reload updates them, except sections that wait for a restart.` }));
+    for (const [name, v] of Object.entries(c.config || {})) {
+      const empty = Array.isArray(v) ? !v.length : !v || !Object.keys(v).length;
+      box.append(h('details', { 'data-section': name },
+        h('summary', {}, h('code', { text: Array.isArray(v) ? `[[${name}]]` : `[${name}]` }),
+          Array.isArray(v) ? ` ${v.length} ${v.length === 1 ? 'entry' : 'entries'}` : empty ? ' (empty)' : ''),
+        h('pre.config', { text: JSON.stringify(v, null, 2) })));
+    }
+  } catch (e) { box.append(h('p.error', { text: 'Could not read the configuration: ' + e.message })); }
+  return box;
 }

@@ -10,6 +10,8 @@
 //! flight is lost. Sections that need a restart to change (`[bus]`, `[api]`,
 //! `[database]`, `[history]`, `[security]`, `[gateway]`, `[alarms]`'s
 //! switch and webhooks) are named in the answer and the log, not applied.
+//! What runs afterwards is rendered again, secrets masked, for
+//! `GET /api/v1/system/config` ([`crate::masked`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ pub struct Reloader {
     connectors: Arc<Mutex<Option<Connectors>>>,
     alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
+    loaded: gateway_api::LoadedConfig,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -51,7 +54,13 @@ impl Reloader {
         alarms: Option<Arc<gateway_api::alarms::Alarms>>,
         tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
     ) -> Self {
-        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, tuning }
+        let loaded = gateway_api::LoadedConfig::new(crate::masked::masked(&cfg, source.as_deref()));
+        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, tuning, loaded }
+    }
+
+    /// The running configuration, secrets masked; kept current by [`Reloader::reload`].
+    pub fn loaded(&self) -> gateway_api::LoadedConfig {
+        self.loaded.clone()
     }
 
     /// Reads, validates and applies the configuration; what changed, as JSON.
@@ -122,6 +131,7 @@ impl Reloader {
             devices: new.devices,
             connectors: new.connectors,
         };
+        self.loaded.set(crate::masked::masked(&current, self.source.as_deref()));
         Ok(json!({
             "devices": {
                 "created": devices.created, "updated": devices.updated, "removed": devices.removed,

@@ -357,6 +357,7 @@ impl Running {
             history: history.clone(),
             alarms: alarms.clone(),
             reload: Some(hook),
+            loaded: reloader.loaded(),
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

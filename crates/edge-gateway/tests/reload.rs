@@ -184,6 +184,12 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     common::wait_value(port, "plc1.v0", |v| v["quality"] == "good");
     let (_, slow) = http_as(port, Some(&viewer), "GET", "/api/v1/devices/slow", None);
     assert_eq!(slow["poll_interval_ms"], 50, "{slow}");
+    // The configuration the System page shows is the reloaded one.
+    let (st, shown) = http_as(port, Some(&admin), "GET", "/api/v1/system/config", None);
+    assert_eq!(st, 200, "{shown}");
+    let names = |list: &Value| list.as_array().unwrap().iter().map(|x| x["name"].clone()).collect::<Vec<_>>();
+    assert_eq!(names(&shown["config"]["connectors"]), [json!("up")], "{shown}");
+    assert_eq!(names(&shown["config"]["devices"]), [json!("count"), json!("slow"), json!("plc1")], "{shown}");
     // The removed connector's place in the WAL is forgotten, so it holds no
     // data (the log deletes the cursor's file at its next maintenance pass).
     let inspect = || {

@@ -18,6 +18,7 @@ pub mod devices;
 pub mod error;
 pub mod guard;
 pub mod history;
+pub mod loaded;
 pub mod metrics;
 pub mod process;
 pub mod routes;
@@ -41,6 +42,7 @@ pub use cache::LatestCache;
 pub use config::ApiConfig;
 pub use devices::Devices;
 pub use error::ApiError;
+pub use loaded::LoadedConfig;
 pub use metrics::ApiMetrics;
 pub use server::{Server, serve};
 pub use tls::TlsConfig;
@@ -62,6 +64,7 @@ struct Inner {
     history: Option<History>,
     alarms: Option<Arc<alarms::Alarms>>,
     reload: Option<ReloadHook>,
+    loaded: LoadedConfig,
     started: Instant,
     preset: String,
 }
@@ -128,6 +131,9 @@ pub struct Parts {
     pub alarms: Option<Arc<alarms::Alarms>>,
     /// Live reconfiguration (None: `/api/v1/system/reload` answers 503).
     pub reload: Option<ReloadHook>,
+    /// The configuration as loaded, secrets masked, for
+    /// `/api/v1/system/config` (left empty, the route answers 503).
+    pub loaded: LoadedConfig,
 }
 
 impl AppState {
@@ -147,6 +153,7 @@ impl AppState {
                 history: p.history,
                 alarms: p.alarms,
                 reload: p.reload,
+                loaded: p.loaded,
                 started: Instant::now(),
                 preset: p.preset,
             }),
@@ -210,6 +217,10 @@ impl AppState {
     pub(crate) fn reload_hook(&self) -> Option<&ReloadHook> {
         self.inner.reload.as_ref()
     }
+    /// The configuration as loaded, secrets masked.
+    pub(crate) fn loaded(&self) -> &LoadedConfig {
+        &self.inner.loaded
+    }
     /// The alarms, if they are on.
     pub(crate) fn alarms(&self) -> Option<&Arc<alarms::Alarms>> {
         self.inner.alarms.as_ref()
@@ -221,6 +232,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/system/health"),
     ("get", "/api/v1/system/info"),
     ("post", "/api/v1/system/reload"),
+    ("get", "/api/v1/system/config"),
     ("get", "/api/v1/devices"),
     ("post", "/api/v1/devices"),
     ("get", "/api/v1/devices/{name}"),
@@ -283,6 +295,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/system/health", get(health))
         .route("/api/v1/system/info", get(info))
         .route("/api/v1/system/reload", post(reload))
+        .route("/api/v1/system/config", get(loaded_config))
         .route("/api/v1/devices", get(list_devices).post(create_device))
         .route("/api/v1/devices/{name}", get(get_device).put(put_device).delete(delete_device))
         .route("/api/v1/devices/{name}/tags", get(list_tags).post(create_tag))

@@ -146,6 +146,19 @@ pub async fn reload(State(s): State<AppState>, Extension(who): Extension<Princip
     r.map(Json)
 }
 
+/// `GET /api/v1/system/config` (admin): the configuration as loaded (after
+/// the last reload), every secret shown as `***`; 503 `config_unavailable`
+/// when the binary gave none.
+pub async fn loaded_config(State(s): State<AppState>) -> ApiResult<Json<JsonValue>> {
+    s.loaded().get().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "config_unavailable",
+            "this gateway does not show its configuration",
+        )
+    })
+}
+
 /// `GET /api/v1/system/info`.
 pub async fn info(State(s): State<AppState>) -> Json<JsonValue> {
     let bus = s.bus().stats();

@@ -102,6 +102,23 @@ async fn each_role_may_do_what_its_role_allows_and_no_more() {
 }
 
 #[tokio::test]
+async fn only_an_admin_reads_the_loaded_configuration() {
+    let env = env_with(ApiConfig::default(), common::default_devices()).await;
+    let (s, v) = call_as(&env, Some(&env.admin), "GET", "/api/v1/system/config", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // What the binary gave, as it gave it (it masked the secrets).
+    assert_eq!(v["config"]["database"]["url"], "postgres://gw:***@db/gw");
+    assert_eq!(v["source"], "/etc/edge-gateway/gateway.toml");
+    for who in [&env.operator, &env.viewer] {
+        let (s, v) = call_as(&env, Some(who), "GET", "/api/v1/system/config", None).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    }
+    // Anonymous reads, where allowed, do not reach it either.
+    let (s, _) = call_as(&env, None, "GET", "/api/v1/system/config", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn without_anonymous_reads_every_api_read_needs_credentials() {
     let cfg =
         ApiConfig { auth: AuthConfig { anonymous_read: Some(false), ..AuthConfig::default() }, ..ApiConfig::default() };

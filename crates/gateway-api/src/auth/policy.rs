@@ -34,6 +34,8 @@ pub fn required(method: &Method, route: Option<&str>) -> Access {
         r if r.starts_with("/api/v1/users") || r.starts_with("/api/v1/tokens") || r.starts_with("/api/v1/audit") => {
             Access::Admin
         }
+        // Masked, but it still maps the plant: hosts, paths, brokers, webhooks.
+        "/api/v1/system/config" => Access::Admin,
         "/api/v1/commands" if *method == Method::POST => Access::Operate,
         // Operators acknowledge and shelve alarms; rules are the admin's.
         "/api/v1/alarms/ack"
@@ -89,6 +91,8 @@ mod tests {
             (Method::GET, "/api/v1/users", Admin),
             (Method::GET, "/api/v1/tokens", Admin),
             (Method::GET, "/api/v1/audit", Admin),
+            (Method::GET, "/api/v1/system/config", Admin),
+            (Method::GET, "/api/v1/system/info", Read),
             (Method::POST, "/api/v1/system/health", Admin),
             (Method::PATCH, "/api/v1/values", Admin),
         ];

@@ -112,6 +112,10 @@ pub async fn env_full(
         history: history.clone(),
         alarms: Some(alarms),
         reload: None,
+        loaded: gateway_api::LoadedConfig::new(serde_json::json!({
+            "source": "/etc/edge-gateway/gateway.toml",
+            "config": { "database": { "url": "postgres://gw:***@db/gw" } },
+        })),
     });
     Env { state, bus, cache, store, manager, admin, operator, viewer, history, _dir: dir }
 }
