@@ -398,7 +398,7 @@ pub fn spawn(bus: Bus, mut cfg: watch::Receiver<TuningConfig>, metrics: Arc<Tuni
     metrics.show(0, ctl.knobs());
     tokio::spawn(async move {
         let Some(mut last) = read_times() else {
-            tracing::info!("Self-tuning is unavailable here (no /proc); the configured intervals stay.");
+            tracing::warn!("Self-tuning is enabled but /proc cannot be read here; the configured intervals stay.");
             return;
         };
         let mut at = Instant::now();
