@@ -6,17 +6,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Gateway, http_as, token};
+use common::{BIN, Gateway, check_counter, collect, http_as, token};
 use gateway_bench::mosquitto::Mosquitto;
 use gateway_bench::north::{FARM_FLAG, FarmSpec};
 use gateway_bench::{free_port, wait_until_blocking};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{Value, json};
 
 fn modbus_server(port: u16) -> Child {
@@ -26,47 +23,6 @@ fn modbus_server(port: u16) -> Child {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     child
-}
-
-/// Counter values per tag as the broker delivered them under `filter`, and
-/// how many messages arrived.
-type Seen = Arc<Mutex<(HashMap<String, Vec<i64>>, u64)>>;
-
-async fn collect(port: u16, filter: &'static str) -> Seen {
-    let opts = MqttOptions::new(format!("reload-{}", free_port()), "127.0.0.1", port);
-    let (client, mut ev) = AsyncClient::new(opts, 100);
-    let seen: Seen = Arc::new(Mutex::new((HashMap::new(), 0)));
-    let s = seen.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut ready = Some(ready_tx);
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    let mut g = s.lock().unwrap();
-                    g.1 += 1;
-                    for x in v["values"].as_array().into_iter().flatten() {
-                        if let (Some(t), Some(n)) = (x["tag"].as_str(), x["value"].as_f64()) {
-                            g.0.entry(t.to_owned()).or_default().push(n as i64);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
-    seen
 }
 
 fn write_config(path: &Path, broker: &Mosquitto, slow_poll_ms: u64, modbus_port: Option<u16>, extra: bool) {
@@ -131,16 +87,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The counter's values at the broker run on by one, with no gap and no repeat.
-fn check_counter(seen: &Seen) -> usize {
-    let g = seen.lock().unwrap();
-    let v = g.0.get("count.c").expect("counter values");
-    for w in v.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "the counter skipped or repeated around {w:?}");
-    }
-    v.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +166,7 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     write_config(&cfg, &broker, 50, None, false);
     assert!(Command::new("kill").args(["-HUP", &g.pid().to_string()]).status().unwrap().success());
     wait_for("the device to go", || http_as(port, Some(&viewer), "GET", "/api/v1/devices/plc1", None).0 == 404);
-    let before = check_counter(&main);
+    let before = check_counter(&main, "count.c");
     wait_for("more counter values", || main.lock().unwrap().0["count.c"].len() > before + 20);
     // Each reload over the API was audited, the refused one too.
     let (_, audit) = http_as(port, Some(&admin), "GET", "/api/v1/audit?limit=100", None);
@@ -228,6 +174,6 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
         audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "system.reload").collect();
     assert!(reloads.len() >= 2, "{audit}");
     g.stop();
-    let n = check_counter(&main);
+    let n = check_counter(&main, "count.c");
     assert!(n > 40, "{n}");
 }

@@ -7,67 +7,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, http, http_as, token};
+use common::{Gateway, check_counter, collect, http, http_as, token};
 use gateway_bench::free_port;
 use gateway_bench::mosquitto::Mosquitto;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
-
-/// Counter values by tag, and messages, as the broker delivered them.
-type Seen = Arc<Mutex<(HashMap<String, Vec<i64>>, u64)>>;
-
-async fn collect(port: u16, filter: &'static str) -> Seen {
-    let opts = MqttOptions::new(format!("tuning-{}", free_port()), "127.0.0.1", port);
-    let (client, mut ev) = AsyncClient::new(opts, 100);
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let mut ready = Some(ready_tx);
-    tokio::spawn(async move {
-        loop {
-            match ev.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    let mut g = s.lock().unwrap();
-                    g.1 += 1;
-                    for x in v["values"].as_array().into_iter().flatten() {
-                        if let (Some(t), Some(n)) = (x["tag"].as_str(), x["value"].as_f64()) {
-                            g.0.entry(t.to_owned()).or_default().push(n as i64);
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
-    seen
-}
-
-/// The counter's values run on by one, no gap, no repeat; how many.
-fn check_counter(seen: &Seen, tag: &str) -> usize {
-    let g = seen.lock().unwrap();
-    let v = g.0.get(tag).expect("counter values");
-    for w in v.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "the counter skipped or repeated around {w:?}");
-    }
-    v.len()
-}
 
 fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

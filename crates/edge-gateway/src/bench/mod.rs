@@ -562,33 +562,7 @@ fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
     });
     history_steps(s, &mut steps);
     alarm_steps(s, &mut steps);
-    // Self-tuning under contention: the north job at 100k values/s with
-    // eight busy processes on the gateway's CPU (its fair share, about a
-    // ninth of the core, is less than the job needs), fixed against tuned.
-    let spec = tuning::ContentionSpec {
-        rounds: 5,
-        hogs: 8,
-        sustain_s: 2,
-        job: NorthSpec {
-            format: "json_batch".into(),
-            devices: 20,
-            tags: 50,
-            poll_ms: 10,
-            preset: "default".into(),
-            warmup_s: 12.0,
-            seconds: s.duration_s,
-            pin_cpu: Some(1),
-            history: false,
-            hogs: 0,
-            extra_config: String::new(),
-        },
-    };
-    steps.push(Step {
-        id: spec.key(),
-        skip: north_missing.clone().or_else(|| s.quick.then(|| "left out by --quick".to_string())),
-        estimate_s: 10.0 * (spec.job.warmup_s + s.duration_s + 8.0),
-        spec: Spec::Tuning(spec),
-    });
+    steps.push(tuning::step(s, north_missing.clone()));
     steps.push(Step {
         id: "opcua".into(),
         // Two servers of 1,000 nodes changing every 100 ms: 20,000 values/s

@@ -10,7 +10,7 @@
 use gateway_bench::north::{self, NorthReport, NorthSpec};
 use serde::{Deserialize, Serialize};
 
-use super::Outcome;
+use super::{Outcome, Settings, Spec, Step};
 
 /// The scenario.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +30,37 @@ impl ContentionSpec {
     /// The figures' prefix.
     pub fn key(&self) -> String {
         "tuning.contention".into()
+    }
+}
+
+/// The scenario as `bench` runs it: the north job at 100k values/s with
+/// eight busy processes on the gateway's CPU (its fair share, about a ninth
+/// of the core, is less than the job needs), fixed against tuned. `missing`:
+/// why the job cannot run here (no mosquitto).
+pub(super) fn step(s: &Settings, missing: Option<String>) -> Step {
+    let spec = ContentionSpec {
+        rounds: 5,
+        hogs: 8,
+        sustain_s: 2,
+        job: NorthSpec {
+            format: "json_batch".into(),
+            devices: 20,
+            tags: 50,
+            poll_ms: 10,
+            preset: "default".into(),
+            warmup_s: 12.0,
+            seconds: s.duration_s,
+            pin_cpu: Some(1),
+            history: false,
+            hogs: 0,
+            extra_config: String::new(),
+        },
+    };
+    Step {
+        id: spec.key(),
+        skip: missing.or_else(|| s.quick.then(|| "left out by --quick".to_string())),
+        estimate_s: 10.0 * (spec.job.warmup_s + s.duration_s + 8.0),
+        spec: Spec::Tuning(spec),
     }
 }
 

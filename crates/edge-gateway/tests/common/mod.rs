@@ -170,3 +170,58 @@ impl Gateway {
         let _ = self.child.wait();
     }
 }
+
+/// Counter values per tag as the broker delivered them under a filter, and
+/// how many messages arrived.
+pub type Seen = std::sync::Arc<std::sync::Mutex<(std::collections::HashMap<String, Vec<i64>>, u64)>>;
+
+/// Subscribes to `filter` on the broker at `port` (QoS 1) and collects the
+/// `{"values":[{"tag","value"}...]}` messages (`json_batch`) that arrive.
+pub async fn collect(port: u16, filter: &'static str) -> Seen {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let opts = MqttOptions::new(format!("collect-{}", gateway_bench::free_port()), "127.0.0.1", port);
+    let (client, mut ev) = AsyncClient::new(opts, 100);
+    let seen: Seen = Seen::default();
+    let s = seen.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready = Some(ready_tx);
+    tokio::spawn(async move {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe(filter, QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let v: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    let mut g = s.lock().unwrap();
+                    g.1 += 1;
+                    for x in v["values"].as_array().into_iter().flatten() {
+                        if let (Some(t), Some(n)) = (x["tag"].as_str(), x["value"].as_f64()) {
+                            g.0.entry(t.to_owned()).or_default().push(n as i64);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("subscribed").unwrap();
+    seen
+}
+
+/// The counter `tag`'s values at the broker run on by one, with no gap and
+/// no repeat; how many there are.
+pub fn check_counter(seen: &Seen, tag: &str) -> usize {
+    let g = seen.lock().unwrap();
+    let v = g.0.get(tag).expect("counter values");
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "the counter skipped or repeated around {w:?}");
+    }
+    v.len()
+}
