@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{BIN, Gateway, check_counter, collect, http_as, token};
 use gateway_bench::mosquitto::Mosquitto;
@@ -81,14 +81,6 @@ kind = "bad_quality"
     std::fs::write(path, text).unwrap();
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     let broker = Mosquitto::start();
@@ -102,8 +94,10 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     let g = Gateway::start_with(&data, port, Some(&cfg));
     let admin = token(&data, "ops", "admin");
     let viewer = token(&data, "look", "viewer");
-    wait_for("values at the broker", || main.lock().unwrap().0.get("count.c").is_some_and(|v| v.len() > 20));
-    wait_for("the extra connector's messages", || other.lock().unwrap().1 > 0);
+    wait_until_blocking(30, "values at the broker", || {
+        main.lock().unwrap().0.get("count.c").is_some_and(|v| v.len() > 20)
+    });
+    wait_until_blocking(30, "the extra connector's messages", || other.lock().unwrap().1 > 0);
 
     // A wrong file changes nothing and names the field.
     std::fs::write(&cfg, "[[devices]]\nname = \"count\"\ndriver = \"sim\"\npoll_interval_ms = \"fast\"\n").unwrap();
@@ -142,7 +136,7 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
         let out = Command::new(BIN).args(["wal", "inspect"]).arg(data.join("wal")).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    wait_for("the removed connector's cursor to go", || !inspect().contains("cursor mqtt-extra "));
+    wait_until_blocking(30, "the removed connector's cursor to go", || !inspect().contains("cursor mqtt-extra "));
     assert!(inspect().contains("cursor mqtt-up "), "the remaining connector keeps its place");
     // The removed connector sends no more. The reload answered only after
     // its task stopped; the first pause lets what was already on the wire
@@ -157,7 +151,7 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     assert_eq!(rules["source"], "config", "{rules}");
     server.kill().unwrap();
     let _ = server.wait();
-    wait_for("the alarm on the new device", || {
+    wait_until_blocking(30, "the alarm on the new device", || {
         let (_, a) = http_as(port, Some(&viewer), "GET", "/api/v1/alarms/active", None);
         a["alarms"].as_array().is_some_and(|l| l.iter().any(|x| x["id"] == "plc_bad:plc1.v0"))
     });
@@ -165,9 +159,11 @@ async fn a_reload_applies_only_the_difference_and_the_data_keeps_flowing() {
     // SIGHUP: the Modbus device and its rule go again.
     write_config(&cfg, &broker, 50, None, false);
     assert!(Command::new("kill").args(["-HUP", &g.pid().to_string()]).status().unwrap().success());
-    wait_for("the device to go", || http_as(port, Some(&viewer), "GET", "/api/v1/devices/plc1", None).0 == 404);
+    wait_until_blocking(30, "the device to go", || {
+        http_as(port, Some(&viewer), "GET", "/api/v1/devices/plc1", None).0 == 404
+    });
     let before = check_counter(&main, "count.c");
-    wait_for("more counter values", || main.lock().unwrap().0["count.c"].len() > before + 20);
+    wait_until_blocking(30, "more counter values", || main.lock().unwrap().0["count.c"].len() > before + 20);
     // Each reload over the API was audited, the refused one too.
     let (_, audit) = http_as(port, Some(&admin), "GET", "/api/v1/audit?limit=100", None);
     let reloads: Vec<&Value> =

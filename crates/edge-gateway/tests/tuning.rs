@@ -10,21 +10,12 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use common::{Gateway, check_counter, collect, http, http_as, token};
-use gateway_bench::free_port;
 use gateway_bench::mosquitto::Mosquitto;
+use gateway_bench::{free_port, wait_until_blocking};
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `name{labels} value` lines of `/metrics` whose name starts with `prefix`.
+/// The value of the series `name` (labels included, as `/metrics` writes them).
 fn metric(port: u16, name: &str) -> Option<f64> {
     let (_, text) = http(port, "GET", "/metrics", None);
     text.as_str()?.lines().find_map(|l| {
@@ -100,7 +91,7 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
             })
         })
         .collect();
-    wait_for("the gateway to widen to its limits", 60, || metric(port, "gateway_tuning_level") >= Some(3.0));
+    wait_until_blocking(60, "the gateway to widen to its limits", || metric(port, "gateway_tuning_level") >= Some(3.0));
     stop.store(true, Ordering::Relaxed);
     for s in spinners {
         s.join().unwrap();
@@ -117,14 +108,14 @@ async fn under_cpu_load_the_gateway_widens_its_intervals_within_limits_and_loses
     assert_eq!(st, 200, "{changes}");
     assert_eq!(changes["tuning_changed"], true, "{changes}");
     assert_eq!(changes["restart_needed"], serde_json::json!([]), "{changes}");
-    wait_for("the configured intervals again", 10, || metric(port, "gateway_tuning_level") == Some(0.0));
+    wait_until_blocking(10, "the configured intervals again", || metric(port, "gateway_tuning_level") == Some(0.0));
     assert_eq!(metric(port, "gateway_tuning_wal_flush_seconds"), Some(0.01));
     assert_eq!(metric(port, "gateway_tuning_batch_linger_seconds"), Some(0.0));
     assert!(metric(port, "gateway_tuning_decisions_total{direction=\"narrow\"}") >= Some(1.0));
 
     // Through all of it the counter reached the broker whole, on both connectors.
     let before = check_counter(&up, "count.c");
-    wait_for("more values after the reload", 30, || check_counter(&up, "count.c") > before + 50);
+    wait_until_blocking(30, "more values after the reload", || check_counter(&up, "count.c") > before + 50);
     check_counter(&held, "count.c");
     // The connector with a 200 ms linger sent the 10 ms polls many to a
     // message; the other, one message per poll or close to it.
