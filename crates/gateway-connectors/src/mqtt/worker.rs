@@ -351,7 +351,10 @@ impl Worker {
     }
 
     fn hold(&mut self, d: &Delivery) {
-        self.held_values += d.frames().count();
+        // Counted without running the filter a second time per frame (the
+        // encoder runs it): frames it will drop count too, so a message may
+        // go out a little before `batch_max_values`, never after.
+        self.held_values += (d.end_seq() - d.first_seq()) as usize;
         self.held.push(d.clone());
     }
 
