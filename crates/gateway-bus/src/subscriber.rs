@@ -324,6 +324,16 @@ impl Subscriber {
         self.local.front().map_or(self.pos, |d| d.first_seq())
     }
 
+    /// Frames published that it has still to receive: from its position to
+    /// the bus head, without the sequence numbers the WAL skipped after a
+    /// crash (its reservation: a million numbers no frame will ever have,
+    /// which would otherwise read as a backlog until the reader passed them).
+    pub fn backlog(&self) -> u64 {
+        let pos = self.position();
+        let skipped = self.bus.inner.wal.as_ref().map_or(0, |w| w.skipped_after(pos));
+        self.bus.head_seq().saturating_sub(pos).saturating_sub(skipped)
+    }
+
     /// Frames it lost since it subscribed: skipped while too far behind
     /// (lossy) or missing from the WAL (durable).
     pub fn drops(&self) -> u64 {
@@ -456,6 +466,20 @@ impl Subscriber {
             (true, Some(w)) => w.progress().borrow().durable,
             _ => u64::MAX,
         };
+        if self.st.kind == SubKind::WalBacked
+            && let Some(w) = &inner.wal
+            && self.pos < inner.lock().front
+        {
+            // Inside the numbers the log skipped after a crash (none will
+            // ever carry a frame): go past them at once rather than wait for
+            // the next record to be durable, which under a long group commit
+            // held a connector back while its live feed went on without it.
+            let past = w.past_skip(self.pos);
+            if past > self.pos {
+                self.pos = past;
+                self.st.pos.store(self.pos, Ordering::Release);
+            }
+        }
         {
             let r = inner.lock();
             if self.pos < r.front {

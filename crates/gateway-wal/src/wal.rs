@@ -895,6 +895,18 @@ impl Wal {
             .sum()
     }
 
+    /// `from`, or where the numbers skipped after a crash end if `from` is
+    /// among them: no frame will ever have a number in between, so a reader
+    /// there may go straight on (it need not wait for the next record to be
+    /// durable to learn that).
+    pub fn past_skip(&self, from: u64) -> u64 {
+        self.shared
+            .segs()
+            .iter()
+            .find(|s| s.skipped > 0 && s.base_seq > from && s.base_seq - s.skipped <= from)
+            .map_or(from, |s| s.base_seq)
+    }
+
     /// Names and positions of all cursors.
     pub fn cursors(&self) -> Vec<(String, u64)> {
         lock(&self.shared.cursors).map.iter().map(|(k, v)| (k.clone(), v.position)).collect()

@@ -67,6 +67,9 @@ fn a_log_that_crashed_continues_after_its_reservation_and_loses_nothing_durable(
     assert_eq!(wal.next_seq() - last - wal.skipped_after(last), 1);
     assert_eq!(wal.skipped_after(last - 3), before_crash - last, "a reader before the skip: its frames, not the skip");
     assert_eq!(wal.skipped_after(before_crash), 0, "a reader past the skip");
+    assert_eq!(wal.past_skip(last), before_crash, "a reader inside the skip goes to its end");
+    assert_eq!(wal.past_skip(last - 3), last - 3, "a reader before the skip stays");
+    assert_eq!(wal.past_skip(before_crash + 1), before_crash + 1, "a reader past it stays");
     wal.close().unwrap();
 
     // Reopened after a clean close: no skip, and the gap is not reported again.
