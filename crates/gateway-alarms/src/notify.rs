@@ -119,7 +119,7 @@ pub fn spawn(
         SubscribeOptions::durable(format!("{CURSOR_PREFIX}{}", cfg.name))
             .filter(Filter::all().kinds([FrameKind::Event])),
     )?;
-    let worker = worker::Worker::new(cfg, client, bus.clone(), metrics, gateway);
+    let worker = worker::Worker::new(cfg, client, metrics, gateway);
     let task = tokio::spawn(worker.run(sub, shutdown));
     Ok(Notifier { name: cfg.name.clone(), switch, task: Some(task) })
 }

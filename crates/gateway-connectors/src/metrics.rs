@@ -104,7 +104,7 @@ impl ConnectorMetrics {
     /// `sub` is, and logs and counts the values the WAL dropped before they
     /// could be sent (each once: `drops_seen` is what was reported before).
     pub(crate) fn report_backlog(&self, bus: &Bus, label: &ConnectorLabel, sub: &Subscriber, drops_seen: &mut u64) {
-        let backlog = bus.head_seq().saturating_sub(sub.position());
+        let backlog = sub.backlog();
         self.backlog_frames.get_or_create(label).set(backlog as i64);
         if let Some(wal) = bus.wal() {
             let s = wal.stats();

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_bus::{Bus, BusError, Shutdown, Subscriber};
+use gateway_bus::{BusError, Shutdown, Subscriber};
 use gateway_model::{AlarmInfo, EventFrame, now_ns};
 use hyper::header::{HeaderName, HeaderValue};
 use ring::hmac;
@@ -32,7 +32,6 @@ pub(crate) struct Worker {
     client: Client,
     backoff: Backoff,
     metrics: Arc<NotifyMetrics>,
-    bus: Bus,
     rng: SystemRandom,
 }
 
@@ -43,13 +42,7 @@ enum Next {
 }
 
 impl Worker {
-    pub(crate) fn new(
-        cfg: &NotifyConfig,
-        client: Client,
-        bus: Bus,
-        metrics: Arc<NotifyMetrics>,
-        gateway: &str,
-    ) -> Self {
+    pub(crate) fn new(cfg: &NotifyConfig, client: Client, metrics: Arc<NotifyMetrics>, gateway: &str) -> Self {
         Worker {
             label: TargetLabel { target: cfg.name.clone() },
             gateway: gateway.into(),
@@ -59,7 +52,6 @@ impl Worker {
             client,
             backoff: Backoff::new(cfg.retry_initial.duration(), cfg.retry_max.duration()),
             metrics,
-            bus,
             rng: SystemRandom::new(),
         }
     }
@@ -191,7 +183,7 @@ impl Worker {
     }
 
     fn report_backlog(&self, sub: &Subscriber) {
-        let backlog = self.bus.head_seq().saturating_sub(sub.position());
+        let backlog = sub.backlog();
         self.metrics.backlog.get_or_create(&self.label).set(i64::try_from(backlog).unwrap_or(i64::MAX));
     }
 

@@ -431,7 +431,7 @@ impl Worker {
     /// out alongside through a lossy subscription; the mode ends when the
     /// replay reaches where that subscription started.
     fn check_replay(&mut self, sub: &Subscriber, filter: &Filter) {
-        let backlog = self.ctx.bus.head_seq().saturating_sub(sub.position());
+        let backlog = sub.backlog();
         let connected = self.delivery.is_connected();
         match &self.live {
             None if connected && backlog > self.cfg.replay_max_rate.max(1000) => {

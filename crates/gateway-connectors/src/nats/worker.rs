@@ -212,7 +212,7 @@ pub(super) async fn run(name: String, cfg: NatsConfig, setup: Setup, mut sub: Su
             bus_paused_until = None;
         }
         w.publish(&js, &mut in_flight).await;
-        let backlog = w.ctx.bus.head_seq().saturating_sub(sub.position());
+        let backlog = sub.backlog();
         let catching_up = rate.is_some_and(|r| backlog as f64 > r);
         let room = bus_paused_until.is_none() && !w.check_stream && w.delivery.wants_readings();
         let read_ok = room && (!catching_up || budget > 0.0);
