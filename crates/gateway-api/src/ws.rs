@@ -396,7 +396,15 @@ impl WsHub {
                     sink.flush().await.map_err(|_| ())?;
                     Ok::<u64, ()>(updates)
                 };
-                match tokio::time::timeout(send_timeout, batch).await {
+                // Most writes complete at once (the socket has room): arm the
+                // send deadline only for one that has to wait, so the common
+                // case costs no timer registration per client per push.
+                let mut batch = std::pin::pin!(batch);
+                let done = match futures_util::poll!(batch.as_mut()) {
+                    std::task::Poll::Ready(r) => Ok(r),
+                    std::task::Poll::Pending => tokio::time::timeout(send_timeout, batch).await,
+                };
+                match done {
                     Ok(Ok(updates)) => {
                         metrics.ws_messages.inc_by(updates);
                     }
