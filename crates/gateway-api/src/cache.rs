@@ -1,6 +1,7 @@
 //! The latest-value cache: the newest reading of every tag, fed by a lossy
 //! bus subscriber and read by the REST API and the WebSocket snapshots. It
-//! takes one write lock per batch, not per frame; readers copy what they need.
+//! takes one write lock and, for a batch shaped like the last one from its
+//! driver, one hash lookup per batch, not per frame; readers copy what they need.
 //! If it falls behind the bus it skips frames (newer ones follow), so it never
 //! slows publishers.
 
@@ -15,7 +16,65 @@ use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
 /// is absent until its driver publishes again.
 #[derive(Debug, Default)]
 pub struct LatestCache {
-    map: RwLock<HashMap<TagId, DataFrame, foldhash::fast::RandomState>>,
+    table: RwLock<Table>,
+}
+
+type Fast<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One slot per tag, and the shape of the batches seen: a driver publishes
+/// the same tags in the same order at every poll, so a batch whose tags are
+/// those of the last batch that began with the same tag (the same interned
+/// names, compared by pointer first) updates its slots in order, with one
+/// hash lookup per batch instead of one per reading.
+#[derive(Debug, Default)]
+struct Table {
+    frames: Vec<DataFrame>,
+    slot: Fast<TagId, usize>,
+    /// By the slot of a batch's first tag: the slots of that batch's readings.
+    shapes: Fast<usize, Vec<usize>>,
+}
+
+impl Table {
+    fn take(&mut self, batch: &[&DataFrame]) {
+        let Some(first) = batch.first() else { return };
+        if let Some(&head) = self.slot.get(&first.tag)
+            && let Some(shape) = self.shapes.get(&head)
+            && shape.len() == batch.len()
+            && shape.iter().zip(batch).all(|(&i, f)| self.frames[i].tag == f.tag)
+        {
+            for (&i, f) in shape.iter().zip(batch) {
+                self.frames[i].update_from(f);
+            }
+            return;
+        }
+        let mut shape = Vec::with_capacity(batch.len());
+        for f in batch {
+            let i = match self.slot.get(&f.tag) {
+                Some(&i) => {
+                    // Keep the newest handle of the name: the next batch
+                    // then matches by pointer.
+                    self.frames[i].clone_from(f);
+                    i
+                }
+                None => {
+                    self.frames.push((*f).clone());
+                    self.slot.insert(f.tag.clone(), self.frames.len() - 1);
+                    self.frames.len() - 1
+                }
+            };
+            shape.push(i);
+        }
+        if let Some(&head) = shape.first() {
+            self.shapes.insert(head, shape);
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&DataFrame) -> bool) {
+        let frames: Vec<DataFrame> = std::mem::take(&mut self.frames).into_iter().filter(|f| keep(f)).collect();
+        self.slot = frames.iter().enumerate().map(|(i, f)| (f.tag.clone(), i)).collect();
+        self.frames = frames;
+        self.shapes.clear();
+    }
 }
 
 impl LatestCache {
@@ -27,26 +86,23 @@ impl LatestCache {
         let c = cache.clone();
         tokio::spawn(async move {
             while let Ok(d) = sub.recv().await {
-                let mut map = c.map.write().unwrap_or_else(|e| e.into_inner());
-                for (_, f) in d.frames() {
-                    if let Frame::Data(df) = f {
-                        // A tag seen before keeps its key: one lookup, no key clone.
-                        match map.get_mut(&df.tag) {
-                            Some(slot) => slot.clone_from(df),
-                            None => {
-                                map.insert(df.tag.clone(), df.clone());
-                            }
-                        }
-                    }
-                }
+                // One vector per batch, none per reading.
+                let readings: Vec<&DataFrame> = d
+                    .frames()
+                    .filter_map(|(_, f)| match f {
+                        Frame::Data(df) => Some(df),
+                        _ => None,
+                    })
+                    .collect();
+                c.write().take(&readings);
             }
         });
         Ok(cache)
     }
-
     /// The newest reading of `tag`.
     pub fn get(&self, tag: &str) -> Option<DataFrame> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(tag).cloned()
+        let t = self.read();
+        t.slot.get(tag).map(|&i| t.frames[i].clone())
     }
 
     /// Readings of tags matching `pattern`, sorted by tag.
@@ -57,30 +113,82 @@ impl LatestCache {
     /// Readings of tags matching any of `patterns`, each tag once, sorted by
     /// tag: one pass under one read lock, however many patterns overlap.
     pub fn matching_any(&self, patterns: &[TagPattern]) -> Vec<DataFrame> {
-        let mut v: Vec<DataFrame> = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|f| patterns.iter().any(|p| p.matches(f.tag.as_str())))
-            .cloned()
-            .collect();
+        let mut v: Vec<DataFrame> =
+            self.read().frames.iter().filter(|f| patterns.iter().any(|p| p.matches(f.tag.as_str()))).cloned().collect();
         v.sort_by(|a, b| a.tag.cmp(&b.tag));
         v
     }
 
     /// Forgets the readings of a device (it was deleted or its tags changed).
     pub fn forget_device(&self, device: &str) {
-        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|t, _| t.device() != device);
+        self.write().retain(|f| f.tag.device() != device);
     }
 
     /// How many tags have a reading (`tags_with_values` in `/system/info`).
     pub fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.read().frames.len()
     }
 
     /// Whether no tag has a reading yet, as right after start.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_model::{Quality, Value};
+
+    use super::*;
+
+    fn reading(tag: &TagId, v: i64) -> DataFrame {
+        DataFrame::new(tag.clone(), Value::I64(v), Quality::GOOD, v as u64)
+    }
+
+    fn value(t: &Table, tag: &str) -> Option<Value> {
+        t.slot.get(tag).map(|&i| t.frames[i].value.clone())
+    }
+
+    #[test]
+    fn the_newest_reading_wins_whatever_the_shape_of_the_batches() {
+        let tag = |s: &str| TagId::new(s).unwrap();
+        let (a, b, c) = (tag("d1.a"), tag("d1.b"), tag("d2.c"));
+        let mut t = Table::default();
+        for round in 0..3i64 {
+            let k = round * 100;
+            // The usual poll, twice: the second takes the slots it learnt.
+            t.take(&[&reading(&a, k + 1), &reading(&b, k + 2)]);
+            t.take(&[&reading(&a, k + 3), &reading(&b, k + 4)]);
+            assert_eq!((value(&t, "d1.a"), value(&t, "d1.b")), (Some(Value::I64(k + 3)), Some(Value::I64(k + 4))));
+            // Another batch beginning with the same tag, shorter.
+            t.take(&[&reading(&a, k + 5)]);
+            assert_eq!(value(&t, "d1.a"), Some(Value::I64(k + 5)));
+            // The same tags in another order, another device, a tag twice.
+            t.take(&[&reading(&b, k + 6), &reading(&c, k + 7), &reading(&a, k + 8), &reading(&a, k + 9)]);
+            assert_eq!(value(&t, "d1.a"), Some(Value::I64(k + 9)), "the later of two in one batch");
+            assert_eq!(value(&t, "d1.b"), Some(Value::I64(k + 6)));
+            assert_eq!(value(&t, "d2.c"), Some(Value::I64(k + 7)));
+            // Same names, new handles (a driver restarted): matched by name.
+            let (a2, b2) = (tag("d1.a"), tag("d1.b"));
+            t.take(&[&reading(&a2, k + 10), &reading(&b2, k + 11)]);
+            t.take(&[&reading(&a2, k + 12), &reading(&b2, k + 13)]);
+            assert_eq!((value(&t, "d1.a"), value(&t, "d1.b")), (Some(Value::I64(k + 12)), Some(Value::I64(k + 13))));
+        }
+        assert_eq!(t.frames.len(), 3, "one slot per tag");
+        t.retain(|f| f.tag.device() != "d1");
+        assert_eq!((value(&t, "d1.a"), value(&t, "d2.c")), (None, Some(Value::I64(207))));
+        // After forgetting, the device comes back with fresh slots.
+        t.take(&[&reading(&a, 1), &reading(&b, 2)]);
+        t.take(&[&reading(&a, 3), &reading(&b, 4)]);
+        assert_eq!((value(&t, "d1.a"), value(&t, "d2.c")), (Some(Value::I64(3)), Some(Value::I64(207))));
+        assert_eq!(t.frames.len(), 3);
     }
 }

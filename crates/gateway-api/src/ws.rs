@@ -215,7 +215,7 @@ impl WsHub {
                                 }
                                 if let Frame::Data(df) = f {
                                     match pending.get_mut(&df.tag) {
-                                        Some(slot) => slot.clone_from(df),
+                                        Some(slot) => slot.update_from(df),
                                         None => {
                                             pending.insert(df.tag.clone(), df.clone());
                                         }
