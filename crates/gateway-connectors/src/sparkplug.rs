@@ -5,7 +5,7 @@
 //! Shared by the MQTT connector (Sparkplug B proper) and the NATS connector
 //! (the same payloads on NATS subjects); nothing here knows a transport.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use gateway_model::{DataFrame, QualityLevel, Value};
 
@@ -354,14 +354,87 @@ pub fn ndeath(bd_seq: u64, now_ms: u64) -> Payload {
     }
 }
 
+/// The metrics of one device: every point it has shown, with its last
+/// reading and that reading's bus sequence number.
+///
+/// Every reading sent updates it (100,000 a second on the north job), and a
+/// device's polls carry the same tags in the same order each time: when a
+/// group's tags are the ones of the group before (the same interned names,
+/// compared by pointer first), each reading goes straight to its slot, with no
+/// hashing and no string comparison. Otherwise points are looked up by name.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    readings: Vec<(DataFrame, u64)>,
+    by_point: HashMap<String, usize, foldhash::fast::RandomState>,
+    /// The slots of the last group observed, in its order.
+    last_group: Vec<usize>,
+}
+
+impl Metrics {
+    /// Takes a group of readings of this device; returns whether a point
+    /// among them was new.
+    fn observe(&mut self, frames: &[(u64, &DataFrame)]) -> bool {
+        let same_tags = self.last_group.len() == frames.len()
+            && self.last_group.iter().zip(frames).all(|(&i, (_, f))| self.readings[i].0.tag == f.tag);
+        if same_tags {
+            for (&i, &(seq, f)) in self.last_group.iter().zip(frames) {
+                let (last, last_seq) = &mut self.readings[i];
+                last.update_from(f);
+                *last_seq = seq;
+            }
+            return false;
+        }
+        self.last_group.clear();
+        let mut new_point = false;
+        for &(seq, f) in frames {
+            let i = match self.by_point.get(f.tag.point()) {
+                Some(&i) => {
+                    let (last, last_seq) = &mut self.readings[i];
+                    // Same name, maybe another interned copy of it: keep the
+                    // newest, so the next group takes the fast path.
+                    last.clone_from(f);
+                    *last_seq = seq;
+                    i
+                }
+                None => {
+                    self.readings.push((f.clone(), seq));
+                    self.by_point.insert(f.tag.point().to_owned(), self.readings.len() - 1);
+                    new_point = true;
+                    self.readings.len() - 1
+                }
+            };
+            self.last_group.push(i);
+        }
+        new_point
+    }
+
+    /// The last reading of every point, sorted by point name.
+    pub fn sorted(&self) -> Vec<&(DataFrame, u64)> {
+        let mut all: Vec<_> = self.readings.iter().collect();
+        all.sort_unstable_by(|a, b| a.0.tag.point().cmp(b.0.tag.point()));
+        all
+    }
+
+    /// Points known.
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    /// Whether no point is known yet.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
+}
+
 /// The state of a Sparkplug edge node across its sessions.
 #[derive(Debug, Default)]
 pub struct NodeState {
     /// Birth/death sequence of the current session (0..=255).
     pub bd_seq: u64,
     seq: u64,
-    /// Metrics each born device announced, with their last reading.
-    pub devices: BTreeMap<String, BTreeMap<String, (DataFrame, u64)>>,
+    /// Metrics each born device announced, with their last reading (keyed
+    /// by point; a DBIRTH lists them sorted by name).
+    pub devices: BTreeMap<String, Metrics>,
     /// Devices that have had a DBIRTH this session.
     pub born: BTreeSet<String>,
 }
@@ -416,7 +489,7 @@ impl NodeState {
         let metrics = self
             .devices
             .get(device)
-            .map(|m| m.values().map(|(f, seq)| metric(f, *seq, false)).collect())
+            .map(|m| m.sorted().into_iter().map(|(f, seq)| metric(f, *seq, false)).collect())
             .unwrap_or_default();
         self.born.insert(device.to_owned());
         let seq = self.next_seq();
@@ -432,12 +505,14 @@ impl NodeState {
 
     /// Records readings of a device; returns whether it needs a (re)birth first
     /// (not born this session, or a metric it did not announce).
+    ///
+    /// Called for every reading sent: a device seen before is found without
+    /// allocating, its readings updated in place ([`Metrics`]).
     pub fn observe(&mut self, device: &str, frames: &[(u64, &DataFrame)]) -> bool {
-        let known = self.devices.entry(device.to_owned()).or_default();
-        let mut new_metric = false;
-        for (seq, f) in frames {
-            new_metric |= known.insert(f.tag.point().to_owned(), ((*f).clone(), *seq)).is_none();
+        if !self.devices.contains_key(device) {
+            self.devices.insert(device.to_owned(), Metrics::default());
         }
+        let new_metric = self.devices.get_mut(device).is_none_or(|known| known.observe(frames));
         new_metric || !self.born.contains(device)
     }
 }
@@ -530,5 +605,51 @@ mod tests {
         }
         n.new_session();
         assert_eq!(n.nbirth(0).seq, Some(0));
+    }
+
+    #[test]
+    fn a_dbirth_lists_every_metric_seen_sorted_with_its_last_reading() {
+        let f = |t: &str, v: i64, q: Quality| {
+            DataFrame::new(TagId::new(t).unwrap(), Value::I64(v), q, 1_000_000 * v as u64)
+        };
+        let mut n = NodeState::default();
+        let (b, a) = (f("d1.b", 1, Quality::GOOD), f("d1.a", 2, Quality::GOOD));
+        assert!(n.observe("d1", &[(10, &b), (11, &a)]), "not born yet");
+        n.dbirth("d1", 0);
+        // The same metrics again: updated in place, no rebirth.
+        let (b2, a2) = (f("d1.b", 7, Quality::bad(gateway_model::Reason::TIMEOUT)), f("d1.a", 8, Quality::GOOD));
+        assert!(!n.observe("d1", &[(12, &b2), (13, &a2)]), "born, nothing new");
+        // A metric not announced yet needs a rebirth.
+        let c = f("d1.c", 9, Quality::GOOD);
+        assert!(n.observe("d1", &[(14, &c)]), "a new metric");
+        let birth = n.dbirth("d1", 0);
+        let names: Vec<_> = birth.metrics.iter().map(|m| m.name.clone().unwrap()).collect();
+        assert_eq!(names, ["a", "b", "c"], "sorted by name");
+        let b_metric = &birth.metrics[1];
+        assert_eq!(b_metric.value, Some(MetricValue::LongValue(7)), "the last reading");
+        assert_eq!(b_metric.timestamp, Some(7), "its time");
+        assert_eq!(b_metric, &metric(&b2, 12, false), "its quality and seq too");
+        assert!(!n.observe("d1", &[(15, &c)]), "born again with it");
+        // Groups of other shapes and the usual one again, alternating: the
+        // newest reading of each point wins whichever way it was found.
+        let last = |n: &NodeState, point: &str| {
+            n.devices["d1"]
+                .sorted()
+                .into_iter()
+                .find(|(f, _)| f.tag.point() == point)
+                .map(|(f, s)| (f.value.clone(), *s))
+        };
+        let (a3, b3) = (f("d1.a", 30, Quality::GOOD), f("d1.b", 31, Quality::GOOD));
+        for round in 0..3u64 {
+            let s = 100 + round * 10;
+            assert!(!n.observe("d1", &[(s, &b3), (s + 1, &a3)]));
+            assert!(!n.observe("d1", &[(s + 2, &b3), (s + 3, &a3)]), "the same tags: the fast path");
+            assert_eq!(last(&n, "a"), Some((Value::I64(30), s + 3)));
+            let a4 = f("d1.a", 40 + round as i64, Quality::GOOD);
+            assert!(!n.observe("d1", &[(s + 4, &a4)]), "a subset");
+            assert_eq!(last(&n, "a"), Some((Value::I64(40 + round as i64), s + 4)));
+            assert_eq!(last(&n, "b"), Some((Value::I64(31), s + 2)));
+        }
+        assert_eq!(n.devices["d1"].len(), 3);
     }
 }
