@@ -148,6 +148,13 @@ pub fn wait_for_report<R: DeserializeOwned>(mut cmd: Command, timeout: Duration)
 /// The last stderr line worth showing: a panic's message, not the
 /// `note: run with RUST_BACKTRACE=1` hint that follows it.
 fn last_meaningful_line(stderr: &str) -> String {
+    // A panic says where on one line and what on the next; the last line
+    // alone may be a frame of a backtrace printed with it. Report the panic.
+    let lines: Vec<&str> = stderr.lines().collect();
+    if let Some(i) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
+        let what = lines.get(i + 1).map_or("", |l| l.trim());
+        return format!("{} {what}", lines[i].trim()).trim().to_owned();
+    }
     stderr
         .lines()
         .rev()
@@ -212,8 +219,19 @@ mod tests {
         let script = "echo 'thread main panicked at x.rs:1:1:' >&2; echo 'the broker is gone' >&2; \
                       echo 'note: run with `RUST_BACKTRACE=1` to display a backtrace' >&2; exit 101";
         let e = wait_for_report::<serde_json::Value>(sh(script), Duration::from_secs(60)).unwrap_err();
-        assert!(matches!(&e, ChildError::Failed { stderr, .. } if stderr == "the broker is gone"), "{e:?}");
+        let said = "thread main panicked at x.rs:1:1: the broker is gone";
+        assert!(matches!(&e, ChildError::Failed { stderr, .. } if stderr == said), "{e:?}");
         assert!(e.to_string().ends_with(": the broker is gone"), "{e}");
+        // A backtrace after the panic does not hide it.
+        let script = "echo 'thread main panicked at x.rs:1:1:' >&2; echo 'the broker is gone' >&2; \
+                      echo 'stack backtrace:' >&2; echo '  at /rustc/core/src/ops/function.rs:250:5' >&2; exit 101";
+        let e = wait_for_report::<serde_json::Value>(sh(script), Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(&e, ChildError::Failed { stderr, .. } if stderr == said), "{e:?}");
+        // Without a panic, the last line that says something.
+        let e =
+            wait_for_report::<serde_json::Value>(sh("echo 'no broker' >&2; echo >&2; exit 3"), Duration::from_secs(60))
+                .unwrap_err();
+        assert!(matches!(&e, ChildError::Failed { stderr, .. } if stderr == "no broker"), "{e:?}");
     }
 
     #[test]
