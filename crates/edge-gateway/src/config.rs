@@ -160,6 +160,9 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// `[[connectors]]`.
     pub connectors: Vec<ConnectorConfig>,
+    /// Settings accepted but without effect in this gateway, each a sentence
+    /// naming the field: logged as warnings at start, printed by `config check`.
+    pub notes: Vec<String>,
 }
 
 /// Sets `GATEWAY__A__B=v` variables into the document as `a.b = v`. Values
@@ -217,6 +220,16 @@ pub fn load_str(
     }
     gateway.validate().map_err(|e| e.under("gateway"))?;
     let bus = raw.bus.resolve(&gateway.data_dir).map_err(|e| e.under("bus"))?;
+    let mut notes = Vec::new();
+    if raw.bus.batch != gateway_bus::BatchConfig::default() {
+        // The original batched frames published one at a time; here every
+        // driver publishes one batch per poll, so nothing waits to be batched.
+        notes.push(
+            "bus.batch (max_batch_size, flush_interval_ms, max_memory_bytes) is accepted for the original \
+             gateway's files but has no effect here: drivers publish each poll as one batch"
+                .to_owned(),
+        );
+    }
     raw.api.validate().map_err(|e| e.under("api"))?;
     raw.database.validate().map_err(|e| e.under("database"))?;
     raw.history.validate().map_err(|e| e.under("history"))?;
@@ -257,6 +270,7 @@ pub fn load_str(
         tuning: raw.tuning,
         devices,
         connectors,
+        notes,
     })
 }
 
@@ -354,6 +368,16 @@ mod tests {
         let c = load("").unwrap();
         assert!(c.gateway.validate().is_ok(), "{:?}", c.gateway.name);
         assert_eq!(load("[gateway]\nname = \"line1_gw-2\"\n").unwrap().gateway.name, "line1_gw-2");
+    }
+
+    #[test]
+    fn batch_settings_are_accepted_with_a_note_that_they_do_nothing() {
+        assert!(load("").unwrap().notes.is_empty(), "nothing to say about the default");
+        assert!(load(include_str!("default.toml")).unwrap().notes.is_empty(), "nor the file `config default` prints");
+        let c = load("[bus.batch]\nflush_interval_ms = 5\n").unwrap();
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(c.notes[0].starts_with("bus.batch"), "names the section: {}", c.notes[0]);
+        assert_eq!(c.bus.batch.flush_interval, std::time::Duration::from_millis(5), "still validated and kept");
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //! `device.{name}.connected` and `device.{name}.failed` (0 or 1),
 //! `device.{name}.poll_ms` (mean poll round trip over the interval, only
 //! when polls were timed) and `device.{name}.values_per_s`; per enabled
-//! connector: `connector.{name}.connected` (0 or 1).
+//! connector: `connector.{name}.connected` (0 or 1), following reloads.
 //!
 //! It only reads atomics the drivers and connectors keep anyway; it must
 //! never take a lock a driver's poll path takes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use gateway_alarms::HealthProbe;
@@ -21,9 +21,31 @@ use gateway_drivers::{DeviceStatus, DeviceWork, DriverManager};
 /// Devices through the driver manager, connectors through their metrics.
 pub struct GatewayProbe {
     devices: Arc<DriverManager>,
-    connectors: Vec<ConnectorLabel>,
+    connectors: WatchedConnectors,
     connector_metrics: Arc<ConnectorMetrics>,
     last: Mutex<Last>,
+}
+
+/// The connectors the probe reports on: the enabled ones of the running
+/// configuration, replaced by a reload that adds, removes, enables or
+/// disables one. Cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct WatchedConnectors(Arc<RwLock<Vec<ConnectorLabel>>>);
+
+impl WatchedConnectors {
+    /// The enabled connectors of `connectors`.
+    pub fn new(connectors: &[ConnectorConfig]) -> Self {
+        let w = WatchedConnectors::default();
+        w.set(connectors);
+        w
+    }
+
+    /// From now on, the enabled connectors of `connectors`.
+    pub fn set(&self, connectors: &[ConnectorConfig]) {
+        let labels =
+            connectors.iter().filter(|c| c.enabled).map(|c| ConnectorLabel { connector: c.name.clone() }).collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = labels;
+    }
 }
 
 /// The previous reading, to turn totals into an interval's rates and means.
@@ -36,24 +58,14 @@ struct Last {
 }
 
 impl GatewayProbe {
-    /// A probe over the devices `devices` runs and the enabled connectors of
-    /// `connectors` (those the gateway started; connectors are not changed
-    /// while it runs).
+    /// A probe over the devices `devices` runs and the connectors
+    /// `connectors` lists (a reload updates the list).
     pub fn new(
         devices: Arc<DriverManager>,
         connector_metrics: Arc<ConnectorMetrics>,
-        connectors: &[ConnectorConfig],
+        connectors: WatchedConnectors,
     ) -> Self {
-        GatewayProbe {
-            devices,
-            connectors: connectors
-                .iter()
-                .filter(|c| c.enabled)
-                .map(|c| ConnectorLabel { connector: c.name.clone() })
-                .collect(),
-            connector_metrics,
-            last: Mutex::new(Last::default()),
-        }
+        GatewayProbe { devices, connectors, connector_metrics, last: Mutex::new(Last::default()) }
     }
 }
 
@@ -95,7 +107,9 @@ impl HealthProbe for GatewayProbe {
             work.insert(name, (status, totals));
         }
         last.work = work;
-        for label in &self.connectors {
+        // Copied out, so a reload never waits on the gauges' lock.
+        let connectors = self.connectors.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for label in &connectors {
             let up = self.connector_metrics.connected.get_or_create(label).get() > 0;
             out.push((format!("connector.{}.connected", label.connector), f64::from(u8::from(up))));
         }
@@ -160,7 +174,8 @@ mod tests {
             Default::default(),
         )
         .unwrap();
-        let probe = GatewayProbe::new(Arc::new(DriverManager::new(bus)), m.clone(), &cfg);
+        let watched = WatchedConnectors::new(&cfg);
+        let probe = GatewayProbe::new(Arc::new(DriverManager::new(bus)), m.clone(), watched.clone());
         let mut out = Vec::new();
         probe.sample(&mut out);
         assert_eq!(out, vec![("connector.up.connected".to_string(), 0.0)]);
@@ -168,5 +183,15 @@ mod tests {
         out.clear();
         probe.sample(&mut out);
         assert_eq!(out, vec![("connector.up.connected".to_string(), 1.0)]);
+        // A reload enables one and removes the other: the probe follows.
+        let reloaded = gateway_connectors::parse_connectors(
+            vec![serde_json::json!({"name": "off", "kind": "mqtt", "url": "mqtt://127.0.0.1:1"})],
+            "connectors",
+        )
+        .unwrap();
+        watched.set(&reloaded);
+        out.clear();
+        probe.sample(&mut out);
+        assert_eq!(out, vec![("connector.off.connected".to_string(), 0.0)]);
     }
 }

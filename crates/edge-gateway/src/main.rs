@@ -118,6 +118,9 @@ fn main() -> ExitCode {
                 }
             };
             run::init_logging(&cfg.gateway.log_level, cfg.gateway.log_format);
+            for note in &cfg.notes {
+                tracing::warn!("{note}.");
+            }
             match run::run(cfg, config.clone()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -141,6 +144,9 @@ fn main() -> ExitCode {
                     c.bus.preset,
                     c.api.bind
                 );
+                for note in &c.notes {
+                    println!("note: {note}.");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -34,6 +34,8 @@ pub struct Reloader {
     alarms: Option<Arc<gateway_api::alarms::Alarms>>,
     tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
     loaded: gateway_api::LoadedConfig,
+    /// The connectors the health probe reports on, if it runs.
+    health: Option<crate::health::WatchedConnectors>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -55,7 +57,13 @@ impl Reloader {
         tuning: tokio::sync::watch::Sender<crate::tuning::TuningConfig>,
     ) -> Self {
         let loaded = gateway_api::LoadedConfig::new(crate::masked::masked(&cfg, source.as_deref()));
-        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, tuning, loaded }
+        Reloader { bus, source, current: Mutex::new(cfg), devices, connectors, alarms, tuning, loaded, health: None }
+    }
+
+    /// Keeps the health probe's list of connectors in step with reloads.
+    pub fn with_health(mut self, watched: Option<crate::health::WatchedConnectors>) -> Self {
+        self.health = watched;
+        self
     }
 
     /// The running configuration, secrets masked; kept current by [`Reloader::reload`].
@@ -91,6 +99,9 @@ impl Reloader {
         };
         let devices = self.devices.reload_file(&new.devices).await?;
         let connectors = running.apply(&new.connectors).await;
+        if let Some(h) = &self.health {
+            h.set(&new.connectors);
+        }
         // A connector removed from the file would otherwise hold the WAL's
         // data (up to wal_max_bytes) until the next restart forgot its cursor.
         crate::run::forget_orphan_cursors(&self.bus, &new);
@@ -130,6 +141,8 @@ impl Reloader {
             tuning: new.tuning,
             devices: new.devices,
             connectors: new.connectors,
+            // What they are about ([bus]) waits for a restart too.
+            notes: keep.notes,
         };
         self.loaded.set(crate::masked::masked(&current, self.source.as_deref()));
         Ok(json!({

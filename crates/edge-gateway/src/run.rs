@@ -306,8 +306,9 @@ impl Running {
         // Drivers keep what must outlast a restart (OPC UA certificates) under the data directory.
         let manager = Arc::new(DriverManager::new(bus.clone()).with_data_dir(data_dir.clone()));
         // The gateway's watch on itself; it ends when the bus closes.
-        if let Some(a) = &alarms {
-            let probe = crate::health::GatewayProbe::new(manager.clone(), connector_metrics, &cfg.connectors);
+        let watched_connectors = alarms.as_ref().map(|_| crate::health::WatchedConnectors::new(&cfg.connectors));
+        if let (Some(a), Some(watched)) = (&alarms, &watched_connectors) {
+            let probe = crate::health::GatewayProbe::new(manager.clone(), connector_metrics, watched.clone());
             gateway_alarms::spawn_sampler(
                 a.service().clone(),
                 bus.clone(),
@@ -327,15 +328,18 @@ impl Running {
         // Self-tuning follows the [tuning] section across reloads.
         let (tuning_tx, tuning_rx) = tokio::sync::watch::channel(cfg.tuning.clone());
         crate::tuning::spawn(bus.clone(), tuning_rx, Arc::new(crate::tuning::TuningMetrics::new(&mut registry)));
-        let reloader = Arc::new(crate::reload::Reloader::new(
-            bus.clone(),
-            source,
-            cfg.clone(),
-            devices.clone(),
-            connectors.clone(),
-            alarms.clone(),
-            tuning_tx,
-        ));
+        let reloader = Arc::new(
+            crate::reload::Reloader::new(
+                bus.clone(),
+                source,
+                cfg.clone(),
+                devices.clone(),
+                connectors.clone(),
+                alarms.clone(),
+                tuning_tx,
+            )
+            .with_health(watched_connectors),
+        );
         let hook: gateway_api::ReloadHook = {
             let r = reloader.clone();
             gateway_api::ReloadHook(Arc::new(move || {

@@ -108,6 +108,7 @@ impl Gateway {
             // The load generator shares this process: its CPU would read as
             // the gateway's and widen the intervals the scenario measures.
             tuning: crate::tuning::TuningConfig { enabled: false, ..Default::default() },
+            notes: Vec::new(),
         };
         let running = Running::start(&cfg).await.map_err(|e| format!("{e:#}"))?;
         Ok(Gateway {
