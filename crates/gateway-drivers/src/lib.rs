@@ -20,6 +20,7 @@ pub mod modbus;
 pub mod opcua;
 mod point;
 pub mod registry;
+pub mod schedule;
 pub mod security;
 pub mod sim;
 mod status;

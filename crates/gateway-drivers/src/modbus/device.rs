@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gateway_bus::CommandRequest;
 use gateway_model::{Batch, CmdStatus, Frame, Reason, now_ns};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_modbus::{Request, Response};
 
 use super::config::{Area, Common, ModbusTagConfig};
@@ -373,8 +373,7 @@ fn check_read(area: Area, count: u16, rsp: Response) -> Result<Data, CallError> 
 pub(crate) async fn run(dev: Arc<DeviceConfig>, common: Common, link: Link, mut ctx: DriverContext) {
     let mut device = Device::new(&dev, common, link, ctx.status.clone());
     tracing::info!(device = %dev.name, link = %device.link.describe(), tags = device.tags.len(), reads = device.plan.len(), "Modbus device starting.");
-    let mut tick = tokio::time::interval(Duration::from_millis(dev.poll_interval_ms));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = crate::schedule::PollClock::new(Duration::from_millis(dev.poll_interval_ms));
     let mut shutdown = ctx.shutdown.clone();
     loop {
         tokio::select! {
@@ -392,7 +391,7 @@ pub(crate) async fn run(dev: Arc<DeviceConfig>, common: Common, link: Link, mut 
                 };
                 tokio::select! {
                     _ = shutdown.wait() => break,
-                    () = done => tick.reset_immediately(),
+                    () = done => tick.poll_now(),
                 }
             }
             _ = tick.tick() => {

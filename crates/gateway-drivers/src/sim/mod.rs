@@ -14,7 +14,6 @@ use std::time::Duration;
 use gateway_bus::CommandRequest;
 use gateway_model::{Batch, CmdStatus, DataFrame, FieldError, Frame, Quality, TagId, Value, now_ns};
 use serde::{Deserialize, Serialize};
-use tokio::time::MissedTickBehavior;
 
 use crate::config::DeviceConfig;
 use crate::driver::{Driver, DriverContext, Stop};
@@ -434,8 +433,7 @@ async fn run(dev: Arc<DeviceConfig>, p: SimConfig, mut ctx: DriverContext) {
         dev.name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
     });
     let mut rng = Rng(seed | 1);
-    let mut tick = tokio::time::interval(Duration::from_millis(dev.poll_interval_ms));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut tick = crate::schedule::PollClock::new(Duration::from_millis(dev.poll_interval_ms));
     ctx.status.set_connected(true);
     loop {
         tokio::select! {
