@@ -112,10 +112,17 @@ pub struct NorthReport {
 /// The farm's job: the ports to serve on and the values per read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FarmSpec {
-    /// One server per port, on 127.0.0.1.
+    /// One server per port, on 127.0.0.1; 0: a port the system picks (the
+    /// farm's first line on stdout lists the ports it listens on).
     pub ports: Vec<u16>,
     /// Values per device (the last is the answer time).
     pub tags: usize,
+}
+
+/// The farm's first line on stdout, once every server listens.
+#[derive(Debug, Serialize, Deserialize)]
+struct FarmListening {
+    ports: Vec<u16>,
 }
 
 fn now_us() -> u64 {
@@ -173,8 +180,15 @@ pub fn farm_entry() -> Option<ExitCode> {
         let reads = Arc::new(AtomicU64::new(0));
         let floats = u16::try_from(spec.tags.saturating_sub(1)).map_err(|e| e.to_string())?;
         rt.block_on(async {
-            for port in &spec.ports {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await.map_err(|e| e.to_string())?;
+            // Port 0: bound here, on a port the system picks, and then told.
+            // A port picked by the parent and bound later could be taken
+            // meanwhile (one bench run in a few dozen timed out waiting).
+            let mut ports = Vec::with_capacity(spec.ports.len());
+            for &port in &spec.ports {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+                ports.push(listener.local_addr().map_err(|e| e.to_string())?.port());
                 let server = Server::new(listener);
                 let reads = reads.clone();
                 tokio::spawn(async move {
@@ -186,12 +200,53 @@ pub fn farm_entry() -> Option<ExitCode> {
                     let _ = server.serve(&on_connected, |_| {}).await;
                 });
             }
+            println!("{}", serde_json::to_string(&FarmListening { ports }).map_err(|e| e.to_string())?);
+            std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
             Ok::<_, String>(())
         })?;
         // Block until the parent closes our stdin.
         let mut sink = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut sink);
         Ok(reads.load(Ordering::Relaxed))
+    })
+}
+
+/// The ports the farm says it listens on, within `within`; if it exits
+/// first, why (its last stderr line). Its stderr is drained for as long as
+/// it runs, so it never blocks on a full pipe.
+fn farm_ports(
+    out: Option<std::process::ChildStdout>,
+    err: Option<std::process::ChildStderr>,
+    within: Duration,
+) -> Result<Vec<u16>, String> {
+    use std::io::BufRead;
+    let out = out.ok_or("the Modbus servers' stdout is not piped")?;
+    let last_err = Arc::new(Mutex::new(String::new()));
+    if let Some(err) = err {
+        let last = last_err.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                if !line.trim().is_empty() {
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = line;
+                }
+            }
+        });
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(within).map_err(|_| format!("the Modbus servers did not listen within {within:?}"))?;
+    serde_json::from_str::<FarmListening>(&line).map(|l| l.ports).map_err(|_| {
+        // Its stderr ends when it does; give the drain a moment to finish.
+        std::thread::sleep(Duration::from_millis(200));
+        let said = last_err.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        format!(
+            "the Modbus servers exited before listening: {}",
+            if said.is_empty() { "nothing on stderr" } else { &said }
+        )
     })
 }
 
@@ -313,19 +368,17 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     available()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let broker = Mosquitto::start();
-    let ports: Vec<u16> = (0..spec.devices).map(|_| crate::free_port()).collect();
     let mut procs = Processes { farm: None, gateway: None, hogs: Vec::new() };
-    let farm = child::command(FARM_FLAG, &FarmSpec { ports: ports.clone(), tags: spec.tags })
+    let mut farm = child::command(FARM_FLAG, &FarmSpec { ports: vec![0; spec.devices], tags: spec.tags })
         .map_err(|e| e.to_string())?
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the Modbus servers: {e}"))?;
+    let (out, err) = (farm.stdout.take(), farm.stderr.take());
     procs.farm = Some(farm);
-    crate::wait_until_blocking(30, "the Modbus servers to listen", || {
-        ports.iter().all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
-    });
+    let ports = farm_ports(out, err, Duration::from_secs(30))?;
 
     let api_port = crate::free_port();
     let cfg_path = dir.path().join("gateway.toml");
