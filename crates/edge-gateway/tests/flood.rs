@@ -164,10 +164,31 @@ fn an_api_beyond_loopback_without_tls_is_warned_about() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The socket accepts connections from the moment it is bound, a little
+    // before the server that warns is built: read the log as it comes.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let s = said.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let mut s = s.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
     wait_until_blocking(60, "the gateway to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let warned = || {
+        let s = said.lock().unwrap();
+        s.contains("without TLS") && s.contains("allowed_hosts is empty")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !warned() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = child.wait();
+    let _ = reader.join();
+    let err = said.lock().unwrap().clone();
     assert!(err.contains("without TLS"), "{err}");
     assert!(err.contains("allowed_hosts is empty"), "{err}");
 }
