@@ -25,6 +25,27 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
+/// A measuring window for devices polled every `period` on the wall-clock
+/// grid (`gateway_drivers::schedule`): sleeps until the middle between two
+/// polls and returns how long to measure, `seconds` rounded up to whole
+/// periods. A window from one middle to another holds exactly that many
+/// polls; one starting anywhere would count one more or one less, since a
+/// poll's values arrive together (±2% in 5 s at 100 ms).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(gateway_bench::poll_window(Duration::from_millis(20), 0.05), Duration::from_millis(60));
+/// assert_eq!(gateway_bench::poll_window(Duration::from_millis(20), 0.06), Duration::from_millis(60));
+/// ```
+pub fn poll_window(period: Duration, seconds: f64) -> Duration {
+    let p = period.as_nanos().max(1);
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let to_middle = (p / 2 + p - wall % p) % p;
+    std::thread::sleep(Duration::from_nanos(u64::try_from(to_middle).unwrap_or(0)));
+    let periods = (seconds / period.as_secs_f64()).ceil().max(1.0);
+    period.mul_f64(periods)
+}
+
 /// Waits until `f` holds, polling, for at most `secs` seconds; then panics
 /// with "timed out waiting for {what}". For tokio tests: it sleeps
 /// asynchronously, so tasks on the same runtime keep running.

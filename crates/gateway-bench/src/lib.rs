@@ -39,4 +39,4 @@ pub mod peer;
 pub mod postgres;
 pub mod procstat;
 
-pub use harness::{closed_by_peer, free_port, wait_until, wait_until_blocking};
+pub use harness::{closed_by_peer, free_port, poll_window, wait_until, wait_until_blocking};

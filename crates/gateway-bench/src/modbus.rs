@@ -187,6 +187,7 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
         Ok::<_, std::io::Error>(())
     })?;
     std::thread::sleep(Duration::from_secs_f64(level.warmup_s));
+    let window = crate::poll_window(Duration::from_millis(level.poll_ms), level.seconds);
     let polls =
         |m: &DriverManager| -> u64 { m.names().iter().filter_map(|n| m.status(n)).map(|s| s.snapshot().polls).sum() };
     let (f0, g0, p0) = (frames.load(Ordering::Relaxed), good.load(Ordering::Relaxed), polls(&manager));
@@ -194,8 +195,8 @@ pub fn run(level: &Level) -> std::io::Result<Report> {
     let start = Instant::now();
     let mut series = Vec::new();
     let (mut last_t, mut last_f, mut last_cpu) = (0.0, f0, cpu0.saturating_sub(srv0));
-    while start.elapsed().as_secs_f64() < level.seconds {
-        std::thread::sleep(Duration::from_millis(100));
+    while start.elapsed() < window {
+        std::thread::sleep(Duration::from_millis(100).min(window.saturating_sub(start.elapsed())));
         let t = start.elapsed().as_secs_f64();
         let fr = frames.load(Ordering::Relaxed);
         let (c, s) = procstat::thread_cpu_ticks(SERVER_THREADS);

@@ -479,10 +479,11 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     });
 
     std::thread::sleep(Duration::from_secs_f64(spec.warmup_s));
+    let window = crate::poll_window(Duration::from_millis(spec.poll_ms), spec.seconds);
     let ticks0 = crate::procstat::read(Some(pid)).cpu_ticks;
     seen.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(spec.seconds));
+    std::thread::sleep(window);
     seen.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let stat = crate::procstat::read(Some(pid));
