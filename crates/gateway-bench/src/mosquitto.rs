@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, wait_until_blocking};
+use crate::free_port;
 
 /// Files of a test certificate authority and a server certificate for 127.0.0.1/localhost.
 #[derive(Debug, Clone)]
@@ -112,7 +112,16 @@ impl Mosquitto {
 
     /// Starts a broker, with a TLS listener too if `certs` are given.
     pub fn start_with(certs: Option<&TestCerts>) -> Mosquitto {
-        Self::launch(free_port(), certs)
+        // A port picked free may be taken before mosquitto binds it (by
+        // another test or process); mosquitto then exits at once: try others.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_launch(free_port(), certs) {
+                Ok(m) => return m,
+                Err(e) => last = e,
+            }
+        }
+        panic!("mosquitto did not start on 5 free ports; the last: {last}")
     }
 
     /// Starts a broker on `port`: for a client that was told the address
@@ -122,6 +131,10 @@ impl Mosquitto {
     }
 
     fn launch(port: u16, certs: Option<&TestCerts>) -> Mosquitto {
+        Self::try_launch(port, certs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_launch(port: u16, certs: Option<&TestCerts>) -> Result<Mosquitto, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let tls_port = certs.map(|_| free_port());
         let mut conf = format!(
@@ -139,26 +152,44 @@ impl Mosquitto {
         }
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("write config");
         let mut m = Mosquitto { port, tls_port, dir, child: None };
-        m.resume();
-        m
+        m.try_resume()?;
+        Ok(m)
     }
 
     /// (Re)starts the broker on the same ports and waits until it accepts connections.
     pub fn resume(&mut self) {
+        self.try_resume().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`Mosquitto::resume`], or why the broker did not listen: it exited
+    /// (a port taken, for one) or 20 s passed.
+    fn try_resume(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
-        let binary = binary().unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(binary)
+        let binary = binary()?;
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start mosquitto");
-        self.child = Some(child);
+            .map_err(|e| format!("cannot start mosquitto: {e}"))?;
         let port = self.port;
-        wait_until_blocking(20, &format!("mosquitto to listen on port {port}"), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("mosquitto exited ({status}) instead of listening on port {port}"));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("timed out waiting for mosquitto to listen on port {port}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Stops the broker: SIGTERM (it saves its sessions) or SIGKILL.
