@@ -124,51 +124,72 @@ reconnect_min_ms = 50
     config
 }
 
+/// A gateway streaming to a fresh broker, killed with SIGKILL once the
+/// broker has `values` readings: what the three crash tests share.
+struct Crashed {
+    broker: Mosquitto,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _collector: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    /// The highest sequence number the broker had at the kill.
+    before: u64,
+}
+
+impl Crashed {
+    async fn after(values: usize, bus_extra: &str) -> Crashed {
+        let broker = Mosquitto::start();
+        let (seen, collector) = collect(broker.port).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &broker, bus_extra);
+        let data = dir.path().join("data");
+        let port = free_port();
+        let g = Gateway::start_with(&data, port, Some(&config));
+        wait_until(60, "values before the kill", || seen.lock().unwrap().len() >= values).await;
+        g.kill();
+        let before = seen.lock().unwrap().iter().map(|s| s.0).max().unwrap();
+        Crashed { broker, seen, _collector: collector, _dir: dir, config, data, port, before }
+    }
+
+    /// The gateway started again on the same data.
+    fn restart(&self) -> Gateway {
+        Gateway::start_with(&self.data, self.port, Some(&self.config))
+    }
+
+    /// Readings the broker has with a number past the kill's.
+    fn after_the_kill(&self) -> usize {
+        self.seen.lock().unwrap().iter().filter(|x| x.0 > self.before).count()
+    }
+
+    fn check(&self) {
+        check_across_a_crash(&self.seen.lock().unwrap(), self.before, &self.data);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_and_a_restart_leave_no_gap_but_the_crashs_at_the_broker() {
-    let broker = Mosquitto::start();
-    let (seen, _task) = collect(broker.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &broker, "");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let g = Gateway::start_with(&data, port, Some(&config));
-    wait_until(60, "values before the crash", || seen.lock().unwrap().len() >= 3_000).await;
-    g.kill();
-    let before = seen.lock().unwrap().iter().map(|s| s.0).max().unwrap();
-    let g = Gateway::start_with(&data, port, Some(&config));
-    let after = |x: &Seen| x.0 > before;
-    wait_until(60, "values after the restart", || seen.lock().unwrap().iter().filter(|x| after(x)).count() > 3_000)
-        .await;
+    let c = Crashed::after(3_000, "").await;
+    let g = c.restart();
+    wait_until(60, "values after the restart", || c.after_the_kill() > 3_000).await;
     g.stop();
-    check_across_a_crash(&seen.lock().unwrap(), before, &data);
+    c.check();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_between_sending_and_the_group_commit_reuses_no_sequence_number() {
-    let broker = Mosquitto::start();
-    let (seen, _task) = collect(broker.port).await;
-    let dir = tempfile::tempdir().unwrap();
     // A group commit once a minute: everything the broker gets before the
     // kill went out before it was durable.
-    let config = config(dir.path(), &broker, "wal_flush_ms = 60000");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let g = Gateway::start_with(&data, port, Some(&config));
-    wait_until(60, "values before the kill", || seen.lock().unwrap().len() >= 2_000).await;
-    g.kill();
-    let before = seen.lock().unwrap().iter().map(|s| s.0).max().unwrap();
-    let sent_before: HashSet<u64> = seen.lock().unwrap().iter().map(|s| s.0).collect();
-    let g = Gateway::start_with(&data, port, Some(&config));
+    let c = Crashed::after(2_000, "wal_flush_ms = 60000").await;
+    let sent_before: HashSet<u64> = c.seen.lock().unwrap().iter().map(|s| s.0).collect();
+    let g = c.restart();
     // The cursor never passed the (never synced) log, so what the log kept
     // is sent again, and new readings follow after the reserved numbers.
-    wait_until(60, "new values after the restart", || {
-        seen.lock().unwrap().iter().filter(|x| x.0 > before).count() > 2_000
-    })
-    .await;
+    wait_until(60, "new values after the restart", || c.after_the_kill() > 2_000).await;
     g.stop();
-    let got = seen.lock().unwrap().clone();
-    check_across_a_crash(&got, before, &data);
+    c.check();
+    let got = c.seen.lock().unwrap().clone();
     let resent = got.iter().skip(sent_before.len()).filter(|x| sent_before.contains(&x.0)).count();
     eprintln!("{resent} readings sent before the kill were sent again after it");
 }
@@ -187,25 +208,13 @@ async fn after_a_crash_readings_made_while_the_broker_was_away_follow_as_soon_as
     // the crash; with a one-minute group commit nothing after the skip is
     // durable for a minute. The connector must still go straight past the
     // skip and send what waited, not only the live values that follow.
-    let mut broker = Mosquitto::start();
-    let (seen, _task) = collect(broker.port).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &broker, "wal_flush_ms = 60000");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let g = Gateway::start_with(&data, port, Some(&config));
-    wait_until(60, "values before the kill", || seen.lock().unwrap().len() >= 2_000).await;
-    g.kill();
-    let before = seen.lock().unwrap().iter().map(|s| s.0).max().unwrap();
-    broker.stop(false);
-    let g = Gateway::start_with(&data, port, Some(&config));
-    wait_until(60, "readings made while the broker is away", || published(port) >= 5_000).await;
-    let waiting = published(port);
-    broker.resume();
-    wait_until(30, "the readings that waited, and more", || {
-        seen.lock().unwrap().iter().filter(|x| x.0 > before).count() as u64 > waiting + 1_000
-    })
-    .await;
+    let mut c = Crashed::after(2_000, "wal_flush_ms = 60000").await;
+    c.broker.stop(false);
+    let g = c.restart();
+    wait_until(60, "readings made while the broker is away", || published(c.port) >= 5_000).await;
+    let waiting = published(c.port);
+    c.broker.resume();
+    wait_until(30, "the readings that waited, and more", || c.after_the_kill() as u64 > waiting + 1_000).await;
     g.stop();
-    check_across_a_crash(&seen.lock().unwrap(), before, &data);
+    c.check();
 }
