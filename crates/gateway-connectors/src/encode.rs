@@ -61,9 +61,12 @@ pub(crate) fn batch_json(frames: &[(u64, &DataFrame)]) -> Bytes {
 pub(crate) fn by_device<'f>(frames: &[(u64, &'f DataFrame)]) -> Vec<(&'f str, Vec<(u64, &'f DataFrame)>)> {
     let mut out: Vec<(&str, Vec<(u64, &DataFrame)>)> = Vec::new();
     for &(s, f) in frames {
-        match out.iter_mut().find(|(d, _)| *d == f.tag.device()) {
+        let device = f.tag.device();
+        // A device's readings come together (one poll), so its group is
+        // nearly always the last one: look there first.
+        match out.iter_mut().rev().find(|(d, _)| *d == device) {
             Some((_, v)) => v.push((s, f)),
-            None => out.push((f.tag.device(), vec![(s, f)])),
+            None => out.push((device, vec![(s, f)])),
         }
     }
     out

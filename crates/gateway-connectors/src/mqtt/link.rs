@@ -1,4 +1,5 @@
-//! One face for the two MQTT protocol versions: rumqttc's 3.1.1 client and its
+//! One face for the two MQTT protocol versions: our own 3.1.1 client
+//! (`v311.rs`, which writes a burst of publishes at once) and rumqttc's
 //! MQTT 5 client differ in types, not in what the connector needs from them
 //! (publish, subscribe, the events that confirm or refuse a message, the will).
 //! The connector speaks to [`Link`] and never to either client directly.
@@ -9,6 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5;
+
+use super::v311;
 
 /// The MQTT protocol version spoken to the broker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,7 +59,6 @@ pub enum LinkEvent {
     Other,
 }
 
-/// QoS 0, 1 or 2 in the MQTT 3.1.1 client's type.
 /// Small messages leave at once: with Nagle's algorithm (rumqttc's
 /// default) a publish waits for the previous one's TCP acknowledgement,
 /// which the broker may delay by up to 40 ms when it has nothing to send back.
@@ -64,14 +66,6 @@ fn no_delay() -> rumqttc::NetworkOptions {
     let mut n = rumqttc::NetworkOptions::new();
     n.set_tcp_nodelay(true);
     n
-}
-
-fn qos_v311(q: u8) -> rumqttc::QoS {
-    match q {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        _ => rumqttc::QoS::ExactlyOnce,
-    }
 }
 
 /// QoS 0, 1 or 2 in the MQTT 5 client's type.
@@ -104,7 +98,7 @@ pub struct LinkOptions {
     /// From `username` and `password` (an absent password is sent empty).
     pub credentials: Option<(String, String)>,
     /// TLS, when the URL is `mqtts://`; plain TCP otherwise.
-    pub transport: Option<rumqttc::Transport>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Makes the will for the next connection attempt (Sparkplug's NDEATH carries
@@ -112,12 +106,12 @@ pub struct LinkOptions {
 pub type WillFn = Box<dyn FnMut() -> (String, Vec<u8>) + Send>;
 
 enum Client {
-    V311(rumqttc::AsyncClient),
+    V311(Arc<v311::Outbox>),
     V5(v5::AsyncClient),
 }
 
 enum Loop {
-    V311(Box<rumqttc::EventLoop>),
+    V311(Box<v311::Client>),
     V5(Box<v5::EventLoop>),
 }
 
@@ -165,24 +159,19 @@ impl Link {
         let will = will_fn.as_mut().map(|f| f());
         let (client, ev) = match protocol {
             Protocol::V311 => {
-                let mut m = rumqttc::MqttOptions::new(o.client_id, o.host, o.port);
-                m.set_keep_alive(o.keep_alive);
-                m.set_clean_session(o.clean);
-                m.set_inflight(o.inflight);
-                m.set_request_channel_capacity(cap);
-                m.set_max_packet_size(PACKET_MAX, PACKET_MAX);
-                if let Some((u, p)) = o.credentials {
-                    m.set_credentials(u, p);
-                }
-                if let Some(t) = o.transport {
-                    m.set_transport(t);
-                }
-                if let Some((topic, payload)) = will {
-                    m.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, false));
-                }
-                let (c, mut e) = rumqttc::AsyncClient::new(m, cap);
-                e.set_network_options(no_delay());
-                (Client::V311(c), Loop::V311(Box::new(e)))
+                let outbox = v311::Outbox::new(cap);
+                let settings = v311::Settings {
+                    client_id: o.client_id,
+                    host: o.host,
+                    port: o.port,
+                    keep_alive: o.keep_alive,
+                    clean: o.clean,
+                    credentials: o.credentials,
+                    tls: o.tls,
+                    max_packet: PACKET_MAX,
+                };
+                let client = v311::Client::new(settings, will, outbox.clone());
+                (Client::V311(outbox), Loop::V311(Box::new(client)))
             }
             Protocol::V5 => {
                 let mut m = v5::MqttOptions::new(o.client_id, o.host, o.port);
@@ -197,8 +186,8 @@ impl Link {
                 if let Some((u, p)) = o.credentials {
                     m.set_credentials(u, p);
                 }
-                if let Some(t) = o.transport {
-                    m.set_transport(t);
+                if let Some(c) = o.tls {
+                    m.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(c)));
                 }
                 if let Some((topic, payload)) = will {
                     m.set_last_will(v5::mqttbytes::v5::LastWill::new(topic, payload, qos_v5(1), false, None));
@@ -217,10 +206,21 @@ impl Link {
     /// The next event; `None` once the connection task ended.
     pub async fn next(&mut self) -> Option<LinkEvent> {
         let (failures, event) = self.events.recv().await?;
+        Some(self.seen(failures, event))
+    }
+
+    /// The next event if one is waiting: the worker takes a burst of
+    /// confirmations in one turn instead of one turn of its `select!` each.
+    pub fn try_next(&mut self) -> Option<LinkEvent> {
+        let (failures, event) = self.events.try_recv().ok()?;
+        Some(self.seen(failures, event))
+    }
+
+    fn seen(&mut self, failures: u64, event: LinkEvent) -> LinkEvent {
         if matches!(event, LinkEvent::ConnAck { .. }) {
             self.failures_at_connack = failures;
         }
-        Some(event)
+        event
     }
 
     /// Queues a publish without waiting; `false` if the client's queue is
@@ -230,7 +230,7 @@ impl Link {
             return false;
         }
         match &self.client {
-            Client::V311(c) => c.try_publish(topic, qos_v311(qos), retain, payload).is_ok(),
+            Client::V311(o) => o.push(v311::Request::Publish(v311::publish(topic, qos, retain, payload))),
             Client::V5(c) => c.try_publish(topic, qos_v5(qos), retain, payload).is_ok(),
         }
     }
@@ -238,7 +238,10 @@ impl Link {
     /// Queues a subscription (QoS 1).
     pub fn try_subscribe(&self, topic: &str) -> Result<(), String> {
         match &self.client {
-            Client::V311(c) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).map_err(|e| e.to_string()),
+            Client::V311(o) => match o.push(v311::Request::Subscribe(topic.to_owned())) {
+                true => Ok(()),
+                false => Err("the client's queue is full".to_owned()),
+            },
             Client::V5(c) => c.try_subscribe(topic, qos_v5(1)).map_err(|e| e.to_string()),
         }
     }
@@ -246,7 +249,10 @@ impl Link {
     /// Queues a DISCONNECT: a clean goodbye, after which the broker does not publish the will.
     pub fn try_disconnect(&self) {
         let _ = match &self.client {
-            Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
+            Client::V311(o) => {
+                o.push(v311::Request::Disconnect);
+                Ok(())
+            }
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
         };
     }
@@ -254,27 +260,7 @@ impl Link {
 
 async fn poll(ev: &mut Loop) -> Result<LinkEvent, String> {
     match ev {
-        Loop::V311(ev) => {
-            use rumqttc::{Event, Outgoing, Packet};
-            let e = ev.poll().await.map_err(|e| e.to_string())?;
-            if let Event::Incoming(Packet::ConnAck(a)) = &e {
-                // Events buffered before this connection (a publish written just
-                // before the old one broke) would be matched to new messages.
-                ev.state.events.clear();
-                if !a.session_present {
-                    ev.state.collision = None;
-                }
-            }
-            Ok(match e {
-                Event::Incoming(Packet::ConnAck(a)) => LinkEvent::ConnAck { session_present: a.session_present },
-                Event::Incoming(Packet::PubAck(a)) => LinkEvent::Confirmed(a.pkid),
-                Event::Incoming(Packet::PubComp(c)) => LinkEvent::Confirmed(c.pkid),
-                Event::Incoming(Packet::Publish(p)) => LinkEvent::Message { topic: p.topic, payload: p.payload },
-                Event::Outgoing(Outgoing::Publish(pkid)) => LinkEvent::Written(pkid),
-                Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Disconnected,
-                _ => LinkEvent::Other,
-            })
-        }
+        Loop::V311(c) => c.poll().await,
         Loop::V5(ev) => {
             use rumqttc::Outgoing;
             use v5::Event;
@@ -349,14 +335,7 @@ async fn drive(
                 if let Some(f) = will_fn.as_mut() {
                     let (topic, payload) = f();
                     match &mut ev {
-                        Loop::V311(e) => {
-                            e.mqtt_options.set_last_will(rumqttc::LastWill::new(
-                                topic,
-                                payload,
-                                rumqttc::QoS::AtLeastOnce,
-                                false,
-                            ));
-                        }
+                        Loop::V311(c) => c.will = Some((topic, payload)),
                         Loop::V5(e) => {
                             e.options.set_last_will(v5::mqttbytes::v5::LastWill::new(
                                 topic,
@@ -404,7 +383,7 @@ mod tests {
             session_expiry_s: 0,
             inflight: 8,
             credentials: None,
-            transport: None,
+            tls: None,
         };
         let mut link = Link::start(Protocol::V5, options, (Duration::from_secs(5), Duration::from_secs(5)), None);
         assert!(matches!(link.next().await, Some(LinkEvent::ConnAck { .. })));

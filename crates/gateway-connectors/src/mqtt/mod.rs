@@ -50,6 +50,7 @@ mod encode;
 #[cfg(test)]
 mod fake_broker_tests;
 mod link;
+mod v311;
 mod worker;
 
 use gateway_model::FieldError;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use gateway_bus::{BusError, Delivery, Filter, SubscribeOptions, Subscriber};
 use gateway_model::{DataFrame, Frame, now_ns};
-use rumqttc::Transport;
 
 use super::commands::{self, Command, Commands, Outcome};
 use super::config::{Endpoint, Format, MqttConfig};
@@ -90,7 +89,7 @@ pub(super) async fn run(
             session_expiry_s: cfg.session_expiry_s,
             inflight: cfg.max_inflight,
             credentials: cfg.credentials().map(|(u, p)| (u, p.expose().to_owned())),
-            transport: tls.map(|c| Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(c)))),
+            tls: tls.map(Arc::new),
         },
         backoff,
         node.as_ref().map(EdgeNode::will),
@@ -135,7 +134,14 @@ pub(super) async fn run(
                     tracing::error!(connector = %w.name, "The MQTT connection task ended; the connector stops.");
                     break;
                 }
-                Some(ev) => w.on_link_event(ev, &link, &mut sub, &filter),
+                Some(ev) => {
+                    w.on_link_event(ev, &link, &mut sub, &filter);
+                    // Bounded, so a flood of events cannot starve the other branches.
+                    for _ in 0..256 {
+                        let Some(ev) = link.try_next() else { break };
+                        w.on_link_event(ev, &link, &mut sub, &filter);
+                    }
+                }
             },
             Some(outcome) = w.commands.next() => w.answer(outcome),
             _ = sleep_until(w.held_until) => w.release(&mut sub),
