@@ -269,7 +269,10 @@ impl Client {
             stalled_since: None,
             disconnecting: false,
         };
-        if session_present && !s.clean {
+        // A broker claiming a session after a clean start breaks the protocol;
+        // either way, what counts is what this client kept.
+        let session_present = session_present && !s.clean;
+        if session_present {
             // Subscriptions not yet acknowledged are made again by the
             // connector on every ConnAck: their ids are free.
             self.in_use = self.unconfirmed.iter().map(|u| u.publish.pkid).collect();
