@@ -169,6 +169,8 @@ impl Link {
                     credentials: o.credentials,
                     tls: o.tls,
                     max_packet: PACKET_MAX,
+                    connect_timeout: v311::CONNECT_TIMEOUT,
+                    stall_timeout: v311::STALL_TIMEOUT,
                 };
                 let client = v311::Client::new(settings, will, outbox.clone());
                 (Client::V311(outbox), Loop::V311(Box::new(client)))

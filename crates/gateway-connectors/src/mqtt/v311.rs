@@ -40,9 +40,9 @@ use tokio::time::Instant;
 use super::link::LinkEvent;
 
 /// The TCP (and TLS) connection and CONNACK must come within this.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write that makes no progress for this long means the broker stopped reading.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read per `read` at least; a larger packet grows the buffer.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -102,6 +102,10 @@ pub(super) struct Settings {
     pub credentials: Option<(String, String)>,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub max_packet: usize,
+    /// For the TCP (and TLS) connection and the CONNACK ([`CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// For a write that makes no progress ([`STALL_TIMEOUT`]).
+    pub stall_timeout: Duration,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -169,6 +173,8 @@ pub(super) struct Client {
     done: bool,
     /// Writes to the socket so far (the tests check that a burst is one write).
     writes: u64,
+    /// Messages that cannot be sent, refused once reported as written.
+    refused: Vec<(u16, String)>,
 }
 
 impl Client {
@@ -187,6 +193,7 @@ impl Client {
             conn: None,
             done: false,
             writes: 0,
+            refused: Vec::new(),
         }
     }
 
@@ -215,9 +222,10 @@ impl Client {
 
     async fn connect(&mut self) -> Result<(), String> {
         let s = &self.settings;
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, open(s))
+        let connect_timeout = s.connect_timeout;
+        let stream = tokio::time::timeout(connect_timeout, open(s))
             .await
-            .map_err(|_| format!("no connection to {}:{} within {CONNECT_TIMEOUT:?}", s.host, s.port))??;
+            .map_err(|_| format!("no connection to {}:{} within {connect_timeout:?}", s.host, s.port))??;
         let (mut rd, mut wr) = tokio::io::split(stream);
         let keep_alive = u16::try_from(s.keep_alive.as_secs()).unwrap_or(u16::MAX);
         let mut connect = Connect::new(s.client_id.clone());
@@ -250,9 +258,9 @@ impl Client {
                 }
             }
         };
-        let ConnAck { session_present, code } = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        let ConnAck { session_present, code } = tokio::time::timeout(connect_timeout, handshake)
             .await
-            .map_err(|_| format!("no CONNACK within {CONNECT_TIMEOUT:?}"))??;
+            .map_err(|_| format!("no CONNACK within {connect_timeout:?}"))??;
         if code != ConnectReturnCode::Success {
             return Err(format!("the broker refused the connection: {code:?}"));
         }
@@ -285,6 +293,7 @@ impl Client {
             self.unconfirmed.clear();
             self.in_use.clear();
             self.marks.clear();
+            self.refused.clear();
             self.incoming_qos2.clear();
         }
         self.conn = Some(conn);
@@ -311,9 +320,12 @@ impl Client {
                     p
                 }),
             };
-            // A message already confirmed (its PUBACK came before its mark
-            // passed, which a broker cannot do) has nothing to resend.
-            let Some(p) = publish else { continue };
+            // One that could not be sent (too large) has nothing to resend
+            // but is still reported in its turn.
+            let Some(p) = publish else {
+                self.marks.push_back(Mark { end: conn.wbuf.len() as u64, pkid: m.pkid, qos0: None });
+                continue;
+            };
             let qos0 = (p.qos == QoS::AtMostOnce).then(|| p.clone());
             Packet::Publish(p).write(&mut conn.wbuf, max).map_err(|e| format!("PUBLISH: {e}"))?;
             self.marks.push_back(Mark { end: conn.wbuf.len() as u64, pkid: m.pkid, qos0 });
@@ -342,9 +354,16 @@ impl Client {
                     };
                     let pkid = p.pkid;
                     if let Err(e) = Packet::Publish(p.clone()).write(&mut conn.wbuf, max) {
-                        // Too large for the broker: a message that can never go
-                        // out must not hold the window; say so and drop it.
-                        tracing::error!(topic = %p.topic, error = %e, "An MQTT message is too large to send; dropped.");
+                        // Larger than a packet may be: it can never go out. It
+                        // is reported in its turn, so later packet ids still
+                        // pair with their messages, and refused (QoS 0: gone),
+                        // so the delivery state decides its fate as for a
+                        // broker's refusal instead of waiting for a PUBACK.
+                        tracing::error!(topic = %p.topic, error = %e, "An MQTT message is too large to send.");
+                        self.marks.push_back(Mark { end: conn.written + conn.wbuf.len() as u64, pkid, qos0: None });
+                        if pkid != 0 {
+                            self.refused.push((pkid, e.to_string()));
+                        }
                         continue;
                     }
                     if pkid != 0 {
@@ -377,12 +396,15 @@ impl Client {
     async fn step(&mut self) -> Result<(), String> {
         self.encode_requests()?;
         let Some(conn) = self.conn.as_mut() else { return Ok(()) };
+        // A message that could not be encoded, with nothing before it to write.
+        report_written(&mut self.marks, &mut self.refused, &mut self.events, conn.written + conn.wbuf.len() as u64);
         let keep_alive = self.settings.keep_alive;
         let pending_write = !conn.wbuf.is_empty();
         if pending_write && conn.stalled_since.is_none() {
             conn.stalled_since = Some(Instant::now());
         }
-        let stall_at = conn.stalled_since.map(|t| t + STALL_TIMEOUT);
+        let stall_timeout = self.settings.stall_timeout;
+        let stall_at = conn.stalled_since.map(|t| t + stall_timeout);
         let (next_ping, disconnecting) = (conn.next_ping, conn.disconnecting);
         if conn.rbuf.capacity() - conn.rbuf.len() < READ_CHUNK / 2 {
             conn.rbuf.reserve(READ_CHUNK);
@@ -413,12 +435,9 @@ impl Client {
                 conn.wbuf.advance(n);
                 conn.written += n as u64;
                 conn.stalled_since = None;
-                while self.marks.front().is_some_and(|m| m.end <= conn.written) {
-                    let Some(m) = self.marks.pop_front() else { break };
-                    self.events.push_back(LinkEvent::Written(m.pkid));
-                }
+                report_written(&mut self.marks, &mut self.refused, &mut self.events, conn.written);
                 if conn.wbuf.is_empty() {
-                    tokio::time::timeout(STALL_TIMEOUT, conn.wr.flush())
+                    tokio::time::timeout(stall_timeout, conn.wr.flush())
                         .await
                         .map_err(|_| "the broker stopped reading".to_string())?
                         .map_err(|e| format!("writing to the broker: {e}"))?;
@@ -441,7 +460,7 @@ impl Client {
                 conn.next_ping = Some(Instant::now() + keep_alive);
                 Ok(())
             }
-            Ready::Stalled => Err(format!("the broker read nothing for {STALL_TIMEOUT:?}")),
+            Ready::Stalled => Err(format!("the broker read nothing for {stall_timeout:?}")),
         }
     }
 
@@ -527,6 +546,24 @@ fn confirm(unconfirmed: &mut VecDeque<Unconfirmed>, in_use: &mut HashSet<u16>, p
     if let Some(i) = unconfirmed.iter().position(|u| u.publish.pkid == pkid && u.stage == stage) {
         unconfirmed.remove(i);
         in_use.remove(&pkid);
+    }
+}
+
+/// Reports, in order, the messages whose bytes are all written (and refuses
+/// those that could not be sent, right after).
+fn report_written(
+    marks: &mut VecDeque<Mark>,
+    refused: &mut Vec<(u16, String)>,
+    events: &mut VecDeque<LinkEvent>,
+    written: u64,
+) {
+    while marks.front().is_some_and(|m| m.end <= written) {
+        let Some(m) = marks.pop_front() else { break };
+        events.push_back(LinkEvent::Written(m.pkid));
+        if let Some(i) = refused.iter().position(|(p, _)| *p == m.pkid) {
+            let (pkid, reason) = refused.swap_remove(i);
+            events.push_back(LinkEvent::Refused { pkid, reason });
+        }
     }
 }
 
@@ -663,6 +700,8 @@ mod tests {
             credentials: Some(("user".into(), "secret".into())),
             tls: None,
             max_packet: 1 << 20,
+            connect_timeout: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(1),
         };
         let outbox = Outbox::new(256);
         let c = Client::new(settings, Some(("will/topic".into(), b"gone".to_vec())), outbox.clone());
@@ -830,5 +869,75 @@ mod tests {
         assert_eq!(written(&events), vec![0], "a QoS 0 message is reported with packet id 0");
         assert!(matches!(broker.next().await, Packet::Publish(_)));
         assert!(matches!(broker.next().await, Packet::Disconnect));
+    }
+
+    /// Polls until the connection fails, returning why.
+    async fn failure(c: &mut Client) -> String {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = c.poll().await {
+                    return e;
+                }
+            }
+        })
+        .await
+        .expect("no failure within 10 s")
+    }
+
+    #[tokio::test]
+    async fn a_broker_sending_garbage_or_nothing_or_too_much_fails_the_connection_cleanly() {
+        // Garbage instead of CONNACK.
+        let (l, mut c, _outbox) = client(30, true).await;
+        let (e, _) = tokio::join!(failure(&mut c), async {
+            let (mut sock, _) = l.accept().await.unwrap();
+            sock.write_all(&[0xF0, 0x01, 0x00]).await.unwrap();
+            sock
+        });
+        assert!(e.contains("CONNACK"), "{e}");
+        // Silence instead of CONNACK.
+        let (e, _) = tokio::join!(failure(&mut c), l.accept());
+        assert!(e.contains("no CONNACK"), "{e}");
+        // A packet larger than allowed, once connected.
+        let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
+        let (mut broker, _) = broker;
+        let (e, _) = tokio::join!(failure(&mut c), async {
+            let huge = Publish::new("cmd/x", QoS::AtMostOnce, vec![0u8; 2 << 20]);
+            let mut b = BytesMut::new();
+            Packet::Publish(huge).write(&mut b, 4 << 20).unwrap();
+            let _ = broker.sock.write_all(&b).await;
+        });
+        assert!(e.contains("bad packet"), "{e}");
+        // It connects again afterwards.
+        let (_broker, connect) = tokio::join!(Peer::accept(&l, false), c.poll());
+        assert!(matches!(connect, Ok(LinkEvent::ConnAck { .. })), "{connect:?}");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_stops_reading_is_given_up_with_its_messages_held() {
+        let (l, mut c, outbox) = client(30, true).await;
+        let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
+        let (_broker, _) = broker;
+        // Far more than the socket buffers hold; the broker reads none of it.
+        for _ in 0..128 {
+            assert!(outbox.push(Request::Publish(publish("t", 1, false, Bytes::from(vec![7u8; 512 << 10])))));
+        }
+        let e = failure(&mut c).await;
+        assert!(e.contains("read nothing"), "{e}");
+        assert_eq!(c.unconfirmed.len(), 128, "a message the broker never confirmed was forgotten");
+    }
+
+    #[tokio::test]
+    async fn a_message_too_large_to_send_is_reported_in_its_turn_and_refused() {
+        let (l, mut c, outbox) = client(30, true).await;
+        let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
+        let (mut broker, _) = broker;
+        queue(&outbox, 0, 1, 1);
+        assert!(outbox.push(Request::Publish(publish("t", 1, false, Bytes::from(vec![0u8; 2 << 20])))));
+        queue(&outbox, 1, 1, 0);
+        let events = events_until(&mut c, 3, |e| matches!(e, LinkEvent::Written(_))).await;
+        assert_eq!(written(&events), vec![1, 2, 0], "the ids no longer pair with the messages in order");
+        assert!(events.iter().any(|e| matches!(e, LinkEvent::Refused { pkid: 2, .. })), "{events:?}");
+        assert_eq!(broker.publish().await.payload.as_ref(), &[0u8]);
+        assert_eq!(broker.publish().await.payload.as_ref(), &[1u8]);
     }
 }
