@@ -10,7 +10,7 @@
 //! most of the MQTT connector's CPU).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gateway_model::DataFrame;
+use gateway_model::{DataFrame, EventFrame};
 
 /// Bytes to set aside per JSON value before writing it (a reading is
 /// 90-130 bytes); the buffer grows past it when needed.
@@ -58,6 +58,20 @@ pub(crate) fn batch_json(frames: &[(u64, &DataFrame)]) -> Bytes {
 
 /// Frames grouped by device, devices in order of first appearance, each
 /// device's readings in bus order.
+/// An alarm transition as JSON (the event as the bus has it) with its bus
+/// `seq` like readings, so a receiver can drop what a replay sends again;
+/// `None` for an event that is not an alarm's. Also: the alarm's rule and
+/// its subject (the tag, or the id without the rule's name) for the topic.
+pub(crate) fn alarm_json(seq: u64, e: &EventFrame) -> Option<(Vec<u8>, &str, &str)> {
+    let a = e.alarm.as_ref()?;
+    let subject = a.id.strip_prefix(&*a.rule).and_then(|s| s.strip_prefix(':')).unwrap_or(&a.id);
+    let mut json = serde_json::to_value(e).ok()?;
+    if let serde_json::Value::Object(m) = &mut json {
+        m.insert("seq".into(), seq.into());
+    }
+    Some((serde_json::to_vec(&json).ok()?, &a.rule, subject))
+}
+
 pub(crate) fn by_device<'f>(frames: &[(u64, &'f DataFrame)]) -> Vec<(&'f str, Vec<(u64, &'f DataFrame)>)> {
     let mut out: Vec<(&str, Vec<(u64, &DataFrame)>)> = Vec::new();
     for &(s, f) in frames {

@@ -1,8 +1,10 @@
 //! The NATS connector against a real single JetStream node (Debian's
 //! nats-server): every format delivers each reading once into the stream,
 //! read back through a JetStream consumer; commands are answered to the
-//! reply inbox; a refused credential is reported clearly, never shown, and
-//! retried until the server accepts it.
+//! reply inbox; alarm transitions go to their own subjects, and a stream
+//! that does not capture those still gets every reading; a refused
+//! credential is reported clearly, never shown, and retried until the
+//! server accepts it.
 
 mod common;
 
@@ -69,6 +71,74 @@ async fn every_format_puts_each_reading_into_the_stream_once_in_order_with_its_m
         assert!(first == "gw.up.0" || first.starts_with("gw.up.0-"), "{format:?}: {first}");
         assert_eq!(rig.acked(), 1000);
     }
+}
+
+/// An alarm of rule `hot` on `boiler.t` entering `state`.
+fn alarm(state: gateway_model::AlarmState) -> gateway_model::Frame {
+    use gateway_model::{AlarmInfo, EventFrame, Severity, TagId, Value};
+    gateway_model::Frame::Event(Box::new(EventFrame {
+        source: "alarm".into(),
+        code: "high_limit".into(),
+        severity: Severity::Error,
+        message: "boiler.t is 95, above the limit 90".into(),
+        tag: Some(TagId::new("boiler.t").unwrap()),
+        ts_ns: 1_700_000_000_123_000_000,
+        alarm: Some(Box::new(AlarmInfo {
+            id: "hot:boiler.t".into(),
+            rule: "hot".into(),
+            state,
+            value: Some(Value::F64(95.0)),
+            limit: Some(Value::F64(90.0)),
+            user: None,
+            comment: None,
+        })),
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_transitions_reach_their_subjects_in_order_and_a_stream_without_them_still_gets_the_readings() {
+    use gateway_model::AlarmState;
+    let server = NatsServer::start();
+    let reader = async_nats::connect(server.url()).await.unwrap();
+    // The stream the connector creates captures the alarm subjects.
+    let rig = Rig::start(NatsConfig { alarms: true, ..cfg(&server.url(), "PLANT", Format::JsonBatch) });
+    rig.publish("line1.count", 0, 10, 10).await;
+    let events = vec![alarm(AlarmState::ActiveUnacked), alarm(AlarmState::ActiveAcked)];
+    rig.bus.publish(Arc::new(gateway_model::Batch::from(events))).await.unwrap();
+    rig.publish("line1.count", 10, 10, 10).await;
+    wait_until(30, "every frame acknowledged", || rig.cursor() == 22).await;
+    let messages = read_stream(&reader, "PLANT").await.unwrap();
+    let subjects: Vec<&str> = messages.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(subjects, ["gw.gw.batch", "gw.gw.alarms.hot.boiler.t", "gw.gw.alarms.hot.boiler.t", "gw.gw.batch"]);
+    let states: Vec<serde_json::Value> = messages[1..3]
+        .iter()
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap())
+        .map(|j| json!([j["seq"], j["alarm"]["state"], j["alarm"]["rule"]]))
+        .collect();
+    assert_eq!(states, [json!([10, "active_unacked", "hot"]), json!([11, "active_acked", "hot"])]);
+    assert_eq!(messages[1].msg_id.as_deref(), Some("gw.up.10"));
+    drop(rig);
+
+    // A fleet's stream made before alarms were forwarded: readings only.
+    let js = async_nats::jetstream::new(reader.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "OLD".into(),
+        subjects: vec!["old.*.batch".into()],
+        duplicate_window: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rig = Rig::start(NatsConfig {
+        subject_prefix: "old.{gateway_name}".into(),
+        ..cfg(&server.url(), "OLD", Format::JsonBatch)
+    });
+    rig.publish("line1.count", 0, 10, 10).await;
+    rig.bus.publish(Arc::new(gateway_model::Batch::from(vec![alarm(AlarmState::ActiveUnacked)]))).await.unwrap();
+    rig.publish("line1.count", 10, 10, 10).await;
+    wait_until(30, "the readings past the alarm acknowledged", || rig.cursor() == 21).await;
+    let messages = read_stream(&reader, "OLD").await.unwrap();
+    assert_eq!(json_seqs(&messages), (0..21).filter(|&s| s != 10).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,15 +124,9 @@ pub(super) fn control(topic: String, payload: Vec<u8>, kind: Kind) -> Outgoing {
 /// `{prefix}/alarms/{rule}/{tag}`, retained. QoS at least 1: an alarm is
 /// never sent at most once.
 pub(super) fn alarm(prefix: &str, qos: u8, seq: u64, e: &EventFrame, kind: Kind) -> Option<Outgoing> {
-    let a = e.alarm.as_ref()?;
-    let subject = a.id.strip_prefix(&*a.rule).and_then(|s| s.strip_prefix(':')).unwrap_or(&a.id);
+    let (payload, rule, subject) = crate::encode::alarm_json(seq, e)?;
     let safe = |s: &str| s.chars().map(|c| if c == '+' || c == '#' { '_' } else { c }).collect::<String>();
-    let topic = format!("{prefix}/alarms/{}/{}", safe(&a.rule), safe(subject));
-    let mut json = serde_json::to_value(e).ok()?;
-    if let serde_json::Value::Object(m) = &mut json {
-        m.insert("seq".into(), seq.into());
-    }
-    let payload = serde_json::to_vec(&json).ok()?;
+    let topic = format!("{prefix}/alarms/{}/{}", safe(rule), safe(subject));
     Some(Outgoing { topic, payload: Bytes::from(payload), qos: qos.max(1), kind, values: 0, retain: true })
 }
 

@@ -103,6 +103,15 @@ pub struct NatsConfig {
     /// Take commands on `{prefix}.cmd.>` (default true).
     #[serde(default = "default_commands")]
     pub commands: bool,
+    /// Forward alarm transitions (default false): JSON at
+    /// `{prefix}.alarms.{rule}.{tag}`, in bus order with the readings, every
+    /// alarm whatever `include` says. A stream that does not capture those
+    /// subjects gets the readings only (a warning says so). Off by default
+    /// because a fleet's stream and its users' publish permissions may have
+    /// been set up for the data subjects only: a message the server refuses
+    /// to take would hold up every reading behind it.
+    #[serde(default)]
+    pub alarms: bool,
     /// How long a command may wait for its device.
     #[serde(default = "default_command_timeout_ms")]
     pub command_timeout_ms: u64,
@@ -242,7 +251,11 @@ impl NatsConfig {
     /// The frames this connector forwards.
     pub fn filter(&self) -> Filter {
         let patterns: Vec<TagPattern> = self.include.iter().filter_map(|p| TagPattern::new(p).ok()).collect();
-        Filter::all().patterns(patterns).kinds([FrameKind::Data])
+        if self.alarms {
+            Filter::all().patterns(patterns).kinds([FrameKind::Data, FrameKind::Event]).all_events()
+        } else {
+            Filter::all().patterns(patterns).kinds([FrameKind::Data])
+        }
     }
 
     /// `subject_prefix` for the gateway named `gateway`.
@@ -251,13 +264,18 @@ impl NatsConfig {
     }
 
     /// The subjects of a stream this connector creates: `subjects`, or the
-    /// data subjects of every gateway under the prefix.
+    /// data and alarm subjects of every gateway under the prefix.
     pub fn stream_subjects(&self) -> Vec<String> {
         match &self.subjects {
             Some(s) => s.clone(),
             None => {
                 let fleet = self.prefix("*");
-                vec![format!("{fleet}.data.>"), format!("{fleet}.batch"), format!("{fleet}.spb.>")]
+                vec![
+                    format!("{fleet}.data.>"),
+                    format!("{fleet}.batch"),
+                    format!("{fleet}.spb.>"),
+                    format!("{fleet}.alarms.>"),
+                ]
             }
         }
     }
@@ -469,7 +487,8 @@ mod tests {
         let c = NatsConfig::new(&["nats://a:4222", "nats://b:4222"]);
         assert!(validate(&c).is_ok());
         assert_eq!(c.prefix("line1"), "gw.line1");
-        assert_eq!(c.stream_subjects(), ["gw.*.data.>", "gw.*.batch", "gw.*.spb.>"]);
+        assert_eq!(c.stream_subjects(), ["gw.*.data.>", "gw.*.batch", "gw.*.spb.>", "gw.*.alarms.>"]);
+        assert!(!c.alarms, "alarms are opt-in: a fleet's permissions may not allow their subjects");
         assert_eq!(c.format, Format::JsonBatch);
         assert_eq!(c.auth().unwrap(), Auth::None);
         assert!(!c.uses_tls());

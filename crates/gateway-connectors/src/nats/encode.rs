@@ -6,7 +6,10 @@
 //! - `json_batch`: up to `batch_max_values` values per message at
 //!   `{prefix}.batch`, `{"values":[...]}`, id `{gateway}.{connector}.{first}-{last}`;
 //! - `sparkplug_b`: per device, a Sparkplug B `Payload` of up to
-//!   `batch_max_values` metrics at `{prefix}.spb.{device}`, same ids.
+//!   `batch_max_values` metrics at `{prefix}.spb.{device}`, same ids;
+//! - alarm transitions (every format): JSON at `{prefix}.alarms.{rule}.{tag}`,
+//!   id `{gateway}.{connector}.{seq}` (a sequence number is a reading's or an
+//!   event's, never both, so ids never collide).
 //!
 //! **The ids are what makes the stream exactly-once**, so they must be the
 //! same every time the same readings are sent: a message is cut only from
@@ -22,11 +25,11 @@
 //! here does I/O.
 
 use bytes::Bytes;
-use gateway_model::DataFrame;
+use gateway_model::{DataFrame, EventFrame};
 
 use super::config::{Format, NatsConfig, subject_safe};
 use super::delivery::Outgoing;
-use crate::encode::{batch_json, by_device, value_json};
+use crate::encode::{alarm_json, batch_json, by_device, value_json};
 use crate::sparkplug;
 
 /// Encodes readings (one message's worth) into a payload.
@@ -70,6 +73,23 @@ impl Encoder {
             Format::JsonBatch => format!("{}.batch", self.prefix),
             Format::SparkplugB => format!("{}.spb.device", self.prefix),
         }
+    }
+
+    /// A subject alarm transitions go to, to check that a stream captures it.
+    pub fn sample_alarm_subject(&self) -> String {
+        format!("{}.alarms.rule.device.point", self.prefix)
+    }
+
+    /// The message of an alarm transition with bus sequence number `seq`
+    /// (`None` for an event that is not an alarm's).
+    pub fn alarm(&self, seq: u64, e: &EventFrame) -> Option<Outgoing> {
+        let (payload, rule, subject) = alarm_json(seq, e)?;
+        Some(Outgoing {
+            subject: format!("{}.alarms.{}.{}", self.prefix, subject_safe(rule), subject_safe(subject)),
+            payload: payload.into(),
+            msg_id: format!("{}.{seq}", self.id_prefix),
+            values: 0,
+        })
     }
 
     /// The messages of `frames` (one delivery's readings with their bus

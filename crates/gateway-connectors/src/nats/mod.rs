@@ -10,13 +10,14 @@
 //! {prefix}.data.{device}.{point}   json: one value per message
 //! {prefix}.batch                   json_batch: {"values":[...]}
 //! {prefix}.spb.{device}            sparkplug_b: a Sparkplug B Payload per device
+//! {prefix}.alarms.{rule}.{tag}     alarm transitions (JSON), with `alarms = true`
 //! {prefix}.cmd.{id}                commands in   (never captured by the stream)
 //! {prefix}.cmd_ack.{id}            their answers, unless the command had a reply inbox
 //! ```
 //!
 //! A stream the connector creates captures the data subjects of every
 //! gateway under the same prefix (`gw.*.data.>`, `gw.*.batch`,
-//! `gw.*.spb.>`), so the first gateway of a fleet to start creates the
+//! `gw.*.spb.>`, `gw.*.alarms.>`), so the first gateway of a fleet to start creates the
 //! stream the others bind to; an existing stream is never changed, only
 //! checked to capture this gateway's subjects.
 //!

@@ -17,7 +17,7 @@ use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use gateway_bus::{BusError, Delivery, SubscribeOptions, Subscriber};
-use gateway_model::{DataFrame, now_ns};
+use gateway_model::{DataFrame, Frame, now_ns};
 use tokio::sync::mpsc;
 
 use super::commands::{answer_subject, command_subject, fallback_id};
@@ -69,6 +69,8 @@ struct Worker {
     commands: Commands,
     /// The stream must be looked up (again) before publishing.
     check_stream: bool,
+    /// Alarm transitions are sent: `alarms` is on and the stream captures them.
+    send_alarms: bool,
     /// Reply inboxes of commands in progress, by command id.
     replies: Vec<(String, String)>,
 }
@@ -162,6 +164,7 @@ pub(super) async fn run(name: String, cfg: NatsConfig, setup: Setup, mut sub: Su
         commands: Commands::new(ctx.bus.clone(), format!("nats:{name}"), Duration::from_millis(cfg.command_timeout_ms)),
         prefix,
         check_stream: true,
+        send_alarms: false,
         replies: Vec::new(),
         name,
         cfg,
@@ -303,7 +306,7 @@ impl Worker {
 
     /// Looks the stream up, creates it if allowed and absent, and checks that
     /// it captures this gateway's data subject. `false`: not now (logged).
-    async fn ensure_stream(&self, js: &jetstream::Context) -> bool {
+    async fn ensure_stream(&mut self, js: &jetstream::Context) -> bool {
         let name = &self.cfg.stream;
         let probe = self.encoder.sample_subject();
         let info = match js.get_stream(name).await {
@@ -355,6 +358,15 @@ impl Worker {
                 "The JetStream stream does not capture this gateway's subjects: add them to the stream (or set subject_prefix); waiting."
             );
             return false;
+        }
+        let alarms = self.encoder.sample_alarm_subject();
+        self.send_alarms = self.cfg.alarms && info.config.subjects.iter().any(|f| subject_matches(f, &alarms));
+        if self.cfg.alarms && !self.send_alarms {
+            tracing::warn!(
+                connector = %self.name, stream = %name, subjects = ?info.config.subjects, subject = %alarms,
+                "The JetStream stream does not capture this gateway's alarm subjects: alarms are not forwarded (add {}.alarms.> to the stream, or set alarms = false).",
+                self.prefix
+            );
         }
         if info.config.duplicate_window.is_zero() {
             tracing::warn!(connector = %self.name, stream = %name, "The stream has no duplicate window: messages sent again after a failure are stored twice.");
@@ -437,7 +449,16 @@ impl Worker {
 
     fn on_delivery(&mut self, d: &Delivery, sub: &mut Subscriber) {
         let frames: Vec<(u64, &DataFrame)> = d.frames().filter_map(|(s, f)| f.as_data().map(|df| (s, df))).collect();
-        let messages = self.encoder.readings(&frames, now_ns() / 1_000_000);
+        let mut messages = self.encoder.readings(&frames, now_ns() / 1_000_000);
+        if self.send_alarms {
+            for (seq, f) in d.frames() {
+                if let Frame::Event(e) = f
+                    && let Some(m) = self.encoder.alarm(seq, e)
+                {
+                    messages.push(m);
+                }
+            }
+        }
         let ack = self.delivery.queue_delivery(d.end_seq(), messages);
         self.ack(ack, sub);
     }
