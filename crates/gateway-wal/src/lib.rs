@@ -102,9 +102,12 @@
 //! counts the sequence numbers lost in [`WalStats::dropped_seqs`].
 
 mod block_on;
+mod cursor;
 mod error;
+mod flusher;
 mod format;
 pub mod inspect;
+mod options;
 mod reader;
 mod recover;
 mod segs;

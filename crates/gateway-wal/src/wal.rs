@@ -8,6 +8,9 @@
 //! [`Wal::wait_durable`]. The flusher never drops data on an I/O error: it keeps
 //! the buffer and retries with backoff, so a full disk stalls durability (and,
 //! through the pending-bytes cap, the producers) instead of losing records.
+//!
+//! Around it: `options.rs` (settings and reported figures), `cursor.rs`
+//! (named consumer positions) and `flusher.rs` (the flusher thread).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,265 +24,24 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use crate::block_on::block_on;
+pub use crate::cursor::Cursor;
+pub(crate) use crate::cursor::validate_cursor_name;
 use crate::error::{Result, WalError};
+pub(crate) use crate::flusher::{Flusher, decode_payload};
 use crate::format::{
     self, CODEC_LZ4, CODEC_RAW, MAX_RECORD_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN,
+};
+pub use crate::options::{
+    Compression, CursorStart, Durability, FlushHook, FlushInfo, OverflowPolicy, Progress, SeqRange, WalOptions,
+    WalStats,
 };
 use crate::reader::Reader;
 use crate::recover::{self, RecoveryReport};
 use crate::segs::{INDEX_EVERY, IndexEntry, SegInfo};
-use crate::storage::{OpenMode, StdStorage, Storage, StorageFile};
-
-/// When an appended record counts as durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Never `fdatasync` during operation (only at close): records are durable
-    /// once handed to the operating system. Survives a gateway crash, not a power loss.
-    None,
-    /// Group commit: write and `fdatasync` at most this long after the first
-    /// pending record (or sooner when `flush_bytes` are pending). The default, at 10 ms.
-    Interval(Duration),
-    /// Write and sync as soon as possible after every append; concurrent
-    /// appenders still share syncs.
-    Always,
-}
-
-impl fmt::Display for Durability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Durability::None => f.write_str("none"),
-            Durability::Always => f.write_str("always"),
-            Durability::Interval(d) => write!(f, "interval({}ms)", d.as_millis()),
-        }
-    }
-}
-
-/// What happens when the log reaches `max_bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverflowPolicy {
-    /// Appends wait (or fail with [`WalError::Full`] when tried) until consumers
-    /// acknowledge and whole segments can be deleted.
-    Block,
-    /// The oldest segments are deleted even if a consumer has not read them; the
-    /// sequence numbers lost are counted in [`WalStats::dropped_seqs`].
-    DropOldest,
-}
-
-/// How payloads are stored. The choice is recorded in each record's header, so
-/// a log may mix both and can be reopened with another setting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    /// Payloads are written as appended: no CPU spent, most disk used.
-    None,
-    /// LZ4 block compression for payloads of 128 bytes or more, kept only when smaller.
-    Lz4,
-}
-
-/// Where a newly created cursor starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CursorStart {
-    /// At the oldest record still in the log.
-    Oldest,
-    /// After the last record appended so far.
-    Latest,
-}
-
-/// What a flush did, passed to [`WalOptions::on_flush`] (the bus turns it into metrics).
-#[derive(Clone, Copy, Debug)]
-pub struct FlushInfo {
-    /// Record bytes written in this flush, headers included, after compression
-    /// (segment headers not counted).
-    pub bytes: u64,
-    /// Whether the flush ended with `fdatasync`: false under
-    /// [`Durability::None`] unless a [`Wal::flush`] or the close forced one.
-    pub synced: bool,
-    /// Wall time for the writes and, if `synced`, the sync.
-    pub duration: Duration,
-}
-
-/// Callback for [`FlushInfo`].
-pub type FlushHook = Arc<dyn Fn(&FlushInfo) + Send + Sync>;
-
-/// How a log behaves, fixed at [`Wal::open`], which validates it first.
-#[derive(Clone)]
-pub struct WalOptions {
-    /// When appended records are synced to disk; default `Interval(10 ms)`.
-    pub durability: Durability,
-    /// Size at which a segment is sealed and a new one begun.
-    pub segment_bytes: u64,
-    /// Cap on the bytes of all segments; default 8 GiB, at least twice
-    /// `segment_bytes`.
-    pub max_bytes: u64,
-    /// What happens when the segments reach `max_bytes`; default `DropOldest`.
-    pub overflow: OverflowPolicy,
-    /// Pending bytes that make the flusher write before the interval ends.
-    pub flush_bytes: usize,
-    /// Pending bytes beyond which appends wait (the disk is not keeping up).
-    pub max_pending_bytes: usize,
-    /// How payloads are stored; default [`Compression::None`].
-    pub compression: Compression,
-    /// Where the files live: [`StdStorage`] by default, a [`crate::sim`] disk
-    /// in crash tests.
-    pub storage: Arc<dyn Storage>,
-    /// Called on the flusher thread after every successful write of the buffer;
-    /// it delays the next flush while it runs, so it must not block.
-    pub on_flush: Option<FlushHook>,
-    /// Sequence numbers reserved ahead of the appends, in a small file synced
-    /// before any of them is handed out; 0 (the default) reserves none. With
-    /// a reservation, a log that was not closed cleanly continues after the
-    /// reserved range, so a number handed to a reader before it was durable
-    /// (and lost in a crash) is never given to other data: what lets readers
-    /// forward records before they are durable. At least 1024 when set; it is
-    /// renewed in the background when half is used, so appends wait for it
-    /// only if they use half a reservation faster than a file is synced.
-    pub reserve_seqs: u64,
-}
-
-impl Default for WalOptions {
-    fn default() -> Self {
-        WalOptions {
-            durability: Durability::Interval(Duration::from_millis(10)),
-            segment_bytes: 64 << 20,
-            max_bytes: 8 << 30,
-            overflow: OverflowPolicy::DropOldest,
-            flush_bytes: 1 << 20,
-            max_pending_bytes: 64 << 20,
-            compression: Compression::None,
-            storage: Arc::new(StdStorage),
-            on_flush: None,
-            reserve_seqs: 0,
-        }
-    }
-}
-
-impl fmt::Debug for WalOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WalOptions")
-            .field("durability", &self.durability)
-            .field("segment_bytes", &self.segment_bytes)
-            .field("max_bytes", &self.max_bytes)
-            .field("overflow", &self.overflow)
-            .field("flush_bytes", &self.flush_bytes)
-            .field("max_pending_bytes", &self.max_pending_bytes)
-            .field("compression", &self.compression)
-            .field("storage", &self.storage)
-            .field("reserve_seqs", &self.reserve_seqs)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WalOptions {
-    /// Checks the options; the error names the bad one.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: String| Err(WalError::Config { field, reason });
-        if self.segment_bytes < 4096 {
-            return bad("segment_bytes", format!("{} is below the minimum of 4096", self.segment_bytes));
-        }
-        if self.max_bytes < 2 * self.segment_bytes {
-            return bad(
-                "max_bytes",
-                format!("{} must be at least twice segment_bytes ({})", self.max_bytes, self.segment_bytes),
-            );
-        }
-        if self.max_pending_bytes < (MAX_RECORD_PAYLOAD as usize) / 64 {
-            return bad("max_pending_bytes", format!("{} is below the minimum of 1 MiB", self.max_pending_bytes));
-        }
-        if let Durability::Interval(d) = self.durability
-            && d > Duration::from_secs(60)
-        {
-            return bad("durability", format!("a flush interval of {d:?} is longer than the limit of 60 s"));
-        }
-        if self.reserve_seqs != 0 && !(1024..=1 << 31).contains(&self.reserve_seqs) {
-            return bad("reserve_seqs", format!("{} must be 0 or between 1024 and 2^31", self.reserve_seqs));
-        }
-        Ok(())
-    }
-}
-
-/// A range of sequence numbers, `start..end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SeqRange {
-    /// The first sequence number in the range.
-    pub start: u64,
-    /// One past the last; a caller waits for durability up to here.
-    pub end: u64,
-}
-
-impl SeqRange {
-    /// How many sequence numbers the range covers (`end - start`).
-    pub fn len(&self) -> u64 {
-        self.end - self.start
-    }
-    /// Whether `start == end`; a range returned by an append never is.
-    pub fn is_empty(&self) -> bool {
-        self.end == self.start
-    }
-}
-
-/// Counters and positions of a log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WalStats {
-    /// Oldest sequence number on disk.
-    pub first_seq: u64,
-    /// Next sequence number to be assigned.
-    pub next_seq: u64,
-    /// Sequence numbers below this are written to the files.
-    pub written_seq: u64,
-    /// Sequence numbers below this are durable.
-    pub durable_seq: u64,
-    /// Segment files in the directory now, the one being written included.
-    pub segments: u64,
-    /// Bytes in segment files now, headers included; what `max_bytes` caps.
-    pub disk_bytes: u64,
-    /// Bytes appended but not yet written.
-    pub pending_bytes: u64,
-    /// Records appended since this `Wal` was opened (not persisted).
-    pub appended_records: u64,
-    /// Payload bytes appended since open, before compression.
-    pub appended_bytes: u64,
-    /// Bytes stored for them, with headers, after compression.
-    pub stored_bytes: u64,
-    /// Flushes (writes of the buffer).
-    pub flushes: u64,
-    /// `fdatasync` calls on segments.
-    pub syncs: u64,
-    /// Segments deleted because every cursor had passed them.
-    pub deleted_segments: u64,
-    /// Segments deleted by the `drop_oldest` policy before every cursor had read them.
-    pub dropped_segments: u64,
-    /// Sequence numbers lost to `drop_oldest`.
-    pub dropped_seqs: u64,
-    /// Appends refused or delayed because the log was full or the disk behind.
-    pub full_events: u64,
-    /// Corrupt records skipped by readers after open.
-    pub read_corrupt_records: u64,
-    /// I/O errors in the flusher (each retried).
-    pub io_errors: u64,
-    /// The last I/O error, if the flusher is currently failing.
-    pub last_error: Option<String>,
-    /// Whether that error says the disk is full: no space (`ENOSPC`), the
-    /// quota (`EDQUOT`) or the file-size limit (`EFBIG`, `ulimit -f`).
-    pub disk_full: bool,
-}
-
-/// Positions published by the flusher.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Sequence numbers below this are written to the files.
-    pub written: u64,
-    /// Sequence numbers below this are durable.
-    pub durable: u64,
-    /// Flusher cycles completed since open, whether they succeeded or failed.
-    pub cycles: u64,
-    /// I/O errors the flusher met since open (each one retried); a
-    /// [`Wal::flush`] fails if this grows while it waits.
-    pub failures: u64,
-    /// The last [`Wal::flush`] request served by a completed cycle.
-    pub served: u64,
-}
+use crate::storage::{OpenMode, Storage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RunState {
+pub(crate) enum RunState {
     Running,
     Closing,
     Abandoned,
@@ -287,95 +49,95 @@ enum RunState {
 
 /// A run of records in the pending buffer that go to one segment.
 #[derive(Debug)]
-struct Chunk {
-    base_seq: u64,
-    new_segment: bool,
-    buf_start: usize,
-    file_offset: u64,
-    end_seq: u64,
-    index: Vec<IndexEntry>,
+pub(crate) struct Chunk {
+    pub(crate) base_seq: u64,
+    pub(crate) new_segment: bool,
+    pub(crate) buf_start: usize,
+    pub(crate) file_offset: u64,
+    pub(crate) end_seq: u64,
+    pub(crate) index: Vec<IndexEntry>,
 }
 
-struct Inner {
-    buf: Vec<u8>,
-    chunks: Vec<Chunk>,
-    next_seq: u64,
-    pending_since: Option<Instant>,
-    active_base: u64,
-    active_len: u64,
-    last_index_offset: Option<u64>,
-    disk_bytes: u64,
-    sync_now: bool,
-    force_sync: bool,
-    maintenance: bool,
+pub(crate) struct Inner {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) next_seq: u64,
+    pub(crate) pending_since: Option<Instant>,
+    pub(crate) active_base: u64,
+    pub(crate) active_len: u64,
+    pub(crate) last_index_offset: Option<u64>,
+    pub(crate) disk_bytes: u64,
+    pub(crate) sync_now: bool,
+    pub(crate) force_sync: bool,
+    pub(crate) maintenance: bool,
     /// Flush requests made; a cycle that starts after request `n` serves it.
-    flush_req: u64,
-    state: RunState,
-    last_error: Option<String>,
+    pub(crate) flush_req: u64,
+    pub(crate) state: RunState,
+    pub(crate) last_error: Option<String>,
     /// `last_error` says the disk is full.
-    disk_full: bool,
+    pub(crate) disk_full: bool,
     /// Sequence numbers below this are reserved (persisted) and may be handed
     /// out; 0 without reservations.
-    reserved_end: u64,
+    pub(crate) reserved_end: u64,
     /// The flusher is asked to persist a new reservation.
-    reserve_req: bool,
+    pub(crate) reserve_req: bool,
 }
 
 #[derive(Debug)]
-struct CursorState {
-    position: u64,
-    persisted: u64,
+pub(crate) struct CursorState {
+    pub(crate) position: u64,
+    pub(crate) persisted: u64,
 }
 
 #[derive(Debug, Default)]
-struct Cursors {
-    map: BTreeMap<String, CursorState>,
-    corrupt: BTreeSet<String>,
-    removed: Vec<String>,
+pub(crate) struct Cursors {
+    pub(crate) map: BTreeMap<String, CursorState>,
+    pub(crate) corrupt: BTreeSet<String>,
+    pub(crate) removed: Vec<String>,
 }
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    appended_records: AtomicU64,
-    appended_bytes: AtomicU64,
-    stored_bytes: AtomicU64,
-    flushes: AtomicU64,
-    syncs: AtomicU64,
-    deleted_segments: AtomicU64,
-    dropped_segments: AtomicU64,
-    dropped_seqs: AtomicU64,
-    full_events: AtomicU64,
+    pub(crate) appended_records: AtomicU64,
+    pub(crate) appended_bytes: AtomicU64,
+    pub(crate) stored_bytes: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) deleted_segments: AtomicU64,
+    pub(crate) dropped_segments: AtomicU64,
+    pub(crate) dropped_seqs: AtomicU64,
+    pub(crate) full_events: AtomicU64,
     pub(crate) read_corrupt: AtomicU64,
-    io_errors: AtomicU64,
+    pub(crate) io_errors: AtomicU64,
 }
 
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     pub(crate) storage: Arc<dyn Storage>,
-    opts: WalOptions,
-    inner: Mutex<Inner>,
-    wake: Condvar,
-    progress: watch::Sender<Progress>,
-    space: Notify,
-    segs: RwLock<Vec<SegInfo>>,
-    cursors: Mutex<Cursors>,
+    pub(crate) opts: WalOptions,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) wake: Condvar,
+    pub(crate) progress: watch::Sender<Progress>,
+    pub(crate) space: Notify,
+    pub(crate) segs: RwLock<Vec<SegInfo>>,
+    pub(crate) cursors: Mutex<Cursors>,
     pub(crate) counters: Counters,
     /// Next sequence number, readable without the append lock.
-    next_hint: AtomicU64,
+    pub(crate) next_hint: AtomicU64,
     /// A cursor passing this position lets retention delete a segment.
-    retention_hint: AtomicU64,
+    pub(crate) retention_hint: AtomicU64,
     /// The group commit interval in microseconds under `Durability::Interval`:
     /// set from the options at open, changed at run time by
     /// [`Wal::set_flush_interval`] (the self-tuning controller widens it
     /// under CPU load). Read by the flusher at every wait.
-    interval_us: AtomicU64,
-    report: RecoveryReport,
-    _lock: Box<dyn std::any::Any + Send + Sync>,
+    pub(crate) interval_us: AtomicU64,
+    pub(crate) report: RecoveryReport,
+    pub(crate) _lock: Box<dyn std::any::Any + Send + Sync>,
 }
 
 /// Replaces the reservation file atomically: a temporary file, synced, renamed
 /// over it, the directory synced.
-fn write_reserved(storage: &dyn Storage, dir: &Path, end: u64) -> Result<()> {
+pub(crate) fn write_reserved(storage: &dyn Storage, dir: &Path, end: u64) -> Result<()> {
     let path = dir.join(recover::RESERVE_FILE);
     let tmp = dir.join(format!("{}.tmp", recover::RESERVE_FILE));
     let f = storage.open(&tmp, OpenMode::Create).map_err(WalError::io("create", &tmp))?;
@@ -385,7 +147,7 @@ fn write_reserved(storage: &dyn Storage, dir: &Path, end: u64) -> Result<()> {
     storage.sync_dir(dir).map_err(WalError::io("sync", dir))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock is a bug elsewhere; the data under these
     // locks stays consistent at every await-free step, so carry on.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -396,11 +158,11 @@ impl Shared {
         self.segs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn segs_mut(&self) -> RwLockWriteGuard<'_, Vec<SegInfo>> {
+    pub(crate) fn segs_mut(&self) -> RwLockWriteGuard<'_, Vec<SegInfo>> {
         self.segs.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn kick(&self, f: impl FnOnce(&mut Inner)) {
+    pub(crate) fn kick(&self, f: impl FnOnce(&mut Inner)) {
         f(&mut lock(&self.inner));
         self.wake.notify_one();
     }
@@ -980,533 +742,5 @@ impl Wal {
 impl Drop for Wal {
     fn drop(&mut self) {
         self.stop(RunState::Closing);
-    }
-}
-
-fn validate_cursor_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
-    if ok { Ok(()) } else { Err(WalError::CursorName(name.to_owned())) }
-}
-
-/// A named consumer position, persisted crash-safely. The position is the
-/// next sequence number the consumer needs; everything below it is acknowledged.
-#[derive(Clone)]
-pub struct Cursor {
-    shared: Arc<Shared>,
-    name: Arc<str>,
-}
-
-impl fmt::Debug for Cursor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cursor").field("name", &self.name).field("position", &self.position()).finish()
-    }
-}
-
-impl Cursor {
-    /// The cursor's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Next sequence number the consumer needs.
-    pub fn position(&self) -> u64 {
-        lock(&self.shared.cursors).map.get(&*self.name).map_or(0, |c| c.position)
-    }
-
-    /// Acknowledges everything below `position`. Moving backwards is ignored;
-    /// moving past the end of the log is an error. Persisted by the flusher
-    /// within about a second ([`CURSOR_PERSIST_EVERY`]), or at once by [`Wal::flush`].
-    pub fn commit(&self, position: u64) -> Result<()> {
-        let end = self.shared.next_hint.load(Ordering::Acquire);
-        if position > end {
-            return Err(WalError::CursorBeyondEnd { name: self.name.to_string(), to: position, end });
-        }
-        let mut c = lock(&self.shared.cursors);
-        let Some(state) = c.map.get_mut(&*self.name) else {
-            return Err(WalError::CursorName(format!("{} (removed)", self.name)));
-        };
-        if position > state.position {
-            state.position = position;
-        }
-        drop(c);
-        if position >= self.shared.retention_hint.load(Ordering::Relaxed) {
-            self.shared.kick(|g| g.maintenance = true);
-        }
-        Ok(())
-    }
-
-    /// A reader from the cursor's position.
-    pub fn reader(&self) -> Reader {
-        Reader::new(self.shared.clone(), self.position())
-    }
-}
-
-/// State owned by the flusher thread.
-struct Flusher {
-    sh: Arc<Shared>,
-    /// Files written since the last sync, by segment base; the last is the active one.
-    files: BTreeMap<u64, Box<dyn StorageFile>>,
-    unsynced: BTreeSet<u64>,
-    dir_dirty: bool,
-    /// A flush or close asked for a sync while nothing new was pending.
-    sync_owed: bool,
-    spare: Vec<u8>,
-    spare_chunks: Vec<Chunk>,
-    /// When moved cursors were last persisted; see [`CURSOR_PERSIST_EVERY`].
-    cursors_persisted_at: Instant,
-}
-
-/// Moved cursors are persisted at most this often during steady flushing,
-/// and at once when asked for ([`Wal::flush`], a new cursor, a cursor passing
-/// a sealed segment, close). Every flush cycle (up to a hundred a second)
-/// used to rewrite each moved cursor file (create, write, sync, rename,
-/// directory sync): a third of the gateway's CPU at 100,000 values/s. A crash
-/// then replays at most this much more to a consumer, which delivery at
-/// least once allows.
-const CURSOR_PERSIST_EVERY: Duration = Duration::from_secs(1);
-
-struct Taken {
-    buf: Vec<u8>,
-    chunks: Vec<Chunk>,
-    end_seq: u64,
-    sync: bool,
-}
-
-impl Flusher {
-    fn new(sh: Arc<Shared>, active_base: u64, active: Box<dyn StorageFile>) -> Self {
-        let mut files = BTreeMap::new();
-        files.insert(active_base, active);
-        Flusher {
-            sh,
-            files,
-            unsynced: BTreeSet::new(),
-            dir_dirty: false,
-            sync_owed: false,
-            spare: Vec::new(),
-            spare_chunks: Vec::new(),
-            cursors_persisted_at: Instant::now(),
-        }
-    }
-
-    fn run(mut self) {
-        let mut carry: Option<Taken> = None;
-        let mut backoff = Duration::from_millis(50);
-        let mut close_failures = 0u32;
-        loop {
-            let closing;
-            let maintenance;
-            let served;
-            if let Some(t) = &mut carry {
-                // Retrying after an I/O error: wait, unless told to abandon.
-                let g = lock(&self.sh.inner);
-                let (mut g, _) = self.sh.wake.wait_timeout(g, backoff).unwrap_or_else(|e| e.into_inner());
-                if g.state == RunState::Abandoned {
-                    return;
-                }
-                closing = g.state == RunState::Closing;
-                maintenance = std::mem::take(&mut g.maintenance);
-                served = g.flush_req;
-                t.sync |= std::mem::take(&mut g.force_sync) || closing;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            } else {
-                match self.take() {
-                    None => return,
-                    Some((t, c, m, r)) => {
-                        carry = t;
-                        closing = c;
-                        maintenance = m;
-                        served = r;
-                    }
-                }
-            }
-            let mut ok = true;
-            if carry.is_none()
-                && std::mem::take(&mut self.sync_owed)
-                && let Err(e) = self.sync_unsynced()
-            {
-                ok = false;
-                self.sync_owed = true;
-                self.fail(&e);
-            }
-            if let Some(t) = &carry {
-                match self.write(t) {
-                    Ok(info) => {
-                        self.publish_written(t, info.synced);
-                        if let Some(hook) = &self.sh.opts.on_flush {
-                            hook(&info);
-                        }
-                        let t = carry.take().expect("carry checked above");
-                        self.recycle(t);
-                        backoff = Duration::from_millis(50);
-                    }
-                    Err(e) => {
-                        ok = false;
-                        self.fail(&e);
-                        close_failures += u32::from(closing);
-                        if close_failures >= 3 {
-                            tracing::error!(
-                                bytes = carry.as_ref().map_or(0, |t| t.buf.len()),
-                                "Closing the write-ahead log with data that could not be written."
-                            );
-                            return;
-                        }
-                    }
-                }
-            }
-            if (ok || maintenance)
-                && let Err(e) = self.maintain(closing, maintenance)
-            {
-                ok = false;
-                self.fail(&e);
-            }
-            if ok {
-                let mut g = lock(&self.sh.inner);
-                g.last_error = None;
-                g.disk_full = false;
-            }
-            self.sh.progress.send_modify(|p| {
-                p.cycles += 1;
-                if ok {
-                    p.served = p.served.max(served);
-                }
-            });
-            if ok && let Err(e) = self.renew_reservation() {
-                self.fail(&e);
-            }
-            self.sh.space.notify_waiters();
-            if closing && carry.is_none() {
-                let g = lock(&self.sh.inner);
-                if g.buf.is_empty() {
-                    let end = g.next_seq;
-                    drop(g);
-                    // Closed cleanly: the next open continues right here, with nothing to skip.
-                    if self.sh.opts.reserve_seqs > 0
-                        && let Err(e) = write_reserved(&*self.sh.storage, &self.sh.dir, end)
-                    {
-                        tracing::warn!(error = %e, "Cannot record the clean close in the sequence reservation file; the next open skips the reserved numbers.");
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Persists a new reservation when an append asked for one.
-    fn renew_reservation(&self) -> Result<()> {
-        let sh = &*self.sh;
-        if sh.opts.reserve_seqs == 0 {
-            return Ok(());
-        }
-        let next = {
-            let g = lock(&sh.inner);
-            if !g.reserve_req {
-                return Ok(());
-            }
-            g.next_seq
-        };
-        let end = next + sh.opts.reserve_seqs;
-        write_reserved(&*sh.storage, &sh.dir, end)?;
-        let mut g = lock(&sh.inner);
-        g.reserved_end = g.reserved_end.max(end);
-        g.reserve_req = false;
-        Ok(())
-    }
-
-    fn fail(&self, e: &WalError) {
-        let disk_full = e.is_disk_full();
-        if disk_full {
-            tracing::error!(
-                error = %e,
-                "The disk is full (no space, quota or file-size limit): the write-ahead log keeps the data in \
-                 memory and retries; producers wait once max_pending_bytes are pending."
-            );
-        } else {
-            tracing::error!(error = %e, "Write-ahead log flush failed; keeping the data and retrying.");
-        }
-        self.sh.counters.io_errors.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut g = lock(&self.sh.inner);
-            g.last_error = Some(e.to_string());
-            g.disk_full = disk_full;
-        }
-        self.sh.progress.send_modify(|p| p.failures += 1);
-    }
-
-    /// Waits for work; returns the pending data (if any), whether we are
-    /// closing and whether maintenance was asked for. `None`: abandoned.
-    fn take(&mut self) -> Option<(Option<Taken>, bool, bool, u64)> {
-        let opts = &self.sh.opts;
-        let mut g = lock(&self.sh.inner);
-        loop {
-            match g.state {
-                RunState::Abandoned => return None,
-                RunState::Closing => break,
-                RunState::Running => {}
-            }
-            if !g.buf.is_empty() {
-                let waited = g.pending_since.map_or(Duration::ZERO, |t| t.elapsed());
-                let limit = match opts.durability {
-                    Durability::Always => Duration::ZERO,
-                    Durability::Interval(_) => Duration::from_micros(self.sh.interval_us.load(Ordering::Relaxed)),
-                    Durability::None => Duration::from_millis(10),
-                };
-                if g.sync_now || g.buf.len() >= opts.flush_bytes || waited >= limit {
-                    break;
-                }
-                g = self.sh.wake.wait_timeout(g, limit - waited).unwrap_or_else(|e| e.into_inner()).0;
-            } else if g.maintenance || g.sync_now || g.reserve_req {
-                break;
-            } else {
-                g = self.sh.wake.wait_timeout(g, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner()).0;
-                if g.buf.is_empty() && g.state == RunState::Running {
-                    // Periodic tick: persist cursors moved since the last cycle.
-                    g.maintenance = true;
-                }
-            }
-        }
-        let closing = g.state == RunState::Closing;
-        let maintenance = std::mem::take(&mut g.maintenance) || closing;
-        let force = std::mem::take(&mut g.force_sync);
-        let served = g.flush_req;
-        g.sync_now = false;
-        if g.buf.is_empty() {
-            // Nothing new to write, but what was written without a sync
-            // (durability `none`) must still be synced by a flush or at close.
-            self.sync_owed |= force || closing;
-            return Some((None, closing, maintenance || force, served));
-        }
-        self.spare.clear();
-        self.spare_chunks.clear();
-        let buf = std::mem::replace(&mut g.buf, std::mem::take(&mut self.spare));
-        let chunks = std::mem::replace(&mut g.chunks, std::mem::take(&mut self.spare_chunks));
-        g.pending_since = None;
-        let end_seq = g.next_seq;
-        drop(g);
-        let sync = opts.durability != Durability::None || force || closing;
-        Some((Some(Taken { buf, chunks, end_seq, sync }), closing, maintenance, served))
-    }
-
-    fn recycle(&mut self, t: Taken) {
-        // Keep the larger buffer for the next swap; never hold more than 64 MiB idle.
-        if t.buf.capacity() <= 64 << 20 && t.buf.capacity() > self.spare.capacity() {
-            self.spare = t.buf;
-        }
-        self.spare_chunks = t.chunks;
-    }
-
-    fn write(&mut self, t: &Taken) -> Result<FlushInfo> {
-        let started = Instant::now();
-        let sh = &*self.sh;
-        for (i, c) in t.chunks.iter().enumerate() {
-            let end = t.chunks.get(i + 1).map_or(t.buf.len(), |n| n.buf_start);
-            let data = &t.buf[c.buf_start..end];
-            if c.new_segment && !self.files.contains_key(&c.base_seq) {
-                let path = sh.dir.join(format::segment_name(c.base_seq));
-                let f = sh.storage.open(&path, OpenMode::Create).map_err(WalError::io("create", &path))?;
-                f.write_at(&format::segment_header(c.base_seq), 0).map_err(WalError::io("write", &path))?;
-                self.files.insert(c.base_seq, f);
-                self.dir_dirty = true;
-            }
-            let f = self.files.get(&c.base_seq).ok_or_else(|| WalError::Io {
-                op: "write",
-                path: sh.dir.join(format::segment_name(c.base_seq)),
-                source: std::io::Error::other("segment file is not open"),
-            })?;
-            f.write_at(data, c.file_offset)
-                .map_err(WalError::io("write", sh.dir.join(format::segment_name(c.base_seq))))?;
-            self.unsynced.insert(c.base_seq);
-        }
-        sh.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        if t.sync {
-            self.sync_unsynced()?;
-        }
-        // Sealed segments that are synced need no handle any more.
-        while self.files.len() > 1 {
-            let first = *self.files.keys().next().expect("len > 1");
-            if self.unsynced.contains(&first) {
-                break;
-            }
-            self.files.remove(&first);
-        }
-        Ok(FlushInfo { bytes: t.buf.len() as u64, synced: t.sync, duration: started.elapsed() })
-    }
-
-    /// Syncs every segment written since its last sync, and the directory if
-    /// a segment was created.
-    fn sync_unsynced(&mut self) -> Result<()> {
-        let sh = &*self.sh;
-        for base in &self.unsynced {
-            if let Some(f) = self.files.get(base) {
-                f.sync_data().map_err(WalError::io("sync", sh.dir.join(format::segment_name(*base))))?;
-                sh.counters.syncs.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.unsynced.clear();
-        if self.dir_dirty {
-            sh.storage.sync_dir(&sh.dir).map_err(WalError::io("sync", &sh.dir))?;
-            self.dir_dirty = false;
-        }
-        Ok(())
-    }
-
-    fn publish_written(&self, t: &Taken, synced: bool) {
-        let sh = &*self.sh;
-        let mut added = 0u64;
-        {
-            let mut segs = sh.segs_mut();
-            for (i, c) in t.chunks.iter().enumerate() {
-                let end = t.chunks.get(i + 1).map_or(t.buf.len(), |n| n.buf_start);
-                if c.new_segment && segs.last().is_none_or(|s| s.base_seq != c.base_seq) {
-                    segs.push(SegInfo::new(
-                        c.base_seq,
-                        sh.dir.join(format::segment_name(c.base_seq)),
-                        SEGMENT_HEADER_LEN,
-                    ));
-                    added += SEGMENT_HEADER_LEN;
-                }
-                if let Some(s) = segs.iter_mut().rev().find(|s| s.base_seq == c.base_seq) {
-                    s.len = c.file_offset + (end - c.buf_start) as u64;
-                    s.end_seq = c.end_seq;
-                    s.index.extend_from_slice(&c.index);
-                }
-            }
-            sh.retention_hint.store(segs.get(1).map_or(u64::MAX, |s| s.base_seq), Ordering::Relaxed);
-        }
-        lock(&sh.inner).disk_bytes += t.buf.len() as u64 + added;
-        let durable_mode = synced || sh.opts.durability == Durability::None;
-        sh.progress.send_modify(|p| {
-            p.written = p.written.max(t.end_seq);
-            if durable_mode {
-                p.durable = p.durable.max(t.end_seq);
-            }
-        });
-    }
-
-    /// Cursor persistence, then retention and the overflow policy. Retention
-    /// goes by *persisted* cursor positions, so a crash never brings back a
-    /// cursor pointing into a segment that was already deleted.
-    fn maintain(&mut self, closing: bool, asked: bool) -> Result<()> {
-        let persist_now = closing || asked || self.cursors_persisted_at.elapsed() >= CURSOR_PERSIST_EVERY;
-        if persist_now {
-            self.cursors_persisted_at = Instant::now();
-        }
-        let sh = &*self.sh;
-        let (dirty, removed) = {
-            let mut c = lock(&sh.cursors);
-            let dirty: Vec<(String, u64)> = if persist_now {
-                c.map.iter().filter(|(_, s)| s.position != s.persisted).map(|(n, s)| (n.clone(), s.position)).collect()
-            } else {
-                Vec::new()
-            };
-            (dirty, std::mem::take(&mut c.removed))
-        };
-        // Cursor files are replaced atomically: write a temp file, sync, rename.
-        let cursor_dir = sh.dir.join(recover::CURSOR_DIR);
-        let persist = || -> Result<()> {
-            for (name, position) in &dirty {
-                let path = recover::cursor_path(&sh.dir, name);
-                let tmp = path.with_extension("cur.tmp");
-                let f = sh.storage.open(&tmp, OpenMode::Create).map_err(WalError::io("create", &tmp))?;
-                f.write_at(&format::cursor_file(*position), 0).map_err(WalError::io("write", &tmp))?;
-                f.sync_data().map_err(WalError::io("sync", &tmp))?;
-                sh.storage.rename(&tmp, &path).map_err(WalError::io("rename", &tmp))?;
-            }
-            for name in &removed {
-                let path = recover::cursor_path(&sh.dir, name);
-                match sh.storage.remove(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(WalError::io("remove", &path)(e)),
-                }
-            }
-            if !dirty.is_empty() || !removed.is_empty() || closing {
-                sh.storage.sync_dir(&cursor_dir).map_err(WalError::io("sync", &cursor_dir))?;
-            }
-            Ok(())
-        };
-        let persisted = persist();
-        let keep_from = {
-            let mut c = lock(&sh.cursors);
-            match &persisted {
-                // Only a synced directory makes the renames durable.
-                Ok(()) => {
-                    for (name, position) in &dirty {
-                        if let Some(state) = c.map.get_mut(name) {
-                            state.persisted = *position;
-                        }
-                    }
-                }
-                Err(_) => c.removed.extend(removed),
-            }
-            let written = sh.progress.borrow().written;
-            c.map.values().map(|s| s.position.min(s.persisted)).min().unwrap_or(written)
-        };
-        persisted?;
-
-        let mut doomed = Vec::new();
-        {
-            let mut segs = sh.segs_mut();
-            while segs.len() > 1 && segs[1].base_seq <= keep_from {
-                doomed.push(segs.remove(0));
-                sh.counters.deleted_segments.fetch_add(1, Ordering::Relaxed);
-            }
-            if sh.opts.overflow == OverflowPolicy::DropOldest {
-                let pending = lock(&sh.inner).buf.len() as u64;
-                let mut total: u64 = segs.iter().map(|s| s.len).sum::<u64>() + pending;
-                while segs.len() > 1 && total > sh.opts.max_bytes {
-                    let s = segs.remove(0);
-                    let lost = segs[0].base_seq.saturating_sub(s.base_seq.max(keep_from));
-                    tracing::warn!(
-                        segment = %s.path.display(),
-                        lost_seqs = lost,
-                        "WAL is over max_bytes: dropping the oldest segment before every consumer read it."
-                    );
-                    sh.counters.dropped_seqs.fetch_add(lost, Ordering::Relaxed);
-                    sh.counters.dropped_segments.fetch_add(1, Ordering::Relaxed);
-                    total -= s.len;
-                    doomed.push(s);
-                }
-            }
-            sh.retention_hint.store(segs.get(1).map_or(u64::MAX, |s| s.base_seq), Ordering::Relaxed);
-        }
-        if !doomed.is_empty() {
-            let mut freed = 0;
-            for s in &doomed {
-                match sh.storage.remove(&s.path) {
-                    Ok(()) => freed += s.len,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => freed += s.len,
-                    // Left on disk; the next open finds it and retention deletes it then.
-                    Err(e) => {
-                        tracing::error!(segment = %s.path.display(), error = %e, "Could not delete a WAL segment.")
-                    }
-                }
-                self.files.remove(&s.base_seq);
-                self.unsynced.remove(&s.base_seq);
-            }
-            {
-                let mut g = lock(&sh.inner);
-                g.disk_bytes = g.disk_bytes.saturating_sub(freed);
-            }
-            sh.storage.sync_dir(&sh.dir).map_err(WalError::io("sync", &sh.dir))?;
-        }
-        Ok(())
-    }
-}
-
-/// Decompresses a stored payload.
-pub(crate) fn decode_payload(codec: u8, raw_len: u32, stored: bytes::Bytes) -> Option<bytes::Bytes> {
-    match codec {
-        CODEC_RAW => Some(stored),
-        CODEC_LZ4 => {
-            let mut out = vec![0u8; raw_len as usize];
-            match lz4_flex::block::decompress_into(&stored, &mut out) {
-                Ok(n) if n == out.len() => Some(out.into()),
-                _ => None,
-            }
-        }
-        _ => None,
     }
 }
