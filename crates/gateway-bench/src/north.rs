@@ -19,7 +19,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,6 +124,9 @@ pub struct FarmSpec {
 struct FarmListening {
     ports: Vec<u16>,
 }
+
+/// How long readings of the window may still arrive after it.
+const LATE_GRACE: Duration = Duration::from_secs(1);
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
@@ -288,17 +291,33 @@ fn config(spec: &NorthSpec, data: &Path, api_port: u16, broker: &str, ports: &[u
     c
 }
 
-/// What the subscriber has seen.
-#[derive(Default)]
+/// What the subscriber has seen. A value counts when the gateway read it
+/// inside the measuring window (by the reading's own timestamp), whenever it
+/// arrives: a late value is late, not lost, and its age says how late.
 struct Seen {
     values: AtomicU64,
-    measuring: AtomicBool,
+    /// The window, on the readings' timestamps (µs since the epoch).
+    from_us: AtomicU64,
+    to_us: AtomicU64,
     ages: Mutex<Histogram>,
 }
 
+impl Default for Seen {
+    fn default() -> Self {
+        // Nothing counts until the window is set.
+        Seen {
+            values: AtomicU64::new(0),
+            from_us: AtomicU64::new(u64::MAX),
+            to_us: AtomicU64::new(0),
+            ages: Mutex::default(),
+        }
+    }
+}
+
 impl Seen {
-    fn value(&self, tag: &str, value: Option<u64>, arrived_us: u64) {
-        if !self.measuring.load(Ordering::Relaxed) {
+    fn value(&self, tag: &str, value: Option<u64>, read_us: Option<u64>, arrived_us: u64) {
+        let Some(read) = read_us else { return };
+        if read < self.from_us.load(Ordering::Relaxed) || read >= self.to_us.load(Ordering::Relaxed) {
             return;
         }
         self.values.fetch_add(1, Ordering::Relaxed);
@@ -314,7 +333,12 @@ impl Seen {
 
     fn json_value(&self, v: &serde_json::Value, arrived_us: u64) {
         let tag = v.get("tag").and_then(serde_json::Value::as_str).unwrap_or("");
-        self.value(tag, v.get("value").and_then(serde_json::Value::as_u64), arrived_us);
+        let read_us = v
+            .get("ts")
+            .and_then(serde_json::Value::as_str)
+            .and_then(gateway_model::parse_rfc3339_ns)
+            .map(|ns| ns / 1000);
+        self.value(tag, v.get("value").and_then(serde_json::Value::as_u64), read_us, arrived_us);
     }
 
     fn message(&self, format: &str, payload: &[u8]) {
@@ -327,7 +351,8 @@ impl Seen {
                         Some(sparkplug::MetricValue::LongValue(v)) => Some(*v),
                         _ => None,
                     };
-                    self.value(m.name.as_deref().unwrap_or(""), ts, arrived);
+                    let read_us = m.timestamp.map(|ms| ms * 1000);
+                    self.value(m.name.as_deref().unwrap_or(""), ts, read_us, arrived);
                 }
             }
             _ => {
@@ -481,14 +506,17 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     std::thread::sleep(Duration::from_secs_f64(spec.warmup_s));
     let window = crate::poll_window(Duration::from_millis(spec.poll_ms), spec.seconds);
     let ticks0 = crate::procstat::read(Some(pid)).cpu_ticks;
-    seen.measuring.store(true, Ordering::Relaxed);
+    let from = now_us();
+    seen.to_us.store(from + window.as_micros() as u64, Ordering::Relaxed);
+    seen.from_us.store(from, Ordering::Relaxed);
     let start = Instant::now();
     std::thread::sleep(window);
-    seen.measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
     let stat = crate::procstat::read(Some(pid));
     let tuning = tuning_state(api_port);
     let cpu = stat.cpu_ticks.saturating_sub(ticks0) as f64 / crate::procstat::TICKS_PER_S / elapsed;
+    // Readings of the window still on their way are counted (late, not lost).
+    std::thread::sleep(LATE_GRACE);
 
     if let Some(mut g) = procs.gateway.take() {
         let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
@@ -502,7 +530,7 @@ pub fn run(spec: &NorthSpec, gateway: &Path) -> Result<NorthReport, String> {
     rt.shutdown_timeout(Duration::from_secs(1));
     drop(procs);
 
-    let values = seen.values.load(Ordering::Relaxed) as f64 / elapsed;
+    let values = seen.values.load(Ordering::Relaxed) as f64 / window.as_secs_f64();
     let ages = seen.ages.lock().map(|h| h.clone()).unwrap_or_default();
     let q = |x: f64| ages.quantile(x) as f64 / 1000.0;
     Ok(NorthReport {
@@ -542,6 +570,27 @@ fn tuning_state(api_port: u16) -> Option<[f64; 3]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_counts_by_when_it_was_read_not_when_it_arrived() {
+        let seen = Seen::default();
+        let value = |read_s: u64, arrived_s: u64| {
+            let ts = gateway_model::format_rfc3339_ns(read_s * 1_000_000_000);
+            let v = serde_json::json!({"tag": "d.ts_us", "value": read_s * 1_000_000, "ts": ts});
+            seen.json_value(&v, arrived_s * 1_000_000);
+        };
+        value(5, 5);
+        assert_eq!(seen.values.load(Ordering::Relaxed), 0, "counted before the window was set");
+        seen.from_us.store(10_000_000, Ordering::Relaxed);
+        seen.to_us.store(20_000_000, Ordering::Relaxed);
+        value(9, 11); // read before the window
+        value(10, 10);
+        value(19, 25); // read inside, arrived late: late, not lost
+        value(20, 20); // read after
+        assert_eq!(seen.values.load(Ordering::Relaxed), 2);
+        let ages = seen.ages.lock().unwrap().clone();
+        assert_eq!(ages.quantile(1.0) / 1_000_000, 6, "the late value's age");
+    }
 
     #[test]
     fn the_generated_configuration_is_one_the_gateway_reads() {
