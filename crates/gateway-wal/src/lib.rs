@@ -111,6 +111,7 @@ mod options;
 mod reader;
 mod recover;
 mod segs;
+mod shared;
 pub mod sim;
 mod storage;
 mod wal;
