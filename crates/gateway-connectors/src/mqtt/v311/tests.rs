@@ -71,6 +71,17 @@ async fn client(keep_alive_s: u64, clean: bool) -> (TcpListener, Client, Arc<Out
     (l, c, outbox)
 }
 
+/// Connects the client to a broker on `l` that answers `session_present`:
+/// the broker's side, the client's CONNECT, and the client's first event.
+async fn connected(
+    l: &TcpListener,
+    c: &mut Client,
+    session_present: bool,
+) -> (Peer, Connect, Result<LinkEvent, String>) {
+    let ((peer, greeting), event) = tokio::join!(Peer::accept(l, session_present), c.poll());
+    (peer, greeting, event)
+}
+
 fn queue(o: &Outbox, from: u8, n: u8, qos: u8) {
     for i in from..from + n {
         assert!(o.push(Request::Publish(publish("t", qos, false, Bytes::from(vec![i])))));
@@ -94,8 +105,7 @@ fn written(events: &[LinkEvent]) -> Vec<u16> {
 #[tokio::test]
 async fn a_burst_of_publishes_leaves_in_one_write_and_is_reported_in_order() {
     let (l, mut c, outbox) = client(30, true).await;
-    let (broker, connect) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, greeting) = broker;
+    let (mut broker, greeting, connect) = connected(&l, &mut c, false).await;
     assert!(matches!(connect, Ok(LinkEvent::ConnAck { session_present: false })));
     assert_eq!(greeting.login.as_ref().map(|l| l.username.as_str()), Some("user"));
     assert_eq!(greeting.last_will.as_ref().map(|w| w.topic.as_str()), Some("will/topic"));
@@ -117,8 +127,7 @@ async fn a_burst_of_publishes_leaves_in_one_write_and_is_reported_in_order() {
 #[tokio::test]
 async fn a_resumed_session_resends_the_unconfirmed_as_duplicates_and_a_new_one_forgets_them() {
     let (l, mut c, outbox) = client(30, false).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     queue(&outbox, 0, 3, 1);
     events_until(&mut c, 3, |e| matches!(e, LinkEvent::Written(_))).await;
     for _ in 0..3 {
@@ -132,8 +141,7 @@ async fn a_resumed_session_resends_the_unconfirmed_as_duplicates_and_a_new_one_f
     // Queued while away: goes out after the resent ones.
     queue(&outbox, 3, 1, 1);
 
-    let (broker, connect) = tokio::join!(Peer::accept(&l, true), c.poll());
-    let (mut broker, greeting) = broker;
+    let (mut broker, greeting, connect) = connected(&l, &mut c, true).await;
     assert!(!greeting.clean_session);
     assert!(matches!(connect, Ok(LinkEvent::ConnAck { session_present: true })));
     let events = events_until(&mut c, 1, |e| matches!(e, LinkEvent::Written(_))).await;
@@ -148,8 +156,7 @@ async fn a_resumed_session_resends_the_unconfirmed_as_duplicates_and_a_new_one_f
 
     // The broker lost the session: nothing of the old one is sent.
     queue(&outbox, 9, 1, 1);
-    let (broker, connect) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, connect) = connected(&l, &mut c, false).await;
     assert!(matches!(connect, Ok(LinkEvent::ConnAck { session_present: false })));
     assert!(c.unconfirmed.is_empty() && c.marks.is_empty(), "the old session's messages are still held");
     queue(&outbox, 10, 1, 1);
@@ -173,8 +180,7 @@ async fn meanwhile<T>(c: &mut Client, seen: &mut Vec<LinkEvent>, f: impl Future<
 #[tokio::test]
 async fn qos_2_completes_in_four_steps_and_commands_are_acknowledged() {
     let (l, mut c, outbox) = client(30, true).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     let mut seen = Vec::new();
     queue(&outbox, 0, 1, 2);
     assert!(outbox.push(Request::Subscribe("cmd/#".into())));
@@ -204,8 +210,7 @@ async fn qos_2_completes_in_four_steps_and_commands_are_acknowledged() {
 #[tokio::test]
 async fn a_broker_that_stops_answering_pings_is_given_up() {
     let (l, mut c, _outbox) = client(1, true).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     let started = Instant::now();
     let (ping, failure) = tokio::join!(broker.next(), async {
         loop {
@@ -222,8 +227,7 @@ async fn a_broker_that_stops_answering_pings_is_given_up() {
 #[tokio::test]
 async fn a_clean_disconnect_is_written_and_reported() {
     let (l, mut c, outbox) = client(30, true).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     queue(&outbox, 0, 1, 0);
     assert!(outbox.push(Request::Disconnect));
     let events = events_until(&mut c, 1, |e| matches!(e, LinkEvent::Disconnected)).await;
@@ -259,8 +263,7 @@ async fn a_broker_sending_garbage_or_nothing_or_too_much_fails_the_connection_cl
     let (e, _) = tokio::join!(failure(&mut c), l.accept());
     assert!(e.contains("no CONNACK"), "{e}");
     // A packet larger than allowed, once connected.
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     let (e, _) = tokio::join!(failure(&mut c), async {
         let huge = Publish::new("cmd/x", QoS::AtMostOnce, vec![0u8; 2 << 20]);
         let mut b = BytesMut::new();
@@ -269,15 +272,14 @@ async fn a_broker_sending_garbage_or_nothing_or_too_much_fails_the_connection_cl
     });
     assert!(e.contains("bad packet"), "{e}");
     // It connects again afterwards.
-    let (_broker, connect) = tokio::join!(Peer::accept(&l, false), c.poll());
+    let (_broker, _, connect) = connected(&l, &mut c, false).await;
     assert!(matches!(connect, Ok(LinkEvent::ConnAck { .. })), "{connect:?}");
 }
 
 #[tokio::test]
 async fn a_broker_that_stops_reading_is_given_up_with_its_messages_held() {
     let (l, mut c, outbox) = client(30, true).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (_broker, _) = broker;
+    let (_broker, _, _) = connected(&l, &mut c, false).await;
     // Far more than the socket buffers hold; the broker reads none of it.
     for _ in 0..128 {
         assert!(outbox.push(Request::Publish(publish("t", 1, false, Bytes::from(vec![7u8; 512 << 10])))));
@@ -290,8 +292,7 @@ async fn a_broker_that_stops_reading_is_given_up_with_its_messages_held() {
 #[tokio::test]
 async fn a_message_too_large_to_send_is_reported_in_its_turn_and_refused() {
     let (l, mut c, outbox) = client(30, true).await;
-    let (broker, _) = tokio::join!(Peer::accept(&l, false), c.poll());
-    let (mut broker, _) = broker;
+    let (mut broker, _, _) = connected(&l, &mut c, false).await;
     queue(&outbox, 0, 1, 1);
     assert!(outbox.push(Request::Publish(publish("t", 1, false, Bytes::from(vec![0u8; 2 << 20])))));
     queue(&outbox, 1, 1, 0);
