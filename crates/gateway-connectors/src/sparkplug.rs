@@ -509,10 +509,16 @@ impl NodeState {
     /// Called for every reading sent: a device seen before is found without
     /// allocating, its readings updated in place ([`Metrics`]).
     pub fn observe(&mut self, device: &str, frames: &[(u64, &DataFrame)]) -> bool {
-        if !self.devices.contains_key(device) {
-            self.devices.insert(device.to_owned(), Metrics::default());
-        }
-        let new_metric = self.devices.get_mut(device).is_none_or(|known| known.observe(frames));
+        // One lookup for a device seen before (every call but its first).
+        let new_metric = match self.devices.get_mut(device) {
+            Some(known) => known.observe(frames),
+            None => {
+                let mut metrics = Metrics::default();
+                metrics.observe(frames);
+                self.devices.insert(device.to_owned(), metrics);
+                true
+            }
+        };
         new_metric || !self.born.contains(device)
     }
 }

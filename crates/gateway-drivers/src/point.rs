@@ -64,7 +64,11 @@ impl Point {
             return None;
         }
         self.unpublished = 0;
-        self.published = Some((value.clone(), quality));
+        // Only the deadband compares with what was published: without one,
+        // keeping a copy of every value would be work for nothing.
+        if deadband.is_some() {
+            self.published = Some((value.clone(), quality));
+        }
         Some(Frame::Data(DataFrame::new(self.id.clone(), value, quality, ts)))
     }
 

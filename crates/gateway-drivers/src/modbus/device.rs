@@ -52,6 +52,10 @@ struct Device {
     down_reason: Reason,
     /// Whether a connection was ever attempted (later ones count as reconnects).
     attempted: bool,
+    /// Each poll's outcome per tag, kept between polls: a poll allocates
+    /// only the batch it publishes (the profile of the north job showed this
+    /// vector's allocation and `malloc_consolidate` in every poll).
+    outcomes: Vec<Option<Outcome>>,
 }
 
 impl Device {
@@ -82,6 +86,7 @@ impl Device {
             retry_at: None,
             down_reason: Reason::NOT_CONNECTED,
             attempted: false,
+            outcomes: Vec::new(),
         }
     }
 
@@ -138,7 +143,9 @@ impl Device {
 
     /// One poll: every read of the plan, and the frames to publish.
     async fn poll(&mut self) -> Vec<Frame> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; self.tags.len()];
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        outcomes.clear();
+        outcomes.resize(self.tags.len(), None);
         match self.ensure_connected(false).await {
             Err(e) => {
                 // Waiting for the backoff, or the connect just failed (and was
@@ -166,12 +173,13 @@ impl Device {
             }
         }
         let mut frames = Vec::with_capacity(self.tags.len());
-        for (tag, outcome) in self.tags.iter_mut().zip(outcomes) {
+        for (tag, outcome) in self.tags.iter_mut().zip(outcomes.drain(..)) {
             let outcome = outcome.unwrap_or_else(|| Outcome::Bad(Reason::NOT_CONNECTED, now_ns()));
             if let Some(f) = tag.frame(outcome) {
                 frames.push(f);
             }
         }
+        self.outcomes = outcomes;
         self.status.produced(frames.len());
         frames
     }
