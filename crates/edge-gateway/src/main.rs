@@ -6,6 +6,7 @@ mod bench;
 mod config;
 mod format;
 mod health;
+mod malloc;
 mod masked;
 mod reload;
 mod run;

@@ -76,6 +76,8 @@ pub fn raise_nofile_limit() -> u64 {
 pub fn run(cfg: Config, source: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let open_files = raise_nofile_limit();
     tracing::debug!(open_files, "Open-files limit.");
+    let malloc_settings = crate::malloc::tune(cfg.bus.preset);
+    tracing::debug!(malloc_settings, "Allocator settings applied.");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
     rt.block_on(run_async(cfg, source))
 }
