@@ -40,9 +40,24 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// The same for another process of ours (`/proc/PID/clear_refs`).
+pub fn reset_peak_rss_of(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_s_peak_is_reset_where_our_own_can_be() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().expect("sleep runs");
+        let own = reset_peak_rss();
+        assert_eq!(reset_peak_rss_of(child.id()), own, "a child of ours is reset as we are");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!reset_peak_rss_of(u32::MAX), "no such process");
+    }
 
     #[test]
     fn a_named_thread_s_cpu_is_counted_apart_from_the_process() {

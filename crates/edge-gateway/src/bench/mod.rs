@@ -254,6 +254,7 @@ fn run_spec(spec: &Spec) -> Result<Outcome, String> {
             o.put(&format!("{k}.cpu_cores"), r.gateway_cpu_cores);
             o.put(&format!("{k}.rss_mb"), r.gateway_rss_mb);
             o.put(&format!("{k}.peak_rss_mb"), r.gateway_peak_rss_mb);
+            o.put(&format!("{k}.start_peak_rss_mb"), r.gateway_start_peak_rss_mb);
             o.put(&format!("{k}.age_p50_ms"), r.age_p50_ms);
             o.put(&format!("{k}.age_p99_ms"), r.age_p99_ms);
             o.put(&format!("{k}.age_p999_ms"), r.age_p999_ms);
