@@ -4,7 +4,7 @@
 # binary runs as that user on the packaged configuration and answers health
 # checks, and purge leaves nothing behind. Needs root (it installs a
 # package); where systemd runs, postinst also starts the service.
-# Usage: deploy/test-install.sh [BINARY]   (default target/release/edge-gateway)
+# Usage: deploy/test-install.sh [BINARY]   (default: build-deb.sh's, the lean build)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 if [ "$(id -u)" -ne 0 ]; then echo "test-install: needs root" >&2; exit 2; fi

@@ -165,8 +165,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// subscriber acknowledging everything (standing in for a northbound
 /// connector): peak and mean RSS, CPU cores, values per second over time.
 pub fn resources(spec: &ResourcesSpec) -> Result<Outcome, String> {
-    // As `edge-gateway run` does for its preset, before any thread starts.
-    crate::malloc::tune(spec.preset);
     let rt = runtime()?;
     rt.block_on(async {
         let devices = sim_devices("plc", spec.devices, spec.tags, spec.poll_ms)?;

@@ -197,6 +197,15 @@ pub fn child_command(spec: &Spec) -> Result<std::process::Command, String> {
 pub const NETWORK_RATE: f64 = 100_000.0;
 
 fn run_spec(spec: &Spec) -> Result<Outcome, String> {
+    // Each scenario runs in a fresh child, before any thread of its own:
+    // give it the allocator settings `edge-gateway run` uses for the preset.
+    let preset = match spec {
+        Spec::Bus(s) => s.preset,
+        Spec::Resources(s) => s.preset,
+        Spec::Modbus(level) => level.preset,
+        _ => gateway_bus::Preset::Default,
+    };
+    crate::malloc::tune(preset);
     match spec {
         Spec::Bus(s) => bus::run(s),
         Spec::Resources(s) => gateway::resources(s),
