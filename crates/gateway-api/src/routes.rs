@@ -514,8 +514,11 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }
 
-/// Read buffer per WebSocket connection.
-const WS_READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per WebSocket connection. Clients send subscriptions of a
+/// few hundred bytes; a larger message is read in more than one piece (the
+/// buffer grows for it, up to [`WS_MAX_MESSAGE`]), so every idle connection
+/// need not hold 4 KiB for the rare one.
+const WS_READ_BUFFER: usize = 1024;
 /// Largest message a WebSocket client may send (a subscription with
 /// hundreds of patterns still fits).
 pub const WS_MAX_MESSAGE: usize = 64 * 1024;
@@ -548,8 +551,8 @@ pub async fn ws(
     upgrade
         // tungstenite allocates its read buffer up front, 128 KiB by default:
         // 1.3 GB of RSS for 10,000 clients that only ever send a few bytes of
-        // subscription. Clients' messages are small, so 4 KiB is plenty and a
-        // larger message ends the connection instead of growing memory.
+        // subscription. Clients' messages are small, so 1 KiB is plenty; a
+        // message over WS_MAX_MESSAGE ends the connection instead of growing memory.
         .read_buffer_size(WS_READ_BUFFER)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)

@@ -347,7 +347,10 @@ impl WsHub {
         let cfg = self.inner.cfg.clone();
         let (mut sink, mut stream) = socket.split();
         let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(cfg.ws_queue);
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
+        // Boxed: a channel allocates a block of 32 slots at once, and control
+        // messages (replies, pings) are rare; 32 pointers instead of 32
+        // messages is 1.3 KB less per connection.
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Box<Message>>(CONTROL_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let mut patterns: BTreeSet<String> = BTreeSet::new();
         let heartbeat = Duration::from_secs(cfg.ws_heartbeat_timeout_s);
@@ -360,7 +363,7 @@ impl WsHub {
             loop {
                 let first = tokio::select! {
                     biased;
-                    Some(m) = ctl_rx.recv() => Out::Control(m),
+                    Some(m) = ctl_rx.recv() => Out::Control(*m),
                     Some(update) = rx.recv() => Out::Update(update),
                     else => return End::Gone,
                 };
@@ -389,7 +392,7 @@ impl WsHub {
                             next = ctl_rx
                                 .try_recv()
                                 .ok()
-                                .map(Out::Control)
+                                .map(|m| Out::Control(*m))
                                 .or_else(|| rx.try_recv().ok().map(Out::Update));
                         }
                     }
@@ -431,7 +434,7 @@ impl WsHub {
                         };
                         last_seen = Instant::now();
                         for r in self.handle(id, &text, &mut patterns, &tx, &dropped) {
-                            if ctl_tx.try_send(Message::Text(r)).is_err() {
+                            if ctl_tx.try_send(Box::new(Message::Text(r))).is_err() {
                                 return End::Flooded;
                             }
                         }
@@ -441,7 +444,7 @@ impl WsHub {
                             return End::Heartbeat;
                         }
                         // A full queue already holds a ping or replies the client has not read.
-                        let _ = ctl_tx.try_send(Message::Ping(Default::default()));
+                        let _ = ctl_tx.try_send(Box::new(Message::Ping(Default::default())));
                     }
                     _ = closing.wait_for(|c| *c) => return End::Shutdown,
                 }
