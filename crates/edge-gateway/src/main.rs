@@ -8,6 +8,7 @@ mod format;
 mod health;
 mod malloc;
 mod masked;
+mod pages;
 mod reload;
 mod run;
 mod tls;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use gateway_alarms::{AlarmMetrics, AlarmService};
 use gateway_api::{ApiMetrics, AppState, Auth, Devices, LatestCache, Parts, WsHub};
-use gateway_bus::{Bus, BusError, BusMetrics};
+use gateway_bus::{Bus, BusError, BusMetrics, Preset};
 use gateway_connectors::{ConnectorMetrics, Connectors};
 use gateway_drivers::DriverManager;
 use gateway_store::{History, HistoryMetrics, Store};
@@ -95,6 +95,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
+    }
+}
+
+/// The memory preset's last step of start-up (`pages.rs`): the code that
+/// ran only to start leaves memory. A refusal is logged, never fatal.
+fn release_startup_code() {
+    let (_, file_before) = crate::bench::probe::rss_parts();
+    match crate::pages::release_startup_code() {
+        Ok(r) => {
+            let (_, file_after) = crate::bench::probe::rss_parts();
+            tracing::info!(
+                mappings = r.mappings,
+                file_backed_mb_before = file_before as f64 / 1e6,
+                file_backed_mb_after = file_after as f64 / 1e6,
+                "memory_optimized: start-up code paged out; what runs again is read back from the executable."
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "memory_optimized: the kernel kept the start-up code in memory."),
     }
 }
 
@@ -370,6 +388,9 @@ impl Running {
         let server = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }));
+        if cfg.bus.preset == Preset::MemoryOptimized {
+            release_startup_code();
+        }
         Ok(Running {
             bus,
             store,

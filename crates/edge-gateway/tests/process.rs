@@ -150,3 +150,50 @@ fn the_default_config_printed_by_the_binary_checks_clean() {
     let out = run(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+/// `memory_optimized` pages out the executable's code at the end of start-up
+/// (`pages.rs`): the kernel must accept it, and everything that runs after,
+/// polling, REST, a write, a clean stop, must read its code back from the file.
+#[test]
+fn the_memory_preset_pages_out_its_start_up_code_and_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(BIN)
+        .args(["run", "--data-dir"])
+        .arg(&data)
+        .env("GATEWAY__API__BIND", format!("127.0.0.1:{port}"))
+        .env("GATEWAY__BUS__PRESET", "memory_optimized")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while common::http_status(port, "/api/v1/system/health") != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "the gateway exited early: {}", read(&log));
+        assert!(std::time::Instant::now() < deadline, "not healthy within 60 s: {}", read(&log));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = read(&log);
+    assert!(text.contains("start-up code paged out"), "{text}");
+    assert!(text.contains("mappings=") && !text.contains("kept the start-up code"), "{text}");
+
+    let first = wait_value(port, "line1.temperature", |v| v["quality"] == "good");
+    wait_value(port, "line1.temperature", |v| v["ts"] != first["ts"]);
+    let admin = token(&data, "test-admin", "admin");
+    let cmd = json!({"tag": "line1.speed_setpoint", "value": 1234});
+    let (s, v) = http_as(port, Some(&admin), "POST", "/api/v1/commands", Some(&cmd));
+    assert_eq!(s, 200, "{v}");
+    wait_value(port, "line1.speed_setpoint", |v| v["value"] == json!(1234.0));
+
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}: {}", read(&log));
+}
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

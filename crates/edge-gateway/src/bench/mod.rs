@@ -21,7 +21,7 @@ mod html;
 mod http;
 mod keep;
 mod plan;
-mod probe;
+pub(crate) mod probe;
 mod report;
 mod tuning;
 mod ws;
@@ -513,6 +513,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             ("skipped", Some(r.clone()), None)
         } else {
             let timeout = Duration::from_secs_f64(step.estimate_s * 4.0 + 120.0);
+            // The child maps this same executable, and the kernel will not
+            // page out a page two processes map: code this parent touched
+            // would stay in the memory preset's RSS after its start-up
+            // (`pages.rs`). A gateway in a plant is alone on its file; so is
+            // the child once the parent's pages are out.
+            let _ = crate::pages::release_startup_code();
             match child::run::<_, Outcome>(CHILD_FLAG, &step.spec, timeout) {
                 Ok(o) => ("ran", None, Some(o)),
                 Err(e) => ("failed", Some(e.to_string()), None),
