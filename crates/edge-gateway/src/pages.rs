@@ -7,8 +7,7 @@
 //! (what the steady state runs, and the C libraries, which stay). The rest
 //! ran once: parsing the configuration, migrating the database, hashing the
 //! first administrator's password, building the router, starting 200
-//! drivers. Those pages are clean (read from the file,
-//! never written), so `madvise(MADV_PAGEOUT)` on the executable's read-only
+//! drivers. Those pages are clean (read from the file, never written), so `madvise(MADV_PAGEOUT)` on the executable's read-only
 //! mappings costs nothing to keep correct: the kernel drops the pages it
 //! can, and any page touched again is read back from the file on its next
 //! use. Pages another process maps too (a second gateway from the same
@@ -35,12 +34,13 @@ pub struct Released {
 #[allow(unsafe_code)]
 pub fn release_startup_code() -> std::io::Result<Released> {
     use std::os::unix::fs::MetadataExt;
-    // The inode, not the path: after an upgrade replaced the file, the
-    // running executable's mappings name it "(deleted)".
+    // The device and inode, not the path: after an upgrade replaced the
+    // file, the running executable's mappings name it "(deleted)".
     let exe = std::fs::metadata("/proc/self/exe")?;
+    let file = (libc::major(exe.dev()), libc::minor(exe.dev()), exe.ino());
     let maps = std::fs::read_to_string("/proc/self/maps")?;
     let mut released = Released::default();
-    for (start, len) in executable_read_only(&maps, exe.ino()) {
+    for (start, len) in executable_read_only(&maps, file) {
         // SAFETY: the range is a whole mapping of this process, read-only
         // and backed by the executable's file (checked above): MADV_PAGEOUT
         // only drops its clean pages from memory, and the kernel reads them
@@ -63,13 +63,17 @@ pub fn release_startup_code() -> std::io::Result<Released> {
 }
 
 /// The (start, length) of every mapping in `maps` (the format of
-/// `/proc/PID/maps`) that is backed by inode `ino` and not writable.
-fn executable_read_only(maps: &str, ino: u64) -> Vec<(usize, usize)> {
+/// `/proc/PID/maps`) that is backed by `file` (device major, minor, inode)
+/// and not writable.
+fn executable_read_only(maps: &str, file: (u32, u32, u64)) -> Vec<(usize, usize)> {
     maps.lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace();
-            let (range, perms, _offset, _dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
-            if inode.parse::<u64>().ok()? != ino || !perms.starts_with('r') || perms.as_bytes().get(1) != Some(&b'-') {
+            let (range, perms, _offset, dev, inode) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            let here =
+                (u32::from_str_radix(major, 16).ok()?, u32::from_str_radix(minor, 16).ok()?, inode.parse().ok()?);
+            if here != file || !perms.starts_with('r') || perms.as_bytes().get(1) != Some(&b'-') {
                 return None;
             }
             let (a, b) = range.split_once('-')?;
@@ -97,13 +101,14 @@ not a line of maps
 
     #[test]
     fn only_the_executables_read_only_mappings_are_chosen() {
-        let got = executable_read_only(MAPS, 4242);
+        let got = executable_read_only(MAPS, (0xfd, 1, 4242));
         assert_eq!(
             got,
             vec![(0x55d0c0000000, 0x4b6000), (0x55d0c04b6000, 0xb7a000), (0x55d0c1030000, 0x8b000)],
             "the writable data segment, the heap, libc and the guard page stay"
         );
-        assert!(executable_read_only(MAPS, 7).is_empty());
+        assert!(executable_read_only(MAPS, (0xfd, 1, 7)).is_empty());
+        assert!(executable_read_only(MAPS, (0xfe, 1, 4242)).is_empty(), "the same inode on another device");
     }
 
     #[test]
@@ -116,7 +121,7 @@ not a line of maps
         // The code and constants paged out are read back on use: the same
         // work gives the same answer, and a second call finds the same
         // mappings.
-        assert_eq!(executable_read_only(MAPS, 4242).len(), 3);
+        assert_eq!(executable_read_only(MAPS, (0xfd, 1, 4242)).len(), 3);
         assert_eq!(release_startup_code().expect("twice is fine").mappings, r.mappings);
     }
 }

@@ -8,38 +8,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{BIN, http, http_as, token};
+use common::{BIN, http, http_as, start_logged, stop_logged as stop, token};
 use gateway_bench::{free_port, wait_until_blocking};
 use serde_json::json;
-
-/// Runs the gateway with its stderr in a file, until healthy.
-fn start_logged(data: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--data-dir"])
-        .arg(data)
-        .env("GATEWAY__API__BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    wait_until_blocking(60, "the gateway to become healthy", || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the gateway exited early: {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/api/v1/system/health", None).0 == 200
-    });
-    child
-}
-
-fn stop(mut child: std::process::Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
-}
 
 fn field<'a>(log: &'a str, name: &str) -> Option<&'a str> {
     log.lines().find_map(|l| l.trim().strip_prefix(name)).map(str::trim)

@@ -9,7 +9,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Gateway, http, http_as, run, token, wait_value};
+use common::{BIN, Gateway, http, http_as, run, start_logged, stop_logged, token, wait_value};
 use futures_util::{SinkExt, StreamExt};
 use gateway_bench::free_port;
 use serde_json::{Value, json};
@@ -160,23 +160,8 @@ fn the_memory_preset_pages_out_its_start_up_code_and_keeps_working() {
     let data = dir.path().join("data");
     let port = free_port();
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(BIN)
-        .args(["run", "--data-dir"])
-        .arg(&data)
-        .env("GATEWAY__API__BIND", format!("127.0.0.1:{port}"))
-        .env("GATEWAY__BUS__PRESET", "memory_optimized")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while common::http_status(port, "/api/v1/system/health") != Some(200) {
-        assert!(child.try_wait().unwrap().is_none(), "the gateway exited early: {}", read(&log));
-        assert!(std::time::Instant::now() < deadline, "not healthy within 60 s: {}", read(&log));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let text = read(&log);
+    let child = start_logged(&data, port, &log, &[("GATEWAY__BUS__PRESET", "memory_optimized")]);
+    let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("start-up code paged out"), "{text}");
     assert!(text.contains("mappings=") && !text.contains("kept the start-up code"), "{text}");
 
@@ -187,13 +172,5 @@ fn the_memory_preset_pages_out_its_start_up_code_and_keeps_working() {
     let (s, v) = http_as(port, Some(&admin), "POST", "/api/v1/commands", Some(&cmd));
     assert_eq!(s, 200, "{v}");
     wait_value(port, "line1.speed_setpoint", |v| v["value"] == json!(1234.0));
-
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit {status}: {}", read(&log));
-}
-
-fn read(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    stop_logged(child);
 }

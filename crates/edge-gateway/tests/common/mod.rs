@@ -225,3 +225,32 @@ pub fn check_counter(seen: &Seen, tag: &str) -> usize {
     }
     v.len()
 }
+
+/// Runs the gateway with its stderr in a file, until healthy.
+pub fn start_logged(data: &Path, port: u16, log: &Path, env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--data-dir"])
+        .arg(data)
+        .env("GATEWAY__API__BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_until_blocking(60, "the gateway to become healthy", || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the gateway exited early: {status}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/api/v1/system/health", None).0 == 200
+    });
+    child
+}
+
+/// SIGTERM, then the exit status must be 0.
+pub fn stop_logged(mut child: std::process::Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
