@@ -14,8 +14,8 @@
 //! file) stay where they are.
 //!
 //! It is done once, at the end of start-up, for the memory preset alone: a
-//! page of code read back from disk is a fault of a few tens of
-//! microseconds the other presets need not pay on their first request.
+//! page of code read back from disk is a fault the other presets need not
+//! pay when a path they ran at start runs again.
 //! Nothing else is released: the writable mappings and the heap hold state,
 //! and shared libraries belong to every process that uses them.
 
