@@ -385,12 +385,13 @@ impl Running {
         });
         let server = gateway_api::Server::new(listener, state).map_err(|e| e.under("api"))?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(server.run(async move {
-            let _ = stop_rx.await;
-        }));
+        // Before the API answers: once it is healthy, start-up is over.
         if cfg.bus.preset == Preset::MemoryOptimized {
             release_startup_code();
         }
+        let server = tokio::spawn(server.run(async move {
+            let _ = stop_rx.await;
+        }));
         Ok(Running {
             bus,
             store,
