@@ -149,8 +149,9 @@ pub async fn reload(State(s): State<AppState>, Extension(who): Extension<Princip
 /// `GET /api/v1/system/config` (admin): the configuration as loaded (after
 /// the last reload), every secret shown as `***`; 503 `config_unavailable`
 /// when the binary gave none.
-pub async fn loaded_config(State(s): State<AppState>) -> ApiResult<Json<JsonValue>> {
-    s.loaded().get().map(Json).ok_or_else(|| {
+pub async fn loaded_config(State(s): State<AppState>) -> ApiResult<Response> {
+    let json = HeaderValue::from_static("application/json");
+    s.loaded().text().map(|t| ([(header::CONTENT_TYPE, json)], t.to_string()).into_response()).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "config_unavailable",
