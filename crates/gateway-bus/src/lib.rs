@@ -41,4 +41,4 @@ pub use error::{BusError, TryPublishError};
 pub use gateway_wal::{CursorStart, SeqRange};
 pub use metrics::{BusMetrics, FlushTally, FlushWindow};
 pub use shutdown::{Shutdown, ShutdownSwitch};
-pub use subscriber::{Delivery, Filter, SubscribeOptions, Subscriber};
+pub use subscriber::{Delivery, Filter, READER_IDLE, SubscribeOptions, Subscriber};

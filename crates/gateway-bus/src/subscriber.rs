@@ -219,7 +219,17 @@ struct WalSide {
     cursor: Option<Cursor>,
     reader: Option<Reader>,
     decoder: Decoder,
+    /// When `reader` last read: it and the decoder are let go once the
+    /// subscriber has been back on the ring for [`READER_IDLE`].
+    last_read: Option<std::time::Instant>,
 }
+
+/// How long a subscriber back on the ring keeps what it used to catch up
+/// from the WAL. The reader's buffer and the decoder's interned names (one
+/// per tag: about 1.1 MB at 10,000 tags) would otherwise stay for the life
+/// of the process after every outage. A subscriber at the ring's edge, in
+/// and out of the WAL, keeps them: it reads again well within this.
+pub const READER_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Receives batches from the bus. Dropping it unsubscribes.
 pub struct Subscriber {
@@ -280,7 +290,7 @@ impl Bus {
                     e => e.into(),
                 })?;
                 let pos = cursor.position();
-                (pos, Some(WalSide { cursor: Some(cursor), reader: None, decoder: Decoder::new() }))
+                (pos, Some(WalSide { cursor: Some(cursor), reader: None, decoder: Decoder::new(), last_read: None }))
             }
             _ => (if opts.start == CursorStart::Oldest { r.front } else { r.head }, None),
         };
@@ -332,6 +342,12 @@ impl Subscriber {
         let pos = self.position();
         let skipped = self.bus.inner.wal.as_ref().map_or(0, |w| w.skipped_after(pos));
         self.bus.head_seq().saturating_sub(pos).saturating_sub(skipped)
+    }
+
+    /// Whether it holds a reader of the WAL: from its first catch-up until
+    /// it has been back on the ring for [`READER_IDLE`].
+    pub fn reads_wal(&self) -> bool {
+        self.wal.as_ref().is_some_and(|w| w.reader.is_some())
     }
 
     /// Frames it lost since it subscribed: skipped while too far behind
@@ -458,6 +474,15 @@ impl Subscriber {
     }
 
     fn fill(&mut self) -> Result<Fill, BusError> {
+        if let Some(side) = &mut self.wal
+            && side.last_read.is_some_and(|t| t.elapsed() >= READER_IDLE)
+        {
+            // Back on the ring for a while: a later catch-up opens a new
+            // reader where it needs one, as after a rewind.
+            side.reader = None;
+            side.decoder = Decoder::new();
+            side.last_read = None;
+        }
         let inner = self.bus.inner.clone();
         // A durable subscriber in WAL mode is given only durable frames: what it
         // forwards is then always what the gateway itself would find after a
@@ -538,6 +563,7 @@ impl Subscriber {
         let inner = self.bus.inner.clone();
         let wal = inner.wal.as_ref().expect("WAL-backed subscriber in WAL mode");
         let side = self.wal.as_mut().expect("WAL-backed subscriber has a WAL side");
+        side.last_read = Some(std::time::Instant::now());
         let reader = side.reader.get_or_insert_with(|| wal.reader(self.pos));
         if reader.position() != self.pos {
             reader.seek(self.pos);

@@ -157,6 +157,41 @@ async fn a_durable_subscriber_catches_up_from_the_wal_after_the_ring_wrapped() {
 }
 
 #[tokio::test]
+async fn a_subscriber_back_on_the_ring_lets_its_wal_reader_go_and_can_catch_up_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(wal(dir.path(), 10), Default::default()).unwrap();
+    let mut sub = bus.subscribe(SubscribeOptions::durable("uplink")).unwrap();
+    let mut expected = Vec::new();
+    let publish = async |from: i64, batches: i64, expected: &mut Vec<(u64, i64)>| {
+        for i in from..from + batches {
+            let r = bus.publish(batch("line1.speed", i * 7, 7)).await.unwrap();
+            expected.extend((0..7).map(|j| (r.start + j as u64, i * 7 + j)));
+        }
+        bus.stats().head_seq
+    };
+    // Behind the wrapped ring: it catches up from the WAL.
+    let head = publish(0, 2000, &mut expected).await;
+    let mut got = drain(&mut sub, head).await;
+    assert!(sub.reads_wal());
+    // Back on the ring, it keeps the reader for a while ...
+    let head = publish(2000, 1, &mut expected).await;
+    got.extend(drain(&mut sub, head).await);
+    assert!(sub.reads_wal(), "let go at once: a subscriber at the ring's edge would reopen it at every batch");
+    // ... and lets it go once it has not needed it for READER_IDLE.
+    tokio::time::sleep(gateway_bus::READER_IDLE + Duration::from_millis(100)).await;
+    let head = publish(2001, 1, &mut expected).await;
+    got.extend(drain(&mut sub, head).await);
+    assert!(!sub.reads_wal(), "the reader and its decoder were kept");
+    // Behind again: a new reader, nothing lost, nothing twice.
+    let head = publish(2002, 2000, &mut expected).await;
+    got.extend(drain(&mut sub, head).await);
+    assert!(sub.reads_wal());
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "out of order or wrong values");
+    assert_eq!(sub.drops(), 0);
+}
+
+#[tokio::test]
 async fn a_durable_subscriber_resumes_after_restart_from_its_last_ack() {
     let dir = tempfile::tempdir().unwrap();
     {
