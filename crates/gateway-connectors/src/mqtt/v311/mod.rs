@@ -45,6 +45,15 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read per `read` at least; a larger packet grows the buffer.
 const READ_CHUNK: usize = 8 * 1024;
+/// Encoded bytes waiting for the socket, at most, before more queued
+/// requests are encoded (one packet may pass it). Replaying a backlog
+/// queues a whole window of messages at once: encoded in one go they grew
+/// the write buffer to 28 MB, kept for the life of the connection. A write
+/// of this size is still many packets per system call.
+const WRITE_AHEAD: usize = 256 * 1024;
+/// An empty write buffer larger than this (the unconfirmed messages sent
+/// again after a reconnect, all at once) is given back.
+const WRITE_KEEP: usize = 4 * WRITE_AHEAD;
 
 /// A request from the connector.
 pub(super) enum Request {
@@ -341,7 +350,11 @@ impl Client {
         }
         self.outbox.take_all(&mut self.requests);
         let max = self.settings.max_packet;
-        while let Some(r) = self.requests.pop_front() {
+        // The rest waits in `requests`, in order: the buffer is not empty,
+        // so the next turn writes and then encodes more.
+        while conn.wbuf.len() < WRITE_AHEAD
+            && let Some(r) = self.requests.pop_front()
+        {
             match r {
                 Request::Publish(mut p) => {
                     let qos0 = if p.qos == QoS::AtMostOnce {
@@ -437,6 +450,9 @@ impl Client {
                 conn.stalled_since = None;
                 report_written(&mut self.marks, &mut self.refused, &mut self.events, conn.written);
                 if conn.wbuf.is_empty() {
+                    if conn.wbuf.capacity() > WRITE_KEEP {
+                        conn.wbuf = BytesMut::with_capacity(READ_CHUNK);
+                    }
                     tokio::time::timeout(stall_timeout, conn.wr.flush())
                         .await
                         .map_err(|_| "the broker stopped reading".to_string())?
