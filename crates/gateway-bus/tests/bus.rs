@@ -177,13 +177,20 @@ async fn a_subscriber_back_on_the_ring_lets_its_wal_reader_go_and_can_catch_up_a
     let head = publish(2000, 1, &mut expected).await;
     got.extend(drain(&mut sub, head).await);
     assert!(sub.reads_wal(), "let go at once: a subscriber at the ring's edge would reopen it at every batch");
-    // ... and lets it go once it has not needed it for READER_IDLE.
-    tokio::time::sleep(gateway_bus::READER_IDLE + Duration::from_millis(100)).await;
-    let head = publish(2001, 1, &mut expected).await;
-    got.extend(drain(&mut sub, head).await);
+    // ... and lets it go once it has not needed it for READER_IDLE: live
+    // batches keep coming (each a turn of the subscriber) until it has, or
+    // well past that.
+    let deadline = std::time::Instant::now() + 4 * gateway_bus::READER_IDLE;
+    let mut next = 2001;
+    while sub.reads_wal() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let head = publish(next, 1, &mut expected).await;
+        got.extend(drain(&mut sub, head).await);
+        next += 1;
+    }
     assert!(!sub.reads_wal(), "the reader and its decoder were kept");
     // Behind again: a new reader, nothing lost, nothing twice.
-    let head = publish(2002, 2000, &mut expected).await;
+    let head = publish(next, 2000, &mut expected).await;
     got.extend(drain(&mut sub, head).await);
     assert!(sub.reads_wal());
     assert_eq!(got.len(), expected.len());
