@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a Debian package of edge-gateway with dpkg-deb (no cargo-deb needed):
-#   /usr/bin/edge-gateway                      the binary, stripped
+#   /usr/bin/edge-gateway                      the binary, without debug information
 #   /lib/systemd/system/edge-gateway.service   the hardened unit (deploy/)
 #   /etc/edge-gateway/gateway.toml             the default configuration (a conffile:
 #                                              an upgrade never overwrites local edits)

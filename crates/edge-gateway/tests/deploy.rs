@@ -216,3 +216,25 @@ fn the_systemd_unit_verifies_and_the_deb_holds_the_binary_the_unit_and_the_kit()
     let conffiles = Command::new("dpkg-deb").args(["--ctrl-tarfile", &deb]).output().unwrap();
     assert!(!conffiles.stdout.is_empty());
 }
+
+/// `deploy/hot-code.order` (the lean build's code layout, `build.rs`): what
+/// the linker reads is one symbol per line, each once, and the list holds
+/// the steady state's core (a list left empty or written from the wrong
+/// process would lay out nothing, silently).
+#[test]
+fn the_hot_code_order_names_the_steady_state_once_per_line() {
+    let text = std::fs::read_to_string(repo().join("deploy/hot-code.order")).expect("deploy/hot-code.order");
+    let names: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(names.len() >= 200, "only {} functions", names.len());
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "a name appears twice");
+    for n in &names {
+        assert!(!n.is_empty() && !n.contains(char::is_whitespace) && !n.contains('#'), "not a symbol: {n:?}");
+    }
+    // Publishing on the bus, the WAL's flusher, the simulator's poll: the
+    // memory job's steady state; the load generators' code is not there.
+    for needle in ["try_publish", "7Flusher3run", "15gateway_drivers3sim3run"] {
+        assert!(names.iter().any(|n| n.contains(needle)), "nothing matching {needle}");
+    }
+    assert!(!names.iter().any(|n| n.contains("gateway_bench5north10farm_entry")), "the Modbus servers' code is listed");
+}
