@@ -389,8 +389,9 @@ impl Running {
         if cfg.bus.preset == Preset::MemoryOptimized {
             release_startup_code();
         }
-        // Runs until the runtime ends; it holds nothing that needs a stop.
+        // Run until the runtime ends; they hold nothing that needs a stop.
         drop(crate::malloc::spawn_trimmer(cfg.bus.preset));
+        drop(crate::pages::spawn_releaser(cfg.bus.preset));
         let server = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
         }));
