@@ -80,6 +80,11 @@ pub enum ChildError {
 /// Use it directly for a child the caller talks to while it runs; otherwise [`run`].
 pub fn command<S: Serialize>(flag: &str, job: &S) -> Result<Command, ChildError> {
     let exe = std::env::current_exe().map_err(ChildError::Executable)?;
+    command_at(&exe, flag, job)
+}
+
+/// [`command`] with another executable (a copy of this one, say).
+pub fn command_at<S: Serialize>(exe: &std::path::Path, flag: &str, job: &S) -> Result<Command, ChildError> {
     let json = serde_json::to_string(job).map_err(ChildError::Encode)?;
     let mut cmd = Command::new(exe);
     cmd.arg(flag).arg(json);

@@ -513,13 +513,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode, String> {
             ("skipped", Some(r.clone()), None)
         } else {
             let timeout = Duration::from_secs_f64(step.estimate_s * 4.0 + 120.0);
-            // The child maps this same executable, and the kernel will not
-            // page out a page two processes map: code this parent touched
-            // would stay in the memory preset's RSS after its start-up
-            // (`pages.rs`). A gateway in a plant is alone on its file; so is
-            // the child once the parent's pages are out.
-            let _ = crate::pages::release_startup_code();
-            match child::run::<_, Outcome>(CHILD_FLAG, &step.spec, timeout) {
+            match run_child(&step.spec, timeout) {
                 Ok(o) => ("ran", None, Some(o)),
                 Err(e) => ("failed", Some(e.to_string()), None),
             }
@@ -607,4 +601,20 @@ pub fn plan_prefixes(spec: &Spec) -> Vec<String> {
         Spec::Alarms(a) => vec![a.key() + "."],
         Spec::Tuning(t) => vec![t.key() + "."],
     }
+}
+
+/// Runs one scenario in a child process. A resources scenario's child runs
+/// from its own copy of this executable: the kernel does not page out a
+/// page two processes map (`pages.rs`), so code this parent runs would stay
+/// in the memory preset's RSS, and a gateway in a plant is alone on its file.
+fn run_child(spec: &Spec, timeout: Duration) -> Result<Outcome, String> {
+    if !matches!(spec, Spec::Resources(_)) {
+        return child::run::<_, Outcome>(CHILD_FLAG, spec, timeout).map_err(|e| e.to_string());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let copy = dir.path().join("edge-gateway");
+    std::fs::copy(&exe, &copy).map_err(|e| format!("copying {} for the child: {e}", exe.display()))?;
+    let cmd = child::command_at(&copy, CHILD_FLAG, spec).map_err(|e| e.to_string())?;
+    child::wait_for_report::<Outcome>(cmd, timeout).map_err(|e| e.to_string())
 }

@@ -79,12 +79,20 @@ pub(super) fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
                 devices: 200,
                 tags: 50,
                 poll_ms: 100,
-                warmup_s: if s.quick { 0.6 } else { (w * 2.0).max(1.0) },
+                warmup_s: if s.quick {
+                    0.6
+                } else if preset == Preset::MemoryOptimized {
+                    // Measured once the preset has settled: it releases its
+                    // code pages again after start-up (pages.rs).
+                    (w * 2.0).max(crate::pages::SETTLE.as_secs_f64() + 3.0)
+                } else {
+                    (w * 2.0).max(1.0)
+                },
                 seconds: d,
             }),
             // No budget line reads low_latency's memory; --quick leaves it out.
             skip: (s.quick && preset == Preset::LowLatency).then(|| "left out by --quick (no budget line)".to_string()),
-            estimate_s: d + 2.0 * w + 2.0,
+            estimate_s: d + 2.0 * w + 2.0 + if preset == Preset::MemoryOptimized { 15.0 } else { 0.0 },
         });
     }
     let step_rates: Vec<f64> = if s.quick {
