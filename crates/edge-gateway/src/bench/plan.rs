@@ -92,7 +92,10 @@ pub(super) fn plan(s: &Settings, p99_limit_us: f64) -> Vec<Step> {
             }),
             // No budget line reads low_latency's memory; --quick leaves it out.
             skip: (s.quick && preset == Preset::LowLatency).then(|| "left out by --quick (no budget line)".to_string()),
-            estimate_s: d + 2.0 * w + 2.0 + if preset == Preset::MemoryOptimized { 15.0 } else { 0.0 },
+            estimate_s: d
+                + 2.0 * w
+                + 2.0
+                + if preset == Preset::MemoryOptimized { crate::pages::SETTLE.as_secs_f64() } else { 0.0 },
         });
     }
     let step_rates: Vec<f64> = if s.quick {
