@@ -24,7 +24,8 @@ pub(crate) enum SubKind {
     Lossy { max_lag: u64 },
     /// Durable in memory mode: holds the ring (publishers pause for it).
     Holder,
-    /// Durable in WAL mode: holds at most `hold_bound` frames, reads older ones from the WAL.
+    /// Durable in WAL mode: holds at most `hold_bound` frames behind what is
+    /// durable, reads older ones from the WAL.
     WalBacked,
 }
 
@@ -450,7 +451,7 @@ impl Subscriber {
             return Ok(());
         };
         let target = match (self.only_durable, &self.bus.inner.wal) {
-            (false, Some(w)) => self.acked.min(w.progress().borrow().durable),
+            (false, Some(w)) => self.acked.min(w.durable()),
             _ => self.acked,
         };
         if target > self.committed {
@@ -488,7 +489,7 @@ impl Subscriber {
         // forwards is then always what the gateway itself would find after a
         // crash, and no sequence number it saw can be reused by a restart.
         let durable = match (self.only_durable, &inner.wal) {
-            (true, Some(w)) => w.progress().borrow().durable,
+            (true, Some(w)) => w.durable(),
             _ => u64::MAX,
         };
         if self.st.kind == SubKind::WalBacked
@@ -564,11 +565,17 @@ impl Subscriber {
         let wal = inner.wal.as_ref().expect("WAL-backed subscriber in WAL mode");
         let side = self.wal.as_mut().expect("WAL-backed subscriber has a WAL side");
         side.last_read = Some(std::time::Instant::now());
-        let reader = side.reader.get_or_insert_with(|| wal.reader(self.pos));
+        let (name, pos) = (&self.st.name, self.pos);
+        let reader = side.reader.get_or_insert_with(|| {
+            // Behind the ring: worth knowing when a subscriber keeps falling
+            // back to the disk (each time costs a reader and a decoder).
+            tracing::debug!(subscriber = %name, position = pos, "Reading from the WAL: behind the ring.");
+            wal.reader(pos)
+        });
         if reader.position() != self.pos {
             reader.seek(self.pos);
         }
-        let durable = wal.progress().borrow().durable;
+        let durable = wal.durable();
         let mut filled = 0;
         let mut dropped = 0;
         while filled < FILL {

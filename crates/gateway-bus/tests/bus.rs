@@ -157,6 +157,37 @@ async fn a_durable_subscriber_catches_up_from_the_wal_after_the_ring_wrapped() {
 }
 
 #[tokio::test]
+async fn a_durable_subscriber_is_held_by_what_is_durable_not_by_the_head() {
+    // The bound (1,000 frames) counts behind the durable point: frames
+    // still waiting for their group commit do not push a subscriber off the
+    // ring, whose only way back would be to read and decode them from disk.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BusSettings { wal_flush_ms: 60_000, async_write_queue_size: 1000, ..wal(dir.path(), 12) };
+    let bus = Bus::open(cfg, Default::default()).unwrap();
+    let mut sub = bus.subscribe(SubscribeOptions::durable("uplink")).unwrap();
+    let mut expected = Vec::new();
+    let mut publish = async |from: i64| {
+        // 800 frames: below the write queue's threshold, so no early commit.
+        for i in from..from + 8 {
+            let r = bus.publish(batch("line1.speed", i * 100, 100)).await.unwrap();
+            expected.extend((0..100).map(|j| (r.start + j as u64, i * 100 + j)));
+        }
+    };
+    publish(0).await;
+    bus.wal().unwrap().flush().await.unwrap();
+    publish(8).await;
+    // 1,600 frames ahead of the subscriber, 800 of them durable.
+    let s = bus.stats();
+    assert_eq!(s.ring_frames, 1600, "the ring let go of frames the subscriber has not read: {s:?}");
+    let mut got = drain(&mut sub, 800).await;
+    bus.wal().unwrap().flush().await.unwrap();
+    got.extend(drain(&mut sub, 1600).await);
+    assert!(!sub.reads_wal(), "read from the WAL what the ring could have held");
+    assert!(got == expected, "out of order or wrong values");
+    assert_eq!(sub.drops(), 0);
+}
+
+#[tokio::test]
 async fn a_subscriber_back_on_the_ring_lets_its_wal_reader_go_and_can_catch_up_again() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::open(wal(dir.path(), 10), Default::default()).unwrap();

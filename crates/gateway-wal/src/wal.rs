@@ -431,6 +431,18 @@ impl Wal {
             .then(|| Duration::from_micros(self.shared.interval_us.load(Ordering::Relaxed)))
     }
 
+    /// Sequence numbers below this are durable: what [`Wal::progress`]
+    /// reports, read without subscribing (a read lock, no allocation), for
+    /// callers on the publish path.
+    pub fn durable(&self) -> u64 {
+        self.shared.progress.borrow().durable
+    }
+
+    /// Sequence numbers below this are written to the files (the same way).
+    pub fn written(&self) -> u64 {
+        self.shared.progress.borrow().written
+    }
+
     /// Watches the flusher's progress (written and durable positions).
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.shared.progress.subscribe()
