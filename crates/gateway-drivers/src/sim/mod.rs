@@ -141,7 +141,12 @@ impl SimTagConfig {
 
     /// The bounds of a random walk: `min..=max`, by default `offset ± amplitude`.
     fn walk_bounds(&self) -> (f64, f64) {
-        (self.min.unwrap_or(self.offset - self.amplitude), self.max.unwrap_or(self.offset + self.amplitude))
+        self.walk_bounds_at(self.offset)
+    }
+
+    /// The same around another level (a tag's own `offset`).
+    fn walk_bounds_at(&self, offset: f64) -> (f64, f64) {
+        (self.min.unwrap_or(offset - self.amplitude), self.max.unwrap_or(offset + self.amplitude))
     }
 
     fn data_type(&self) -> SimType {
@@ -248,15 +253,20 @@ fn validate_tag(s: &SimTagConfig) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A tag as the driver runs it. The configuration is shared (`p`): the
+/// tags a device generates differ only in their level and period, so they
+/// share one copy, and each keeps just those two, its state and its name.
+/// 64 bytes a tag instead of 136: 0.7 MB less at 10,000 generated tags.
 struct SimTag {
     id: TagId,
-    p: SimTagConfig,
-    kind: SimType,
-    writable: bool,
-    /// Current level: the random walk's position, or the counter.
+    p: Arc<SimTagConfig>,
+    /// The level, `p.offset` until a write moves it.
+    offset: f64,
+    period_ms: u64,
     state: f64,
     counter: i64,
-    /// A boolean written by a command, which overrides the signal.
+    kind: SimType,
+    writable: bool,
     forced: Option<bool>,
 }
 
@@ -274,24 +284,30 @@ impl Rng {
 
 impl SimTag {
     fn new(id: TagId, p: SimTagConfig, writable: bool) -> Self {
+        let (offset, period_ms) = (p.offset, p.period_ms);
+        Self::shared(id, Arc::new(p), offset, period_ms, writable)
+    }
+
+    /// A tag of configuration `p` at its own level and period.
+    fn shared(id: TagId, p: Arc<SimTagConfig>, offset: f64, period_ms: u64, writable: bool) -> Self {
         let kind = p.data_type();
-        SimTag { id, kind, writable, state: p.offset, counter: p.offset.round() as i64, forced: None, p }
+        SimTag { id, kind, writable, offset, period_ms, state: offset, counter: offset.round() as i64, forced: None, p }
     }
 
     fn sample(&mut self, t_ns: u64, rng: &mut Rng) -> Value {
         if let Some(b) = self.forced {
             return Value::Bool(b);
         }
-        let p = &self.p;
-        let phase = (t_ns / 1_000_000 % p.period_ms) as f64 / p.period_ms as f64;
+        let (p, offset) = (&*self.p, self.offset);
+        let phase = (t_ns / 1_000_000 % self.period_ms) as f64 / self.period_ms as f64;
         let v = match p.signal {
-            Signal::Sine => p.offset + p.amplitude * (std::f64::consts::TAU * phase).sin(),
-            Signal::Ramp => p.offset + p.amplitude * phase,
-            Signal::Square => p.offset + if phase < p.duty { p.amplitude } else { 0.0 },
-            Signal::Constant => p.offset,
+            Signal::Sine => offset + p.amplitude * (std::f64::consts::TAU * phase).sin(),
+            Signal::Ramp => offset + p.amplitude * phase,
+            Signal::Square => offset + if phase < p.duty { p.amplitude } else { 0.0 },
+            Signal::Constant => offset,
             Signal::RandomWalk => {
                 let step = p.step.unwrap_or(p.amplitude / 20.0);
-                let (lo, hi) = p.walk_bounds();
+                let (lo, hi) = p.walk_bounds_at(offset);
                 self.state = (self.state + step * (2.0 * rng.next_f64() - 1.0)).clamp(lo, hi);
                 self.state
             }
@@ -309,7 +325,7 @@ impl SimTag {
             SimType::F64 => Value::F64(v),
             SimType::I64 => Value::I64(v.round() as i64),
             SimType::U64 => Value::U64(v.round().max(0.0) as u64),
-            SimType::Bool => Value::Bool(v > self.p.offset + self.p.amplitude / 2.0),
+            SimType::Bool => Value::Bool(v > self.offset + self.p.amplitude / 2.0),
         }
     }
 
@@ -344,7 +360,7 @@ impl SimTag {
                     return Ok(self.convert_int(self.counter));
                 }
                 Signal::RandomWalk => self.state = x,
-                _ => self.p.offset = x,
+                _ => self.offset = x,
             }
             return Ok(Value::F64(x));
         }
@@ -369,7 +385,7 @@ impl SimTag {
         if self.p.signal == Signal::RandomWalk {
             self.state = x;
         } else {
-            self.p.offset = x;
+            self.offset = x;
         }
         Ok(self.convert(x))
     }
@@ -416,13 +432,12 @@ fn build_tags(dev: &DeviceConfig, p: &SimConfig) -> Vec<SimTag> {
         // Exactly: growing by doubling left a fifth of every device's tag
         // vector unused (0.4 MB for the bench's 10,000 tags).
         tags.reserve_exact(g.count as usize);
+        let shared = Arc::new(SimTagConfig::new(g.signal));
         for i in 0..g.count {
             if let Ok(id) = TagId::from_parts(&dev.name, &format!("{}{i}", g.prefix)) {
-                let mut sp = SimTagConfig::new(g.signal);
                 // Spread the phases so generated tags do not move in lockstep.
-                sp.period_ms = 5_000 + u64::from(i % 97) * 137;
-                sp.offset = f64::from(i % 100);
-                tags.push(SimTag::new(id, sp, false));
+                let period_ms = 5_000 + u64::from(i % 97) * 137;
+                tags.push(SimTag::shared(id, shared.clone(), f64::from(i % 100), period_ms, false));
             }
         }
     }
@@ -615,6 +630,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn generated_tags_share_one_configuration_and_keep_their_own_level() {
+        let dev = DeviceConfig::from_json(serde_json::json!({
+            "name": "d", "driver": "sim", "generate": {"count": 3, "signal": "sine"},
+            "tags": [{"name": "w", "signal": "constant", "offset": 7.0}]
+        }))
+        .unwrap();
+        let p: SimConfig =
+            serde_json::from_value(serde_json::json!({"generate": {"count": 3, "signal": "sine"}})).unwrap();
+        let tags = build_tags(&dev, &p);
+        assert_eq!(tags.len(), 4);
+        let generated = &tags[1..];
+        assert!(generated.iter().all(|t| Arc::ptr_eq(&t.p, &generated[0].p)), "one configuration per device");
+        assert!(!Arc::ptr_eq(&tags[0].p, &generated[0].p));
+        assert_eq!(generated.iter().map(|t| t.offset).collect::<Vec<_>>(), [0.0, 1.0, 2.0]);
+        assert_eq!(generated.iter().map(|t| t.period_ms).collect::<Vec<_>>(), [5_000, 5_137, 5_274]);
+        assert_eq!((tags[0].offset, tags[0].period_ms), (7.0, 10_000));
+        // The tag table is most of the simulator's memory at 10,000 tags.
+        assert!(std::mem::size_of::<SimTag>() <= 64, "{} bytes a tag", std::mem::size_of::<SimTag>());
+    }
+
     fn typed(signal: Signal, kind: SimType) -> SimTag {
         let mut p = SimTagConfig::new(signal);
         p.data_type = Some(kind);
@@ -640,10 +676,10 @@ mod tests {
             (typed(Signal::Constant, SimType::I64), Value::from("7")),
         ];
         for (mut tag, v) in refused {
-            let before = (tag.p.offset, tag.counter);
+            let before = (tag.offset, tag.counter);
             let r = tag.write(&v);
             assert!(r.is_err(), "{:?} tag, {:?} signal accepted {v:?} as {r:?}", tag.kind, tag.p.signal);
-            assert_eq!((tag.p.offset, tag.counter), before, "a refused write changed the tag");
+            assert_eq!((tag.offset, tag.counter), before, "a refused write changed the tag");
         }
     }
 
