@@ -102,14 +102,15 @@ async fn shutdown_signal() {
 /// ran only to start leaves memory. A refusal is logged, never fatal.
 fn release_startup_code() {
     let (_, file_before) = crate::bench::probe::rss_parts();
-    match crate::pages::release_startup_code() {
+    match crate::pages::release_code() {
         Ok(r) => {
             let (_, file_after) = crate::bench::probe::rss_parts();
             tracing::info!(
                 mappings = r.mappings,
+                library_mappings = r.libraries,
                 file_backed_mb_before = file_before as f64 / 1e6,
                 file_backed_mb_after = file_after as f64 / 1e6,
-                "memory_optimized: start-up code paged out; what runs again is read back from the executable."
+                "memory_optimized: start-up code paged out; what runs again is read back from the executable (the C libraries' from memory)."
             );
         }
         Err(e) => tracing::warn!(error = %e, "memory_optimized: the kernel kept the start-up code in memory."),

@@ -191,7 +191,7 @@ pub fn resources(spec: &ResourcesSpec) -> Result<Outcome, String> {
             // code no gateway runs, which would stay until its next
             // release, ten minutes on. They go now, as they would then.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = crate::pages::release_startup_code();
+            let _ = crate::pages::release_code();
         }
         let reset = probe::reset_peak_rss();
         let (cpu0, n0, t0) = (probe::cpu_seconds(), acked.load(Ordering::Relaxed), Instant::now());
