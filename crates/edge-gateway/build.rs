@@ -15,6 +15,11 @@
 //! not (the code changed since the list was made) is skipped silently: the
 //! function lands where it would have anyway. `EDGE_GATEWAY_CODE_ORDER=off`
 //! turns it off.
+//!
+//! The names are v0 symbol names (`.cargo/config.toml`): legacy names end in
+//! a hash of their crate's code, so every edit renamed part of the list. A
+//! build without v0 names (a `RUSTFLAGS` of its own replaces the config's)
+//! would match little of it; it is then not applied, with a warning.
 
 use std::path::Path;
 
@@ -33,7 +38,15 @@ fn main() {
         && var("CARGO_CFG_TARGET_OS") == "linux"
         && var("CARGO_CFG_TARGET_ENV") == "gnu"
         && var("EDGE_GATEWAY_CODE_ORDER") != "off";
-    if wanted && order.is_file() {
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let v0 = var("CARGO_ENCODED_RUSTFLAGS").split('\x1f').any(|f| f.ends_with("symbol-mangling-version=v0"));
+    if wanted && !v0 {
+        println!(
+            "cargo:warning=deploy/hot-code.order not applied: it names v0 symbols, and this build's rustflags \
+             lack -C symbol-mangling-version=v0 (a RUSTFLAGS variable replaces .cargo/config.toml's)"
+        );
+    }
+    if wanted && v0 && order.is_file() {
         let order = order.canonicalize().unwrap_or(order);
         println!("cargo:rustc-link-arg-bin=edge-gateway=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bin=edge-gateway=-Wl,--no-warn-symbol-ordering");
