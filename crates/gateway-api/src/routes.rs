@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -519,21 +518,44 @@ pub async fn openapi() -> Response {
 /// few hundred bytes; a larger message is read in more than one piece (the
 /// buffer grows for it, up to [`WS_MAX_MESSAGE`]), so every idle connection
 /// need not hold 4 KiB for the rare one.
-const WS_READ_BUFFER: usize = 1024;
+pub(crate) const WS_READ_BUFFER: usize = 1024;
 /// Largest message a WebSocket client may send (a subscription with
 /// hundreds of patterns still fits).
 pub const WS_MAX_MESSAGE: usize = 64 * 1024;
 
-/// `GET /ws`: upgrades, or 503 at `ws_max_connections`.
-pub async fn ws(
-    State(s): State<AppState>,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let upgrade = match upgrade {
-        // A browser that offered subprotocols (the web UI: `egw` and `bearer.TOKEN`) fails
-        // the handshake unless one is selected; `egw` is, so the token is never echoed.
-        Ok(u) => u.protocols(["egw"]),
-        Err(e) => return ApiError::bad_request("not_websocket", e.body_text()).into_response(),
+/// `GET /ws`: upgrades (RFC 6455 §4.2), or 503 at `ws_max_connections`.
+/// The handshake is done here rather than by axum's extractor so that the
+/// hub gets hyper's upgraded connection itself and, on plain TCP, the socket
+/// under it (see `ws::Outbox`).
+pub async fn ws(State(s): State<AppState>, mut req: axum::extract::Request) -> Response {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let refuse = |why: &str| ApiError::bad_request("not_websocket", why.to_owned()).into_response();
+    if !has_token(header::CONNECTION, "upgrade") {
+        return refuse("Connection header did not include 'upgrade'");
+    }
+    if !has_token(header::UPGRADE, "websocket") {
+        return refuse("`Upgrade` header did not include 'websocket'");
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return refuse("`Sec-WebSocket-Version` header did not include '13'");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse("`Sec-WebSocket-Key` header missing");
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // A browser that offered subprotocols (the web UI: `egw` and `bearer.TOKEN`) fails
+    // the handshake unless one is selected; `egw` is, so the token is never echoed.
+    let egw = has_token(header::SEC_WEBSOCKET_PROTOCOL, "egw");
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return refuse("the connection cannot be upgraded");
     };
     let Some(slot) = s.ws().try_acquire() else {
         let mut r = ApiError::new(
@@ -549,17 +571,23 @@ pub async fn ws(
         return r;
     };
     let hub = s.ws().clone();
-    upgrade
-        // tungstenite allocates its read buffer up front, 128 KiB by default:
-        // 1.3 GB of RSS for 10,000 clients that only ever send a few bytes of
-        // subscription. Clients' messages are small, so 1 KiB is plenty; a
-        // message over WS_MAX_MESSAGE ends the connection instead of growing memory.
-        .read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(WS_MAX_MESSAGE)
-        .max_frame_size(WS_MAX_MESSAGE)
-        // Every send is flushed anyway; don't batch outgoing frames.
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| hub.serve(socket, slot))
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => hub.serve_upgraded(upgraded, slot).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed."),
+        }
+    });
+    let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if egw {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("egw"));
+    }
+    r
 }
 
 /// Unknown route: 404 JSON.

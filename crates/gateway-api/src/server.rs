@@ -42,6 +42,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
+use bytes::Bytes;
 use gateway_model::FieldError;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -341,7 +342,7 @@ impl Drop for Handling {
 /// The socket of one connection: holds its place under the cap (the permit),
 /// counts it in `gateway_http_connections`, and fails reads and writes once
 /// nothing moved for the idle timeout while no request was handled.
-struct Tracked<T> {
+pub(crate) struct Tracked<T> {
     io: T,
     _permit: OwnedSemaphorePermit,
     idle: Duration,
@@ -415,6 +416,25 @@ impl<T> Tracked<T> {
             None => Poll::Pending,
         }
     }
+}
+
+/// A plain-TCP connection after its upgrade to WebSocket: the WebSocket hub
+/// writes to it straight from its push (see `ws::Outbox`).
+pub(crate) type RawConn = Tracked<TcpStream>;
+
+impl Tracked<TcpStream> {
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        &self.io
+    }
+}
+
+/// The plain-TCP socket under an upgraded connection, with the bytes the
+/// client sent after its request that hyper read already; `Err` gives the
+/// connection back when it is not plain TCP (TLS).
+pub(crate) fn into_raw(upgraded: hyper::upgrade::Upgraded) -> Result<(Arc<RawConn>, Bytes), hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<HyperErrors<RawConn>>>()?;
+    // After a 101 hyper wrote nothing that HyperErrors replaced: its `out` is empty.
+    Ok((Arc::new(parts.io.into_inner().io), parts.read_buf))
 }
 
 impl<T> Drop for Tracked<T> {

@@ -37,26 +37,35 @@
 //! too slow for them is told `dropped` like for values; subscribing to
 //! alarms again gives it a fresh snapshot of the active ones.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
 use gateway_bus::{Bus, BusError, Filter, SubscribeOptions};
 use gateway_model::{DataFrame, Frame, FrameKind, TagId, TagPattern};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::Notify;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::cache::LatestCache;
 use crate::config::ApiConfig;
 use crate::metrics::ApiMetrics;
+use crate::server::RawConn;
 
 struct Member {
-    tx: mpsc::Sender<Utf8Bytes>,
-    dropped: Arc<AtomicU64>,
+    out: Arc<Outbox>,
 }
 
 struct Group {
@@ -84,11 +93,14 @@ struct HubInner {
     alarms: std::sync::OnceLock<gateway_alarms::AlarmService>,
 }
 
-/// Replies and pings waiting for a client at most.
+/// Replies, pings and close frames waiting for a client at most.
 const CONTROL_QUEUE: usize = 16;
 
 /// How long the close frame may take once a connection is ending anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Clients one push writes to before the hub lets other tasks run.
+const PUSH_CHUNK: usize = 512;
 
 /// Why a client's connection ends.
 #[derive(Debug)]
@@ -106,7 +118,8 @@ enum End {
 }
 
 impl End {
-    fn close_frame(&self) -> Option<CloseFrame> {
+    /// The close frame to send, if the client can still be told.
+    fn close_frame(&self) -> Option<Bytes> {
         let (code, reason): (u16, &str) = match self {
             End::Gone => return None,
             End::Heartbeat => (4008, "heartbeat timeout"),
@@ -114,7 +127,303 @@ impl End {
             End::Flooded => (1008, "too many unread replies"),
             End::Shutdown => (1001, "gateway shutting down"),
         };
-        Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) })
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        Some(frame(OP_CLOSE, &payload))
+    }
+}
+
+/// The opcodes of the frames the hub writes (RFC 6455 §5.2).
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+
+/// One whole server frame: FIN, the opcode, the length and the payload.
+/// A server never masks, so the same bytes serve every client: an update is
+/// framed once per push and only its reference count is touched per client.
+fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let len = payload.len();
+    let mut b = Vec::with_capacity(len + 10);
+    b.push(0x80 | opcode);
+    match u16::try_from(len) {
+        Ok(l) if l < 126 => b.push(l as u8),
+        Ok(l) => {
+            b.push(126);
+            b.extend_from_slice(&l.to_be_bytes());
+        }
+        Err(_) => {
+            b.push(127);
+            b.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    b.extend_from_slice(payload);
+    Bytes::from(b)
+}
+
+fn text(s: &str) -> Bytes {
+    frame(OP_TEXT, s.as_bytes())
+}
+
+/// One frame waiting for a client (the front one may be partly written).
+struct Queued {
+    bytes: Bytes,
+    update: bool,
+}
+
+#[derive(Default)]
+struct OutState {
+    queue: VecDeque<Queued>,
+    /// Updates in `queue`, at most `ws_queue`.
+    updates: usize,
+    /// Other frames in `queue`, at most [`CONTROL_QUEUE`].
+    controls: usize,
+    /// Updates dropped for this client, and how many of them it was told of.
+    dropped: u64,
+    reported: u64,
+    /// The socket did not take everything: the connection's writer is waiting
+    /// for it to drain, and sends what is queued in the meantime too.
+    waiting: bool,
+    /// The connection is ending (or its socket failed): nothing more is
+    /// queued but its close frame.
+    closed: bool,
+}
+
+/// What goes out to one client, in order. Whoever has something for the
+/// client queues it here; on plain TCP the frame is written to the socket
+/// at once by that same caller (the hub's push, the reader's reply), so a
+/// client whose socket has room costs one `write` per update and no task
+/// wake-up. What the socket does not take waits for the connection's writer,
+/// which also bounds how long it may wait (`ws_send_timeout_s`). Over TLS
+/// the writer sends everything (the bytes must go through the TLS stream).
+struct Outbox {
+    state: Mutex<OutState>,
+    /// Wakes the connection's writer.
+    ready: Notify,
+    raw: Option<Arc<RawConn>>,
+    /// `ws_queue`.
+    cap: usize,
+}
+
+/// What became of an offered update.
+enum Offer {
+    /// Out: written to the socket whole (over TLS: handed to the writer).
+    Sent,
+    /// Waiting for the socket to take it (the writer counts it once out).
+    Queued,
+    /// The client already has `ws_queue` updates waiting: lost (it is told).
+    Dropped,
+    /// The connection is ending.
+    Closed,
+}
+
+impl Outbox {
+    fn new(raw: Option<Arc<RawConn>>, cap: usize) -> Self {
+        Outbox { state: Mutex::new(OutState::default()), ready: Notify::new(), raw, cap }
+    }
+
+    /// Queues an update of `values` values and sends it if it can.
+    fn offer_update(&self, bytes: &Bytes, values: u64) -> Offer {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Offer::Closed;
+        }
+        if st.updates >= self.cap {
+            st.dropped += values;
+            return Offer::Dropped;
+        }
+        if st.dropped > st.reported {
+            let note = text(&json!({"type": "dropped", "updates": st.dropped - st.reported}).to_string());
+            st.reported = st.dropped;
+            st.queue.push_back(Queued { bytes: note, update: false });
+        }
+        st.queue.push_back(Queued { bytes: bytes.clone(), update: true });
+        st.updates += 1;
+        let done = self.kick(&mut st);
+        if done > 0 || self.raw.is_none() { Offer::Sent } else { Offer::Queued }
+    }
+
+    /// Queues a reply, a ping or the library's own frames (pongs, the close
+    /// reply); `Err` when [`CONTROL_QUEUE`] of them wait already.
+    fn offer_control(&self, bytes: Bytes) -> Result<(), ()> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Ok(());
+        }
+        if st.controls >= CONTROL_QUEUE {
+            return Err(());
+        }
+        st.queue.push_back(Queued { bytes, update: false });
+        st.controls += 1;
+        let _ = self.kick(&mut st);
+        Ok(())
+    }
+
+    /// Ends the queue: only `last` (a close frame) may still go out.
+    fn close(&self, last: Option<Bytes>) {
+        let mut st = lock(&self.state);
+        st.closed = true;
+        if let Some(bytes) = last {
+            st.queue.push_back(Queued { bytes, update: false });
+            st.controls += 1;
+        }
+    }
+
+    /// Something was queued: on plain TCP, writes what the socket takes now
+    /// (unless the writer is already waiting for it); otherwise, or if some
+    /// is left, wakes the writer.
+    /// Returns the updates written whole (on plain TCP).
+    fn kick(&self, st: &mut OutState) -> u64 {
+        match &self.raw {
+            Some(_) if st.waiting => 0,
+            Some(raw) => match write_now(raw, st) {
+                Ok(done) => {
+                    if !st.queue.is_empty() {
+                        st.waiting = true;
+                        self.ready.notify_one();
+                    }
+                    done
+                }
+                Err(_) => {
+                    st.closed = true;
+                    st.queue.clear();
+                    self.ready.notify_one();
+                    0
+                }
+            },
+            None => {
+                self.ready.notify_one();
+                0
+            }
+        }
+    }
+}
+
+/// Writes queued frames to the socket until it would block; frames leave
+/// the queue only once written whole. Returns the updates written whole.
+fn write_now(raw: &RawConn, st: &mut OutState) -> io::Result<u64> {
+    let mut done = 0;
+    while let Some(front) = st.queue.front_mut() {
+        match raw.tcp().try_write(&front.bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) if n < front.bytes.len() => front.bytes.advance(n),
+            Ok(_) => {
+                if front.update {
+                    st.updates -= 1;
+                    done += 1;
+                } else {
+                    st.controls -= 1;
+                }
+                st.queue.pop_front();
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(done),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Who writes what a connection's [`Outbox`] holds.
+enum Writer<W> {
+    /// Plain TCP: the frames go straight to the socket when it has room.
+    Raw(Arc<RawConn>),
+    /// Anything else (TLS): through the stream.
+    Io(W),
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Sends everything queued, waiting as long as it takes: `Err` when the
+    /// connection broke. Returns the updates written on plain TCP (over TLS
+    /// they were counted when queued).
+    async fn drain(&mut self, out: &Outbox) -> io::Result<u64> {
+        match self {
+            Writer::Raw(raw) => {
+                let mut written = 0;
+                std::future::poll_fn(|cx| {
+                    loop {
+                        {
+                            let mut st = lock(&out.state);
+                            written += write_now(raw, &mut st)?;
+                            if st.queue.is_empty() {
+                                st.waiting = false;
+                                return Poll::Ready(Ok(written));
+                            }
+                        }
+                        ready!(raw.tcp().poll_write_ready(cx))?;
+                    }
+                })
+                .await
+            }
+            Writer::Io(w) => {
+                let mut batch = VecDeque::new();
+                loop {
+                    {
+                        let mut st = lock(&out.state);
+                        if st.queue.is_empty() {
+                            break;
+                        }
+                        std::mem::swap(&mut batch, &mut st.queue);
+                        st.updates = 0;
+                        st.controls = 0;
+                    }
+                    for q in batch.drain(..) {
+                        w.write_all(&q.bytes).await?;
+                    }
+                    w.flush().await?;
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
+/// The stream tungstenite reads the client's frames from. What tungstenite
+/// writes itself (the pong to a client's ping, the reply to its close) is
+/// queued in the client's [`Outbox`] like any other frame, in one piece.
+struct WsIo<R> {
+    read: R,
+    out: Arc<Outbox>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for WsIo<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.read).poll_read(cx, buf)
+    }
+}
+
+impl<R: Unpin> AsyncWrite for WsIo<R> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.out.offer_control(Bytes::copy_from_slice(buf)) {
+            Ok(()) => Poll::Ready(Ok(buf.len())),
+            Err(()) => Poll::Ready(Err(io::Error::other("too many unread replies"))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The read side of a plain-TCP client (the hub may write to it meanwhile).
+struct RawRead(Arc<RawConn>);
+
+impl AsyncRead for RawRead {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let tcp = self.0.tcp();
+        loop {
+            ready!(tcp.poll_read_ready(cx))?;
+            match tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -148,25 +457,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Messages one connection's writer takes in one batch at most, so a
-/// client with a long queue still sees its control replies and pings soon.
-const WRITE_BATCH: usize = 64;
-
-/// What a connection's writer sends.
-enum Out {
-    /// A reply or a ping, from the reader.
-    Control(Message),
-    /// Values from the hub.
-    Update(Utf8Bytes),
-}
-
-fn values_json(frames: &[&DataFrame], snapshot: bool) -> Utf8Bytes {
+fn values_json(frames: &[&DataFrame], snapshot: bool) -> Bytes {
     let v = if snapshot {
         json!({"type": "update", "snapshot": true, "values": frames})
     } else {
         json!({"type": "update", "values": frames})
     };
-    Utf8Bytes::from(v.to_string())
+    text(&v.to_string())
+}
+
+/// One push's work, kept between pushes so that a push allocates only its
+/// messages: the messages (framed, with their value counts) and every
+/// client they go to.
+#[derive(Default)]
+struct PushWork {
+    messages: Vec<(Bytes, u64)>,
+    to: Vec<(usize, Arc<Outbox>)>,
+}
+
+/// Offers each client its group's message; returns the updates sent and the
+/// values dropped. Yields every [`PUSH_CHUNK`] clients so that a push to
+/// thousands of clients does not hold its worker thread.
+async fn offer_all(messages: &[(Bytes, u64)], to: impl IntoIterator<Item = (usize, Arc<Outbox>)>) -> (u64, u64) {
+    let (mut sent, mut dropped) = (0, 0);
+    for (n, (i, out)) in to.into_iter().enumerate() {
+        if n > 0 && n % PUSH_CHUNK == 0 {
+            tokio::task::yield_now().await;
+        }
+        let Some((bytes, values)) = messages.get(i) else { continue };
+        match out.offer_update(bytes, *values) {
+            Offer::Sent => sent += 1,
+            Offer::Dropped => dropped += values,
+            Offer::Queued | Offer::Closed => {}
+        }
+    }
+    (sent, dropped)
 }
 
 impl WsHub {
@@ -196,6 +521,7 @@ impl WsHub {
         let h = hub.clone();
         tokio::spawn(async move {
             let mut pending: HashMap<TagId, DataFrame, foldhash::fast::RandomState> = HashMap::default();
+            let mut work = PushWork::default();
             let mut tick = tokio::time::interval(Duration::from_millis(h.inner.cfg.ws_push_interval_ms));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -227,7 +553,7 @@ impl WsHub {
                     },
                     _ = tick.tick() => {
                         if !pending.is_empty() {
-                            h.push(&pending);
+                            h.push(&pending, &mut work).await;
                             pending.clear();
                         }
                     }
@@ -265,30 +591,42 @@ impl WsHub {
         }
     }
 
-    fn push(&self, pending: &HashMap<TagId, DataFrame, foldhash::fast::RandomState>) {
-        let mut frames: Vec<&DataFrame> = pending.values().collect();
-        frames.sort_by(|a, b| a.tag.cmp(&b.tag));
-        let groups = lock(&self.inner.groups);
-        let m = &self.inner.metrics;
-        for g in groups.values() {
-            let matching: Vec<&DataFrame> =
-                frames.iter().copied().filter(|f| g.patterns.iter().any(|p| p.matches(f.tag.as_str()))).collect();
-            if matching.is_empty() {
-                continue;
-            }
-            // Serialized once, shared by every member of the group.
-            let msg = values_json(&matching, false);
-            for member in g.members.values() {
-                match member.tx.try_send(msg.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        member.dropped.fetch_add(matching.len() as u64, Ordering::Relaxed);
-                        m.ws_dropped.inc_by(matching.len() as u64);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+    /// Sends what changed to every client watching it. The clients are
+    /// listed under the lock and written to after it, so a subscription
+    /// never waits for a push's writes.
+    async fn push(&self, pending: &HashMap<TagId, DataFrame, foldhash::fast::RandomState>, work: &mut PushWork) {
+        {
+            let mut frames: Vec<&DataFrame> = pending.values().collect();
+            frames.sort_by(|a, b| a.tag.cmp(&b.tag));
+            let groups = lock(&self.inner.groups);
+            for g in groups.values() {
+                let matching: Vec<&DataFrame> =
+                    frames.iter().copied().filter(|f| g.patterns.iter().any(|p| p.matches(f.tag.as_str()))).collect();
+                if matching.is_empty() {
+                    continue;
                 }
+                // Serialized and framed once, shared by every member of the group.
+                let i = work.messages.len();
+                work.messages.push((values_json(&matching, false), matching.len() as u64));
+                work.to.extend(g.members.values().map(|m| (i, m.out.clone())));
             }
         }
+        // Most of a push is the kernel's loopback path, one `write` per
+        // client: with many clients the second half goes to another task,
+        // which an idle worker thread takes, so both cores write.
+        let (sent, dropped) = if work.to.len() >= 2 * PUSH_CHUNK {
+            let half = work.to.split_off(work.to.len() / 2);
+            let messages = work.messages.clone();
+            let other = tokio::spawn(async move { offer_all(&messages, half).await });
+            let mine = offer_all(&work.messages, work.to.drain(..)).await;
+            let theirs = other.await.unwrap_or_default();
+            (mine.0 + theirs.0, mine.1 + theirs.1)
+        } else {
+            offer_all(&work.messages, work.to.drain(..)).await
+        };
+        work.messages.clear();
+        self.inner.metrics.ws_messages.inc_by(sent);
+        self.inner.metrics.ws_dropped.inc_by(dropped);
     }
 
     /// Lets alarm subscribers have a snapshot of the active alarms.
@@ -302,16 +640,21 @@ impl WsHub {
         if members.is_empty() {
             return;
         }
-        let msg = Utf8Bytes::from(json!({"type": "alarm", "event": f}).to_string());
+        let msg = text(&json!({"type": "alarm", "event": f}).to_string());
         for member in members.values() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = member.tx.try_send(msg.clone()) {
-                member.dropped.fetch_add(1, Ordering::Relaxed);
-                self.inner.metrics.ws_dropped.inc();
+            match member.out.offer_update(&msg, 1) {
+                Offer::Sent => {
+                    self.inner.metrics.ws_messages.inc();
+                }
+                Offer::Dropped => {
+                    self.inner.metrics.ws_dropped.inc();
+                }
+                Offer::Queued | Offer::Closed => {}
             }
         }
     }
 
-    fn set_patterns(&self, id: u64, old: &BTreeSet<String>, new: &BTreeSet<String>, member: Member) {
+    fn set_patterns(&self, id: u64, old: &BTreeSet<String>, new: &BTreeSet<String>, out: &Arc<Outbox>) {
         let key = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("\n");
         let mut groups = lock(&self.inner.groups);
         if !old.is_empty() {
@@ -329,89 +672,92 @@ impl WsHub {
                 .entry(key(new))
                 .or_insert_with(|| Group { patterns, members: HashMap::new() })
                 .members
-                .insert(id, member);
+                .insert(id, Member { out: out.clone() });
         }
         self.inner.watched.store(groups.len(), Ordering::Relaxed);
     }
 
-    /// Serves one client over any message sink and stream (the WebSocket in
-    /// production, channels in tests) until it leaves, goes silent, stops
-    /// reading or the gateway stops. Reading (with the heartbeat) and writing
-    /// run side by side, so a send that cannot complete never holds up the
-    /// heartbeat, and each send has its own deadline.
-    pub async fn serve<S, E>(self, socket: S, _slot: ConnectionSlot)
+    /// Serves one upgraded connection until the client leaves, goes silent,
+    /// stops reading or the gateway stops. On plain TCP the hub writes to the
+    /// socket itself (see [`Outbox`]); over TLS through the stream.
+    pub(crate) async fn serve_upgraded(self, upgraded: Upgraded, slot: ConnectionSlot) {
+        let cfg = &self.inner.cfg;
+        let config = WebSocketConfig::default()
+            // tungstenite allocates its read buffer up front, 128 KiB by
+            // default: 1.3 GB of RSS for 10,000 clients that only ever send
+            // a few bytes of subscription. Clients' messages are small, so
+            // 1 KiB is plenty; a message over WS_MAX_MESSAGE ends the
+            // connection instead of growing memory.
+            .read_buffer_size(crate::routes::WS_READ_BUFFER)
+            .max_message_size(Some(crate::routes::WS_MAX_MESSAGE))
+            .max_frame_size(Some(crate::routes::WS_MAX_MESSAGE))
+            .write_buffer_size(0);
+        match crate::server::into_raw(upgraded) {
+            Ok((raw, read)) => {
+                let out = Arc::new(Outbox::new(Some(raw.clone()), cfg.ws_queue));
+                let io = WsIo { read: RawRead(raw.clone()), out: out.clone() };
+                // Bytes the client sent behind its handshake are read first.
+                // Without any (nearly always), the plain constructor: the other
+                // grows tungstenite's read buffer to 8 KiB per client
+                // (heaptrack), where `read_buffer_size` asks for 1 KiB.
+                let ws = if read.is_empty() {
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+                } else {
+                    WebSocketStream::from_partially_read(io, read.to_vec(), Role::Server, Some(config)).await
+                };
+                self.serve(ws, out, Writer::<tokio::io::Sink>::Raw(raw), slot).await;
+            }
+            Err(upgraded) => {
+                let (r, w) = tokio::io::split(TokioIo::new(upgraded));
+                let out = Arc::new(Outbox::new(None, cfg.ws_queue));
+                let io = WsIo { read: r, out: out.clone() };
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                self.serve(ws, out, Writer::Io(w), slot).await;
+            }
+        }
+    }
+
+    /// Reading (with the heartbeat) and writing run side by side, so a send
+    /// that cannot complete never holds up the heartbeat, and each send has
+    /// its own deadline.
+    async fn serve<S, E, W>(self, mut stream: S, out: Arc<Outbox>, mut writer: Writer<W>, _slot: ConnectionSlot)
     where
-        S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+        S: Stream<Item = Result<Message, E>> + Unpin,
+        W: AsyncWrite + Unpin,
     {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cfg = self.inner.cfg.clone();
-        let (mut sink, mut stream) = socket.split();
-        let (tx, mut rx) = mpsc::channel::<Utf8Bytes>(cfg.ws_queue);
-        // Boxed: a channel allocates a block of 32 slots at once, and control
-        // messages (replies, pings) are rare; 32 pointers instead of 32
-        // messages is 1.3 KB less per connection.
-        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Box<Message>>(CONTROL_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
         let mut patterns: BTreeSet<String> = BTreeSet::new();
         let heartbeat = Duration::from_secs(cfg.ws_heartbeat_timeout_s);
         let send_timeout = Duration::from_secs(cfg.ws_send_timeout_s);
         let mut closing = self.inner.closing.subscribe();
+        let raw = matches!(writer, Writer::Raw(_));
         let metrics = self.inner.metrics.clone();
 
-        let writer = async {
-            let mut reported = 0u64;
+        let writing = async {
             loop {
-                let first = tokio::select! {
-                    biased;
-                    Some(m) = ctl_rx.recv() => Out::Control(*m),
-                    Some(update) = rx.recv() => Out::Update(update),
-                    else => return End::Gone,
-                };
-                // What is queued already goes out with it, flushed once: one
-                // write per client per push, however many messages wait.
-                let batch = async {
-                    let mut updates = 0u64;
-                    let mut next = Some(first);
-                    let mut room = WRITE_BATCH;
-                    while let Some(out) = next.take() {
-                        match out {
-                            Out::Control(m) => sink.feed(m).await.map_err(|_| ())?,
-                            Out::Update(update) => {
-                                let d = dropped.load(Ordering::Relaxed);
-                                if d > reported {
-                                    let note = json!({"type": "dropped", "updates": d - reported}).to_string();
-                                    reported = d;
-                                    sink.feed(Message::Text(note.into())).await.map_err(|_| ())?;
-                                }
-                                sink.feed(Message::Text(update)).await.map_err(|_| ())?;
-                                updates += 1;
-                            }
-                        }
-                        room -= 1;
-                        if room > 0 {
-                            next = ctl_rx
-                                .try_recv()
-                                .ok()
-                                .map(|m| Out::Control(*m))
-                                .or_else(|| rx.try_recv().ok().map(Out::Update));
-                        }
+                out.ready.notified().await;
+                let drain = writer.drain(&out);
+                // On plain TCP the writer is woken only for what the socket
+                // did not take at once, so the deadline is armed each time;
+                // otherwise most drains complete at once and arm no timer.
+                let mut drain = std::pin::pin!(drain);
+                let done = if raw {
+                    tokio::time::timeout(send_timeout, drain).await
+                } else {
+                    match futures_util::poll!(drain.as_mut()) {
+                        Poll::Ready(r) => Ok(r),
+                        Poll::Pending => tokio::time::timeout(send_timeout, drain).await,
                     }
-                    sink.flush().await.map_err(|_| ())?;
-                    Ok::<u64, ()>(updates)
-                };
-                // Most writes complete at once (the socket has room): arm the
-                // send deadline only for one that has to wait, so the common
-                // case costs no timer registration per client per push.
-                let mut batch = std::pin::pin!(batch);
-                let done = match futures_util::poll!(batch.as_mut()) {
-                    std::task::Poll::Ready(r) => Ok(r),
-                    std::task::Poll::Pending => tokio::time::timeout(send_timeout, batch).await,
                 };
                 match done {
-                    Ok(Ok(updates)) => {
-                        metrics.ws_messages.inc_by(updates);
+                    Ok(Ok(written)) => {
+                        metrics.ws_messages.inc_by(written);
+                        if lock(&out.state).closed {
+                            return End::Gone;
+                        }
                     }
-                    Ok(Err(())) => return End::Gone,
+                    Ok(Err(_)) => return End::Gone,
                     Err(_) => return End::SendTimeout,
                 }
             }
@@ -424,7 +770,7 @@ impl WsHub {
             loop {
                 tokio::select! {
                     incoming = stream.next() => {
-                        let text = match incoming {
+                        let msg = match incoming {
                             Some(Ok(Message::Text(t))) => t,
                             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return End::Gone,
                             Some(Ok(_)) => {
@@ -433,8 +779,8 @@ impl WsHub {
                             }
                         };
                         last_seen = Instant::now();
-                        for r in self.handle(id, &text, &mut patterns, &tx, &dropped) {
-                            if ctl_tx.try_send(Box::new(Message::Text(r))).is_err() {
+                        for r in self.handle(id, &msg, &mut patterns, &out) {
+                            if out.offer_control(r).is_err() {
                                 return End::Flooded;
                             }
                         }
@@ -444,7 +790,7 @@ impl WsHub {
                             return End::Heartbeat;
                         }
                         // A full queue already holds a ping or replies the client has not read.
-                        let _ = ctl_tx.try_send(Box::new(Message::Ping(Default::default())));
+                        let _ = out.offer_control(frame(OP_PING, &[]));
                     }
                     _ = closing.wait_for(|c| *c) => return End::Shutdown,
                 }
@@ -452,7 +798,7 @@ impl WsHub {
         };
 
         let end = tokio::select! {
-            e = writer => e,
+            e = writing => e,
             e = reader => e,
         };
         match end {
@@ -462,21 +808,15 @@ impl WsHub {
                 tracing::info!(client = id, reason = ?end, "Closing a WebSocket client that does not read.")
             }
         }
-        if let Some(frame) = end.close_frame() {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-        }
-        self.set_patterns(id, &patterns, &BTreeSet::new(), Member { tx, dropped });
+        self.set_patterns(id, &patterns, &BTreeSet::new(), &out);
         lock(&self.inner.alarm_members).remove(&id);
+        // What is queued (a reply to the client's close, say) and the close
+        // frame go out if the socket takes them soon; nothing else is queued.
+        out.close(end.close_frame());
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.drain(&out)).await;
     }
 
-    fn handle(
-        &self,
-        id: u64,
-        text: &str,
-        patterns: &mut BTreeSet<String>,
-        tx: &mpsc::Sender<Utf8Bytes>,
-        dropped: &Arc<AtomicU64>,
-    ) -> Vec<Utf8Bytes> {
+    fn handle(&self, id: u64, msg: &str, patterns: &mut BTreeSet<String>, out: &Arc<Outbox>) -> Vec<Bytes> {
         #[derive(Deserialize)]
         #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
         enum In {
@@ -495,9 +835,9 @@ impl WsHub {
             UnsubscribeAlarms,
         }
         let err = |code: &str, message: String| {
-            vec![Utf8Bytes::from(json!({"type": "error", "code": code, "message": message}).to_string())]
+            vec![text(&json!({"type": "error", "code": code, "message": message}).to_string())]
         };
-        let msg: In = match serde_json::from_str(text) {
+        let msg: In = match serde_json::from_str(msg) {
             Ok(m) => m,
             Err(e) => {
                 return err(
@@ -508,19 +848,19 @@ impl WsHub {
         };
         let old = patterns.clone();
         match msg {
-            In::Ping { id } => vec![Utf8Bytes::from(json!({"type": "pong", "id": id}).to_string())],
+            In::Ping { id } => vec![text(&json!({"type": "pong", "id": id}).to_string())],
             In::SubscribeAlarms => {
-                lock(&self.inner.alarm_members).insert(id, Member { tx: tx.clone(), dropped: dropped.clone() });
+                lock(&self.inner.alarm_members).insert(id, Member { out: out.clone() });
                 let active = self.inner.alarms.get().map(|a| a.active());
                 let alarms = active.as_ref().map_or(&[][..], |a| &a.alarms[..]);
                 vec![
-                    Utf8Bytes::from_static(r#"{"type":"alarms_subscribed"}"#),
-                    Utf8Bytes::from(json!({"type": "alarms", "snapshot": true, "alarms": alarms}).to_string()),
+                    text(r#"{"type":"alarms_subscribed"}"#),
+                    text(&json!({"type": "alarms", "snapshot": true, "alarms": alarms}).to_string()),
                 ]
             }
             In::UnsubscribeAlarms => {
                 lock(&self.inner.alarm_members).remove(&id);
-                vec![Utf8Bytes::from_static(r#"{"type":"alarms_unsubscribed"}"#)]
+                vec![text(r#"{"type":"alarms_unsubscribed"}"#)]
             }
             In::Subscribe { patterns: add } => {
                 let max = self.inner.cfg.ws_max_patterns;
@@ -542,13 +882,11 @@ impl WsHub {
                     }
                 }
                 patterns.extend(add);
-                self.set_patterns(id, &old, patterns, Member { tx: tx.clone(), dropped: dropped.clone() });
+                self.set_patterns(id, &old, patterns, out);
                 let snapshot = self.inner.cache.matching_any(&compiled);
                 let refs: Vec<&DataFrame> = snapshot.iter().collect();
                 vec![
-                    Utf8Bytes::from(
-                        json!({"type": "subscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string(),
-                    ),
+                    text(&json!({"type": "subscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string()),
                     values_json(&refs, true),
                 ]
             }
@@ -561,9 +899,9 @@ impl WsHub {
                     }
                     None => patterns.clear(),
                 }
-                self.set_patterns(id, &old, patterns, Member { tx: tx.clone(), dropped: dropped.clone() });
-                vec![Utf8Bytes::from(
-                    json!({"type": "unsubscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string(),
+                self.set_patterns(id, &old, patterns, out);
+                vec![text(
+                    &json!({"type": "unsubscribed", "patterns": patterns.iter().collect::<Vec<_>>()}).to_string(),
                 )]
             }
         }
