@@ -294,3 +294,62 @@ fn tls_files_that_are_missing_or_wrong_are_refused_with_the_field_named() {
     let ok = TlsConfig { cert_file: p("server.pem"), key_file: p("server.key"), client_ca_file: Some(p("ca.pem")) };
     ApiConfig { tls: Some(ok), ..ApiConfig::default() }.validate().unwrap();
 }
+
+/// Over TLS the hub cannot write to the socket itself (the bytes must be
+/// encrypted): its frames go through the TLS stream. A client over `wss`
+/// subscribes, gets its snapshot and then live updates, and a WebSocket
+/// ping of its own is answered with a pong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_clients_over_tls_get_their_snapshot_updates_and_pongs() {
+    use futures_util::{SinkExt, StreamExt};
+    use rustls::pki_types::pem::PemObject;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let tls = TlsConfig {
+        cert_file: dir.path().join("server.pem"),
+        key_file: dir.path().join("server.key"),
+        client_ca_file: None,
+    };
+    let env = env_with(ApiConfig { tls: Some(tls), ..ApiConfig::default() }, default_devices()).await;
+    let addr = serve(&env).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(dir.path().join("ca.pem")).unwrap()).unwrap();
+    let client =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)).connect(name, tcp).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", addr.port()), stream).await.unwrap();
+
+    let next = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Message {
+        tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a message in time").unwrap().unwrap()
+    };
+    ws.send(Message::Text(r#"{"type":"subscribe","patterns":["*"]}"#.into())).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        if let Message::Text(t) = next(&mut ws).await {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            seen.push((v["type"].as_str().unwrap_or("").to_owned(), v["snapshot"] == true));
+        }
+    }
+    assert_eq!(seen[0].0, "subscribed", "{seen:?}");
+    assert_eq!(seen[1], ("update".to_owned(), true), "{seen:?}");
+    assert!(seen[2..].iter().all(|(t, snap)| t == "update" && !snap), "live updates follow: {seen:?}");
+    ws.send(Message::Ping(b"are you there".to_vec().into())).await.unwrap();
+    loop {
+        if let Message::Pong(p) = next(&mut ws).await {
+            assert_eq!(&p[..], b"are you there");
+            break;
+        }
+    }
+    ws.close(None).await.unwrap();
+    wait_until(10, "the connection to end", || env.state.ws().connections() == 0).await;
+}

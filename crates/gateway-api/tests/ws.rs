@@ -90,6 +90,18 @@ async fn subscribers_get_a_snapshot_then_only_matching_updates() {
             break;
         }
     }
+    // A WebSocket-level ping is answered by the library, through the same queue.
+    ws.send(Message::Ping(b"p1".to_vec().into())).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("a pong in time") {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(&p[..], b"p1");
+                break;
+            }
+            Some(Ok(_)) => {}
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
     send(&mut ws, json!({"type": "subscribe", "patterns": ["bad pattern"]})).await;
     loop {
         let m = next_json(&mut ws).await;
@@ -392,4 +404,45 @@ async fn alarm_subscribers_get_the_active_alarms_then_every_transition_in_order(
     assert_eq!(ev["event"]["alarm"]["user"], "token:test-operator");
     send(&mut ws, json!({"type": "unsubscribe_alarms"})).await;
     assert_eq!(next_json(&mut ws).await["type"], "alarms_unsubscribed");
+}
+
+/// A client may send its first frame in the same packet as its handshake:
+/// hyper has read it already, and it must not be lost on the way to the
+/// WebSocket. The answer's accept key is the one RFC 6455 §1.3 gives for its
+/// example key.
+#[tokio::test]
+async fn a_frame_sent_with_the_handshake_is_read_and_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env_with(ApiConfig::default(), default_devices()).await;
+    let addr = serve(&env).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes();
+    let payload = br#"{"type":"ping","id":9}"#;
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend_from_slice(&[0x81, 0x80 | payload.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let want = br#"{"id":9,"type":"pong"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !got.windows(want.len()).any(|w| w == want) {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no pong in time: {}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101"), "{text}");
+    assert!(text.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{text}");
+    // The pong is one unmasked text frame of its own.
+    let at = got.windows(want.len()).position(|w| w == want).unwrap();
+    assert_eq!(&got[at - 2..at], &[0x81, want.len() as u8]);
 }
