@@ -348,8 +348,11 @@ pub(crate) struct Tracked<T> {
     idle: Duration,
     last: Instant,
     /// Fires at `last + idle` or later; moved on only when it fires, so a
-    /// busy connection does not touch the timer on every read.
-    timer: Pin<Box<Sleep>>,
+    /// busy connection does not touch the timer on every read. Dropped once
+    /// the connection is disarmed: a polled timer holds the waker of the
+    /// task that polled it, and with it that whole task's memory (the HTTP
+    /// connection's, about 5 KB) for as long as an upgraded socket lives.
+    timer: Option<Pin<Box<Sleep>>>,
     activity: Arc<Activity>,
     metrics: Arc<ApiMetrics>,
 }
@@ -369,7 +372,7 @@ impl<T> Tracked<T> {
             _permit: permit,
             idle,
             last,
-            timer: Box::pin(tokio::time::sleep_until(last + idle)),
+            timer: Some(Box::pin(tokio::time::sleep_until(last + idle))),
             activity,
             metrics,
         }
@@ -379,16 +382,18 @@ impl<T> Tracked<T> {
     /// nothing moved for the idle timeout while no request was handled.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         if self.activity.disarmed.load(Ordering::Acquire) {
+            self.timer = None;
             return None;
         }
-        while self.timer.as_mut().poll(cx).is_ready() {
+        let timer = self.timer.as_mut()?;
+        while timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
             if self.activity.handling.load(Ordering::Acquire) > 0 {
                 self.last = now;
             }
             let due = self.last + self.idle;
             if now < due {
-                self.timer.as_mut().reset(due);
+                timer.as_mut().reset(due);
                 continue;
             }
             self.metrics.http_connection_timeouts.get_or_create(&TimeoutLabels { kind: TimeoutKind::Idle }).inc();
@@ -434,7 +439,9 @@ impl Tracked<TcpStream> {
 pub(crate) fn into_raw(upgraded: hyper::upgrade::Upgraded) -> Result<(Arc<RawConn>, Bytes), hyper::upgrade::Upgraded> {
     let parts = upgraded.downcast::<TokioIo<HyperErrors<RawConn>>>()?;
     // After a 101 hyper wrote nothing that HyperErrors replaced: its `out` is empty.
-    Ok((Arc::new(parts.io.into_inner().io), parts.read_buf))
+    let mut io = parts.io.into_inner().io;
+    io.timer = None;
+    Ok((Arc::new(io), parts.read_buf))
 }
 
 impl<T> Drop for Tracked<T> {
