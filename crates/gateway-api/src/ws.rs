@@ -1,6 +1,7 @@
 //! The WebSocket hub: one lossy bus subscriber collects the newest value of
-//! every tag; every `ws_push_interval_ms` the hub sends each group of clients
-//! with the same patterns one shared, already serialized update. Each client
+//! every tag; at most every `ws_push_interval_ms` (at once after a quiet
+//! interval) the hub sends each group of clients with the same patterns one
+//! shared, already serialized update. Each client
 //! has a bounded queue: a slow client loses updates (counted, and told) and
 //! never slows the bus or the other clients.
 //!
@@ -228,8 +229,16 @@ impl WsHub {
         tokio::spawn(async move {
             let mut pending: HashMap<TagId, DataFrame, foldhash::fast::RandomState> = HashMap::default();
             let mut work = PushWork::default();
-            let mut tick = tokio::time::interval(Duration::from_millis(h.inner.cfg.ws_push_interval_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The push interval bounds how often clients are written to, not
+            // how long a value waits: the first change after a quiet interval
+            // goes out at once, and what follows it within the interval is
+            // coalesced into the next push.
+            let interval = Duration::from_millis(h.inner.cfg.ws_push_interval_ms);
+            let now = tokio::time::Instant::now();
+            let mut last_push = now.checked_sub(interval).unwrap_or(now);
+            let due = tokio::time::sleep_until(last_push);
+            let mut due = std::pin::pin!(due);
+            let mut armed = false;
             loop {
                 tokio::select! {
                     d = sub.recv() => match d {
@@ -254,14 +263,18 @@ impl WsHub {
                                     }
                                 }
                             }
+                            if !armed && !pending.is_empty() {
+                                armed = true;
+                                due.as_mut().reset(last_push + interval);
+                            }
                         }
                         Err(_) => break,
                     },
-                    _ = tick.tick() => {
-                        if !pending.is_empty() {
-                            h.push(&pending, &mut work).await;
-                            pending.clear();
-                        }
+                    () = due.as_mut(), if armed => {
+                        armed = false;
+                        last_push = tokio::time::Instant::now();
+                        h.push(&pending, &mut work).await;
+                        pending.clear();
                     }
                 }
             }

@@ -215,6 +215,47 @@ async fn a_slow_client_loses_updates_and_the_others_do_not_wait_for_it() {
     assert!(env.state.metrics().ws_dropped.get() > 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_after_a_quiet_interval_goes_out_at_once_and_what_follows_is_coalesced() {
+    use gateway_model::{Batch, DataFrame, Frame, Quality, TagId, Value as V, now_ns};
+    // The longest interval allowed: a hub that waited for its next tick would
+    // hold the first value for up to 10 s, far past the 3 s it is given here.
+    let cfg = ApiConfig { ws_push_interval_ms: 10_000, ..ApiConfig::default() };
+    let env = env_with(cfg, Vec::new()).await;
+    let addr = serve(&env).await;
+    let publish = |v: f64| {
+        let bus = env.bus.clone();
+        async move {
+            let f = DataFrame::new(TagId::new("probe.x").unwrap(), V::F64(v), Quality::GOOD, now_ns());
+            bus.publish(std::sync::Arc::new(Batch::from(vec![Frame::Data(f)]))).await.unwrap();
+        }
+    };
+    let mut ws = connect(addr).await;
+    send(&mut ws, json!({"type": "subscribe", "patterns": ["probe.*"]})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    assert_eq!(next_json(&mut ws).await["snapshot"], true);
+    publish(1.0).await;
+    let first = tokio::time::timeout(Duration::from_secs(3), next_json(&mut ws))
+        .await
+        .expect("the first change after a quiet interval was held back");
+    assert_eq!(first["values"][0]["tag"], "probe.x", "{first}");
+    assert_eq!(first["values"][0]["value"], 1.0);
+    // Two more within the interval: one push, at the end of it, with the newest.
+    publish(2.0).await;
+    publish(3.0).await;
+    // (read without next_json's 10 s limit: this one comes a whole interval later)
+    let next = loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await.expect("the coalesced update") {
+            Some(Ok(Message::Text(t))) => break serde_json::from_str::<Value>(&t).unwrap(),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(next["type"], "update");
+    assert_eq!(next["values"].as_array().map(Vec::len), Some(1), "{next}");
+    assert_eq!(next["values"][0]["value"], 3.0);
+}
+
 #[tokio::test]
 async fn a_client_message_over_the_size_limit_ends_the_connection() {
     let env = env_with(ApiConfig::default(), default_devices()).await;
