@@ -371,6 +371,40 @@ async fn a_client_that_stops_reading_is_closed_by_the_send_timeout_and_frees_its
     while next_json(&mut ws).await["type"] != "pong" {}
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_asking_without_reading_the_replies_is_closed() {
+    // Neither the send timeout nor the heartbeat may end it: only the bound
+    // on replies waiting for it.
+    let cfg = ApiConfig {
+        ws_send_timeout_s: 3600,
+        ws_heartbeat_timeout_s: 3600,
+        ws_cleanup_interval_s: 600,
+        ..ApiConfig::default()
+    };
+    let env = env_with(cfg, Vec::new()).await;
+    let addr = serve(&env).await;
+    let mut deaf = deaf_client(addr, &["nothing.*"]).await;
+    wait_until(5, "the client to hold a slot", || env.state.ws().connections() == 1).await;
+    // Pongs pile up in the socket's buffers, then in the gateway's short
+    // queue; past it the gateway hangs up (our writes then fail).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0u64;
+    while env.state.ws().connections() == 1 {
+        assert!(Instant::now() < deadline, "still connected after {sent} unread pings");
+        let ping = Message::Text(json!({"type": "ping", "id": sent}).to_string().into());
+        match tokio::time::timeout(Duration::from_secs(5), deaf.send(ping)).await {
+            Ok(Ok(())) => sent += 1,
+            Ok(Err(_)) => break,
+            Err(_) => {} // our own send buffer is full: the gateway stopped reading
+        }
+    }
+    wait_until(10, "the flooding client to be closed", || env.state.ws().connections() == 0).await;
+    // Others are unaffected.
+    let mut ws = connect(addr).await;
+    send(&mut ws, json!({"type": "ping", "id": 1})).await;
+    while next_json(&mut ws).await["type"] != "pong" {}
+}
+
 #[tokio::test]
 async fn the_heartbeat_closes_a_silent_client_even_while_a_send_to_it_is_stuck() {
     let cfg = ApiConfig {
