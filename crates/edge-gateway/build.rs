@@ -33,6 +33,9 @@ fn main() {
     // OUT_DIR is <target>/[<triple>/]<profile>/build/<package>-<hash>/out.
     let out_dir = var("OUT_DIR");
     let profile = Path::new(&out_dir).ancestors().nth(3).and_then(|p| p.file_name()).and_then(|n| n.to_str());
+    // The profile's name for `bench`'s report: a lean build is not a
+    // `--release` one (half the code, laid out), and its figures differ.
+    println!("cargo:rustc-env=EDGE_GATEWAY_PROFILE={}", profile.unwrap_or(""));
     let wanted = profile == Some("lean")
         && var("CARGO_CFG_TARGET_ARCH") == "x86_64"
         && var("CARGO_CFG_TARGET_OS") == "linux"

@@ -69,6 +69,9 @@ fn a_quick_run_reports_every_budget_line_and_a_second_run_compares_with_its_base
     for key in ["cpu_model", "cores", "memory", "kernel", "date", "build"] {
         assert!(report["machine"][key].is_string(), "machine.{key}");
     }
+    // The profile the binary under test was built with (the tests' own).
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    assert_eq!(report["machine"]["build"], profile);
     assert_eq!(report["settings"]["quick"], true);
 
     // One self-contained page: charts, every line, nothing fetched from elsewhere.

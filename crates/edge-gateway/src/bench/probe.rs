@@ -163,7 +163,14 @@ pub fn machine() -> BTreeMap<String, String> {
         Some(if dirty { format!("{c} (with uncommitted changes)") } else { c })
     });
     put("git_commit", commit);
-    put("build", Some(if cfg!(debug_assertions) { "debug".into() } else { "release".into() }));
+    // The cargo profile (build.rs reads it off OUT_DIR): `lean`, what the
+    // package ships, or `release`, `debug`, a profile of one's own.
+    let build = match option_env!("EDGE_GATEWAY_PROFILE") {
+        Some(p) if !p.is_empty() => p,
+        _ if cfg!(debug_assertions) => "debug",
+        _ => "release",
+    };
+    put("build", Some(build.to_owned()));
     put("gateway_version", Some(env!("CARGO_PKG_VERSION").to_owned()));
     put("date", Some(now_utc()));
     m
