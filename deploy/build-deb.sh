@@ -22,6 +22,18 @@ root="$(dirname "$here")"
 bin="${1:-${CARGO_TARGET_DIR:-$root/target}/lean/edge-gateway}"
 out="${2:-$root/target/deb}"
 [ -x "$bin" ] || { echo "build-deb: no executable at $bin (cargo build --profile lean -p edge-gateway)" >&2; exit 2; }
+# The code order list names functions by their v0 symbol names. A changed
+# hot path, or only a dependency's features (crate hashes are in the names),
+# leaves names the build lacks, and memory_optimized pays for it in RSS
+# (BENCHMARKS.md) with no other sign. A lean build should lack none.
+if [[ "$("$bin" --version)" == *"(lean)" ]] && command -v nm >/dev/null; then
+  listed="$(grep -vc '^#' "$here/hot-code.order" || true)"
+  missing="$(grep -v '^#' "$here/hot-code.order" | sort -u |
+    comm -23 - <(nm --defined-only "$bin" | awk '{ print $NF }' | sort -u) | wc -l)"
+  if [ "$missing" -gt 0 ]; then
+    echo "build-deb: warning: $missing of the $listed functions in deploy/hot-code.order are not in this build; run scripts/hot-code-order on it and build again" >&2
+  fi
+fi
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)"
 arch="$(dpkg --print-architecture)"
 stage="$(mktemp -d)"

@@ -21,9 +21,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `0.1.0 (lean)`: the package version and the profile it was built with.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("EDGE_GATEWAY_PROFILE"), ")");
+
 /// An industrial IoT edge gateway.
 #[derive(Debug, Parser)]
-#[command(name = "edge-gateway", version, about, long_about = None)]
+// The version says which cargo profile made the binary (build.rs): `lean`
+// is what the package ships; deploy/build-deb.sh reads it.
+#[command(name = "edge-gateway", version = VERSION, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

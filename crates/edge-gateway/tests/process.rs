@@ -148,7 +148,10 @@ fn the_default_config_printed_by_the_binary_checks_clean() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     let out = run(&["--version"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    // With the profile that made it: these tests run the dev build.
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let version = format!("edge-gateway {} ({profile})", env!("CARGO_PKG_VERSION"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), version);
 }
 
 /// `memory_optimized` pages out the executable's code at the end of start-up
