@@ -171,6 +171,16 @@ async fn requests_hyper_cannot_parse_are_answered_with_json_errors() {
     }
 }
 
+/// The server's side of `make_certificates`' files; with `client_ca`, only
+/// clients with a certificate that CA signed get in.
+fn server_tls(dir: &Path, client_ca: bool) -> TlsConfig {
+    TlsConfig {
+        cert_file: dir.join("server.pem"),
+        key_file: dir.join("server.key"),
+        client_ca_file: client_ca.then(|| dir.join("ca.pem")),
+    }
+}
+
 /// A CA, a server certificate for localhost/127.0.0.1 and a client
 /// certificate it signs, as PEM files in `dir`.
 fn make_certificates(dir: &Path) {
@@ -216,11 +226,7 @@ fn curl(dir: &Path, url: &str, extra: &[&str]) -> (Option<i32>, String) {
 async fn https_serves_curl_with_a_certificate_the_test_made() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
-    let tls = TlsConfig {
-        cert_file: dir.path().join("server.pem"),
-        key_file: dir.path().join("server.key"),
-        client_ca_file: None,
-    };
+    let tls = server_tls(dir.path(), false);
     let env = env_with(quick(ApiConfig { tls: Some(tls), ..ApiConfig::default() }), default_devices()).await;
     let addr = serve(&env).await;
     let d = dir.path().to_owned();
@@ -253,11 +259,7 @@ async fn https_serves_curl_with_a_certificate_the_test_made() {
 async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
-    let tls = TlsConfig {
-        cert_file: dir.path().join("server.pem"),
-        key_file: dir.path().join("server.key"),
-        client_ca_file: Some(dir.path().join("ca.pem")),
-    };
+    let tls = server_tls(dir.path(), true);
     let env = env_with(ApiConfig { tls: Some(tls), ..ApiConfig::default() }, default_devices()).await;
     let addr = serve(&env).await;
     let d = dir.path().to_owned();
@@ -307,11 +309,7 @@ async fn websocket_clients_over_tls_get_their_snapshot_updates_and_pongs() {
 
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());
-    let tls = TlsConfig {
-        cert_file: dir.path().join("server.pem"),
-        key_file: dir.path().join("server.key"),
-        client_ca_file: None,
-    };
+    let tls = server_tls(dir.path(), false);
     let env = env_with(ApiConfig { tls: Some(tls), ..ApiConfig::default() }, default_devices()).await;
     let addr = serve(&env).await;
 
